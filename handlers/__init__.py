@@ -1,0 +1,48 @@
+"""Stock namespace handlers, installed as ``trio_djws.handlers``.
+
+Subclass one and register it: ``@Namespace("/echo/") class Echo(EchoHandler): pass``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from trio_djws.handler import BaseWSClass
+from trio_djws.typing import Message
+from trio_djws.websocket import WebSocket
+
+__all__ = ["BroadcastHandler", "EchoHandler"]
+
+
+class EchoHandler(BaseWSClass):
+    """Sends every message back unchanged: text as text, bytes as bytes (empty ones too)."""
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        await websocket.send(message)
+
+
+class BroadcastHandler(BaseWSClass):
+    """Joins one group and relays every message, unchanged, to all of its members (the
+    sender included).
+
+    The group is ``group`` if set on the subclass, else the path converter named by
+    ``group_kwarg`` (default ``"group"``) if the namespace has it, else the request path.
+    """
+
+    group: ClassVar[str | None] = None
+    group_kwarg: ClassVar[str] = "group"
+
+    def group_name(self, websocket: WebSocket) -> str:
+        """The group this connection joins (see the class docstring)."""
+        if self.group is not None:
+            return self.group
+        value = websocket.kwargs.get(self.group_kwarg)
+        return str(value) if value is not None else websocket.path
+
+    async def on_connect(self, websocket: WebSocket, path: str) -> None:
+        await websocket.join(self.group_name(websocket))
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        from trio_djws.groups import send_to_group
+
+        await send_to_group(self.group_name(websocket), message)

@@ -1,0 +1,52 @@
+"""Shared fixtures: a real Hypercorn trio server on an ephemeral port, and a per-test deadline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from trio_djws.asgi import get_asgi_application
+from trio_djws.conf import get_settings
+
+TEST_DEADLINE = 60.0  # seconds; a hang fails the test instead of freezing CI
+
+
+@pytest.fixture(autouse=True)
+async def _deadline(nursery: trio.Nursery) -> None:
+    """Fail any test (live sockets included) that runs past TEST_DEADLINE seconds."""
+
+    async def watchdog() -> None:
+        await trio.sleep(TEST_DEADLINE)
+        raise trio.TooSlowError(f"test still running after {TEST_DEADLINE} s")
+
+    nursery.start_soon(watchdog)
+
+
+def hypercorn_config() -> Config:
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.websocket_max_message_size = get_settings().max_message_size
+    config.graceful_timeout = 1
+    config.accesslog = None
+    return config
+
+
+@pytest.fixture
+async def hypercorn_server(nursery: trio.Nursery) -> AsyncIterator[str]:
+    """Serve the ASGI app with ``hypercorn.trio.serve`` on 127.0.0.1:0; yields ``host:port``."""
+    app = get_asgi_application()
+    shutdown = trio.Event()
+    binds = await nursery.start(partial(serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait))
+    yield binds[0].removeprefix("http://")
+    shutdown.set()
+
+
+@pytest.fixture
+def ws_url(hypercorn_server: str) -> str:
+    """``ws://127.0.0.1:PORT`` of the live server."""
+    return f"ws://{hypercorn_server}"

@@ -1,0 +1,38 @@
+"""Django settings for the library's test suite."""
+
+from __future__ import annotations
+
+import os
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+USE_TZ = True
+ROOT_URLCONF = "tests.urls"
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "trio_djws",
+    "tests",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("TESTS_SQLITE_PATH", ":memory:"),
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+WEBSOCKET_HANDLERS = ["tests.handlers"]
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"connection": {"()": "trio_djws.log.ConnectionContextFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["connection"]}},
+    "loggers": {"trio_djws": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,32 @@
+"""trio-djws: WebSockets for Django on Trio's structured concurrency."""
+
+from __future__ import annotations
+
+from wsproto.frame_protocol import CloseReason as CloseCode
+
+from .exceptions import Block, BrokerError, ConfigurationError, ConnectionClosed, Reject, TrioDjwsError
+from .groups import send_group_json, send_to_group
+from .handler import BaseMixin, BaseWSClass
+from .routing import Namespace
+from .threads import database_sync_to_thread, to_thread
+from .websocket import WebSocket
+
+__all__ = [
+    "BaseMixin",
+    "BaseWSClass",
+    "Block",
+    "BrokerError",
+    "CloseCode",
+    "ConfigurationError",
+    "ConnectionClosed",
+    "Namespace",
+    "Reject",
+    "TrioDjwsError",
+    "WebSocket",
+    "database_sync_to_thread",
+    "send_group_json",
+    "send_to_group",
+    "to_thread",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,114 @@
+"""Settings: every ``WEBSOCKET_*`` Django setting with its default and unit.
+
+``get_settings()`` reads them once and caches the result; the cache is cleared on Django's
+``setting_changed`` signal (as ``channels/layers.py`` does), so ``override_settings`` works.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+
+from .exceptions import ConfigurationError
+
+__all__ = ["PREFIX", "Settings", "get_settings"]
+
+PREFIX: Final = "WEBSOCKET_"
+SECONDS: Final = 1.0
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+
+
+def _default_broker() -> Mapping[str, object]:
+    return {"BACKEND": "trio_djws.brokers.InMemoryBroker"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The library's settings; field ``x`` is the Django setting ``WEBSOCKET_X``."""
+
+    base_uri: str = ""  # prefix of every namespace path
+    handlers: tuple[str, ...] = ()  # modules imported at startup to register handlers
+    allowed_origins: tuple[str, ...] | None = None  # None: derived from ALLOWED_HOSTS
+    require_origin: bool = False  # refuse handshakes that carry no Origin header
+    max_message_size: int = 1 * MIB  # bytes; also Hypercorn's websocket_max_message_size
+    send_queue_size: int = 64  # messages per connection
+    send_timeout: float = 10 * SECONDS  # a send queue full this long: 1008 "slow consumer"
+    close_timeout: float = 5 * SECONDS  # on_close, then flush + closing handshake
+    shutdown_timeout: float = 10 * SECONDS  # drain at server shutdown, then 1001 for all
+    http_threads: int = 40  # worker threads for Django's WSGI handler (HTTP requests)
+    db_threads: int = 10  # worker threads for ORM and other sync calls from handlers
+    ping_interval: float | None = 20 * SECONDS  # Hypercorn's websocket_ping_interval
+    tcp_user_timeout: float | None = 30 * SECONDS  # TCP_USER_TIMEOUT on listening sockets
+    broker: Mapping[str, object] = field(default_factory=_default_broker)
+
+
+_CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "base_uri": (str, "a str"),
+    "handlers": ((list, tuple), "a list of module paths"),
+    "allowed_origins": ((list, tuple, type(None)), "a list of origins or None"),
+    "require_origin": (bool, "a bool"),
+    "max_message_size": (int, "an int >= 1 (bytes)"),
+    "send_queue_size": (int, "an int >= 1 (messages)"),
+    "send_timeout": ((int, float), "a number > 0 (seconds)"),
+    "close_timeout": ((int, float), "a number > 0 (seconds)"),
+    "shutdown_timeout": ((int, float), "a number > 0 (seconds)"),
+    "http_threads": (int, "an int >= 1 (threads)"),
+    "db_threads": (int, "an int >= 1 (threads)"),
+    "ping_interval": ((int, float, type(None)), "a number > 0 (seconds) or None"),
+    "tcp_user_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
+    "broker": (Mapping, "a dict with a 'BACKEND' dotted path"),
+}
+
+
+def validate(name: str, value: object) -> str | None:
+    """Return why ``value`` is not valid for setting field ``name``, or None if it is."""
+    expected_type, expected = _CHECKS[name]
+    bad = not isinstance(value, expected_type) or (
+        isinstance(value, bool) and expected_type in (int, (int, float))
+    )
+    if not bad and isinstance(value, int | float) and not isinstance(value, bool):
+        bad = value < 1 if isinstance(value, int) and expected_type is int else value <= 0
+    if not bad and name == "broker":
+        bad = not isinstance(value, Mapping) or not isinstance(value.get("BACKEND"), str)
+    if bad:
+        return f"{PREFIX}{name.upper()} must be {expected}, got {value!r}"
+    return None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Read, validate and cache the ``WEBSOCKET_*`` settings.
+
+    Returns:
+        The frozen Settings; cached until a ``setting_changed`` signal.
+
+    Raises:
+        ConfigurationError: a setting has the wrong type or range; the message names it.
+    """
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = PREFIX + f.name.upper()
+        if not hasattr(django_settings, name):
+            continue
+        value = getattr(django_settings, name)
+        problem = validate(f.name, value)
+        if problem is not None:
+            raise ConfigurationError(problem)
+        if isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    return Settings(**values)
+
+
+def _clear_cache(*, setting: str, **kwargs: object) -> None:
+    if setting.startswith(PREFIX) or setting in {"ALLOWED_HOSTS", "DEBUG"}:
+        get_settings.cache_clear()
+
+
+setting_changed.connect(_clear_cache, dispatch_uid="trio_djws.conf.clear_cache")

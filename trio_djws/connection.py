@@ -1,0 +1,164 @@
+"""Serving one connection: the only place a hook's exception becomes a close code.
+
+``serve_websocket`` checks the handshake (draining server → 503, ``Origin`` → 403, routing →
+403) and ``serve_connection`` runs the handler in the connection's own nursery:
+
+=============================  =========================================================
+hook outcome                   what the client gets
+=============================  =========================================================
+``on_connect`` returns         HTTP 101, then the messages queued during ``on_connect``
+``Reject(status)`` / ``Block`` HTTP ``status`` (403 for Block); no close frame
+any other exception before     HTTP 500, traceback logged
+  the accept
+exception after the accept     queued messages, then close 1011, traceback logged
+handler ``close(code)``        queued messages, then close ``code``
+=============================  =========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from wsproto.frame_protocol import CloseReason
+
+from .conf import get_settings
+from .exceptions import ConnectionClosed, Reject
+from .handler import BaseWSClass
+from .log import ConnectionContext, connection_context
+from .origins import origin_allowed
+from .routing import registry
+from .state import current_server
+from .typing import Transport, WebSocketScope
+from .websocket import WebSocket
+
+__all__ = ["serve_connection", "serve_websocket"]
+
+logger = logging.getLogger(__name__)
+
+
+def _client(scope: WebSocketScope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+def _header(scope: WebSocketScope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
+    """Check and route one handshake, then serve the connection until it ends.
+
+    Rejections (logged at WARNING, each naming its cause): HTTP 503 while the server drains
+    for shutdown, 403 for an ``Origin`` that ``WEBSOCKET_ALLOWED_ORIGINS``/``ALLOWED_HOSTS``
+    does not allow, 403 for a path no ``@Namespace`` matches.
+    """
+    path = scope["path"]
+    server = current_server()
+    if server.draining:
+        logger.warning("rejected handshake for %s with 503: the server is shutting down", path)
+        await transport.reject(503)
+        return
+    origin = _header(scope, b"origin")
+    if not origin_allowed(origin):
+        logger.warning(
+            "rejected handshake for %s with 403: Origin %r is not allowed "
+            "(WEBSOCKET_ALLOWED_ORIGINS, else ALLOWED_HOSTS; WEBSOCKET_REQUIRE_ORIGIN)",
+            path, origin,
+        )
+        await transport.reject(403)
+        return
+    found = registry.resolve(path)
+    if found is None:
+        logger.warning("rejected handshake for %s with 403: no @Namespace matches this path", path)
+        await transport.reject(403)
+        return
+    route, kwargs = found
+    await serve_connection(route.handler, transport, scope, kwargs)
+
+
+async def serve_connection(
+    handler_class: type[BaseWSClass],
+    transport: Transport,
+    scope: WebSocketScope,
+    kwargs: dict[str, Any] | None = None,
+) -> None:
+    """Run one connection with a fresh handler instance, in its own nursery.
+
+    Returns when the connection has ended; nothing it started outlives it. Hook exceptions
+    never propagate: they become HTTP 500 (before the accept) or close code 1011, logged
+    with the traceback, the path and the connection id.
+    """
+    server = current_server()
+    websocket = WebSocket(transport, scope, kwargs, server=server)
+    handler = handler_class()
+    connection_context.set(ConnectionContext(websocket.id, websocket.path, _client(scope)))
+    close_timeout = get_settings().close_timeout
+    server.add(websocket)
+    try:
+        async with trio.open_nursery() as nursery:
+            websocket._attach(nursery)
+            try:
+                async with handler.mixin_connections(websocket):
+                    await handler.run_on_connect(websocket, websocket.path)
+                    if websocket.closed:  # close() in on_connect: refuse, as ASGI does
+                        raise Reject(403, "closed in on_connect")
+                    await websocket._accept()
+                    logger.info("accepted %s on %s", websocket.id, websocket.path)
+                    try:
+                        await websocket._receive_loop(handler.run_on_message)
+                    finally:
+                        with trio.move_on_after(close_timeout, shield=True):
+                            await handler.run_on_close(websocket)
+            except* Reject as group:
+                await _refuse(websocket, transport, group.exceptions[0])
+            except* ConnectionClosed:
+                pass  # the peer left mid-send: not a crash
+            except* Exception:  # Cancelled is a BaseException: it passes
+                if websocket._accepted.is_set():
+                    logger.exception(
+                        "hook failed on %s (connection %s); closing with 1011", websocket.path, websocket.id
+                    )
+                    websocket._fail(CloseReason.INTERNAL_ERROR, "internal error")
+                else:
+                    logger.exception(
+                        "hook failed before the handshake on %s (connection %s); HTTP 500",
+                        websocket.path, websocket.id,
+                    )
+                    with trio.move_on_after(close_timeout, shield=True):
+                        await transport.reject(500)
+            finally:
+                with trio.move_on_after(2 * close_timeout, shield=True):
+                    await websocket.aclose()
+                nursery.cancel_scope.cancel()
+        if websocket._accepted.is_set():
+            _log_close(websocket)
+    finally:
+        server.discard(websocket)
+
+
+async def _refuse(websocket: WebSocket, transport: Transport, exc: BaseException) -> None:
+    status = exc.status if isinstance(exc, Reject) else 403
+    if websocket._accepted.is_set():
+        # Reject after the handshake: nothing left to refuse, close with a policy violation.
+        websocket._fail(CloseReason.POLICY_VIOLATION, "rejected")
+        return
+    logger.info("rejected handshake for %s with %d: %s", websocket.path, status, exc)
+    with trio.move_on_after(get_settings().close_timeout, shield=True):
+        await transport.reject(status)
+
+
+def _log_close(websocket: WebSocket) -> None:
+    code = websocket.close_code
+    if code in (CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY) or websocket._peer_gone:
+        logger.info("closed %s on %s: code %s %r", websocket.id, websocket.path, code, websocket.close_reason)
+    elif code == CloseReason.INTERNAL_ERROR:
+        logger.error("closed %s on %s with 1011 after a hook failed", websocket.id, websocket.path)
+    else:
+        logger.warning(
+            "closed %s on %s: code %s %r", websocket.id, websocket.path, code, websocket.close_reason
+        )

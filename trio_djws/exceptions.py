@@ -1,0 +1,92 @@
+"""Exceptions raised by trio_djws.
+
+The tree, as httpx draws its own::
+
+    TrioDjwsError
+    ├── ConfigurationError   also a django ImproperlyConfigured: a bad WEBSOCKET_* value,
+    │                        a namespace registered twice
+    ├── Reject(status=403)   raised in on_connect or a mixin: the handshake gets that HTTP status
+    ├── Block                raised in a mixin hook: this event stops here
+    ├── ConnectionClosed     I/O on a closing or closed connection; carries code and reason
+    └── BrokerError          the broker (e.g. Redis) is unreachable or answered badly
+
+Only ``serve_connection`` turns a hook's exception into a close code (1011); everywhere else
+exceptions propagate.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+__all__ = [
+    "Block",
+    "BrokerError",
+    "ConfigurationError",
+    "ConnectionClosed",
+    "Reject",
+    "TrioDjwsError",
+]
+
+
+class TrioDjwsError(Exception):
+    """Base class of every exception this library raises on purpose."""
+
+
+class ConfigurationError(TrioDjwsError, ImproperlyConfigured):
+    """A ``WEBSOCKET_*`` setting or a registration is wrong; the message names the value."""
+
+
+class Reject(TrioDjwsError):
+    """Refuse the handshake with an HTTP status (RFC 6455 §4.2.2: any non-101 status).
+
+    Raise it from ``on_connect`` or a mixin's ``on_connect``. Nothing is accepted, so the
+    client sees the status (default 403) and no close frame.
+
+    Args:
+        status: the HTTP status code of the refusal, 400..599.
+        reason: a short text for the server log (not sent to the client).
+    """
+
+    def __init__(self, status: int = 403, reason: str = "") -> None:
+        if not 400 <= status <= 599:
+            raise ValueError(f"Reject status must be an HTTP error status 400..599, got {status!r}")
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"handshake rejected with HTTP {self.status}" + (
+            f": {self.reason}" if self.reason else ""
+        )
+
+
+class Block(TrioDjwsError):
+    """Raised in a mixin hook: the current event stops there.
+
+    In ``on_connect`` it rejects the handshake with HTTP 403; in ``on_message`` the message
+    is dropped and no later mixin or handler sees it.
+    """
+
+
+class ConnectionClosed(TrioDjwsError):
+    """The connection is closing or closed; no more I/O is possible.
+
+    Args:
+        code: the close code (RFC 6455 §7.4): 1000 normal, 1001 going away, 1006 the peer
+            vanished (also what Hypercorn reports for every client close), 1008 policy, ...
+        reason: the close reason text, possibly empty.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"connection closed with code {self.code}" + (
+            f" ({self.reason})" if self.reason else ""
+        )
+
+
+class BrokerError(TrioDjwsError):
+    """The broker is unreachable or broke its protocol; logged and retried, never fatal."""

@@ -1,0 +1,171 @@
+"""Handlers and mixins: the classes users write.
+
+A handler subclasses ``BaseWSClass`` and is registered with ``@Namespace``; one instance serves
+one connection. Mixins (``BaseMixin`` subclasses listed before the base class) run their hooks
+before the handler's, right to left as in djwebsockets: for
+``class Chat(AuthMixin, LogMixin, BaseWSClass)`` every event goes LogMixin → AuthMixin → Chat.
+Hooks may be ``async def`` (run on the connection's task) or plain ``def`` (run in a worker
+thread under the DB limiter, talking to the client through ``websocket.sync``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, ClassVar
+
+from .exceptions import Block, Reject
+from .threads import to_thread
+from .typing import Message
+
+if TYPE_CHECKING:
+    from .websocket import WebSocket
+
+__all__ = ["BaseMixin", "BaseWSClass"]
+
+_HOOKS = ("on_connect", "on_message", "on_close")
+
+# One resolved hook: the attribute as found in a class __dict__ (function, classmethod or
+# staticmethod; bound per instance with __get__) and whether it must run in a thread.
+_Hook = tuple[object, bool]
+
+
+def _is_async(attribute: object) -> bool:
+    function = getattr(attribute, "__func__", attribute)
+    return inspect.iscoroutinefunction(function)
+
+
+class BaseMixin:
+    """Per-handler middleware: list subclasses before ``BaseWSClass`` in a handler's bases.
+
+    Define any of these (async or plain ``def``); each runs before the handler's own:
+
+    - ``on_connect(self, websocket, path)``: raise ``Reject(status)`` or ``Block`` (HTTP 403)
+      to refuse the handshake.
+    - ``on_message(self, websocket, message)``: return a replacement message, ``None`` to keep
+      it, or raise ``Block`` to drop it.
+    - ``on_close(self, websocket)``.
+    - ``connection(self, websocket)``: an async context manager wrapping the whole connection
+      (entered before ``on_connect``, exited after ``on_close``).
+    """
+
+
+class BaseWSClass:
+    """Base class of namespace handlers; one instance per connection.
+
+    Override the hooks you need; the defaults do nothing. Hook exceptions close the
+    connection with 1011 (before the handshake: HTTP 500) and are logged with the traceback.
+    """
+
+    namespace: ClassVar[str | None] = None
+    _mixin_hooks: ClassVar[dict[str, tuple[_Hook, ...]]] = {}
+    _own_hooks: ClassVar[dict[str, _Hook]] = {}
+    _connection_factories: ClassVar[tuple[object, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        # Right to left: the mixin nearest BaseWSClass in the bases runs first.
+        mixins = [
+            klass for klass in reversed(mro) if issubclass(klass, BaseMixin) and klass is not BaseMixin
+        ]
+        cls._mixin_hooks = {
+            name: tuple(
+                (klass.__dict__[name], not _is_async(klass.__dict__[name]))
+                for klass in mixins
+                if name in klass.__dict__
+            )
+            for name in _HOOKS
+        }
+        own: dict[str, _Hook] = {}
+        for name in _HOOKS:
+            for klass in mro:
+                if not issubclass(klass, BaseMixin) and name in klass.__dict__:
+                    own[name] = (klass.__dict__[name], not _is_async(klass.__dict__[name]))
+                    break
+        cls._own_hooks = own
+        cls._connection_factories = tuple(
+            klass.__dict__["connection"] for klass in mixins if "connection" in klass.__dict__
+        )
+
+    async def on_connect(self, websocket: WebSocket, path: str) -> None:
+        """Called before the handshake is accepted; raise ``Reject`` to refuse it.
+
+        Messages sent here wait in the send queue and go out right after the accept.
+        Call ``websocket.select_subprotocol(name)`` to pick one the client offered.
+        """
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        """Called for each message, in order: ``str`` for text frames, ``bytes`` for binary."""
+
+    async def on_close(self, websocket: WebSocket) -> None:
+        """Called once when an accepted connection ends, within WEBSOCKET_CLOSE_TIMEOUT
+        seconds; ``websocket.close_code`` says why."""
+
+    # -- the hook chain, called by serve_connection -----------------------------------------
+
+    async def _call(self, hook: _Hook, *args: object) -> object:
+        function = hook[0].__get__(self, type(self))  # type: ignore[attr-defined]  # descriptor
+        if hook[1]:
+            return await to_thread(function, *args)
+        return await function(*args)
+
+    async def run_on_connect(self, websocket: WebSocket, path: str) -> None:
+        """Run the mixins' then the handler's ``on_connect``.
+
+        Raises:
+            Reject: the handshake must be refused (``Block`` from a mixin becomes 403).
+        """
+        try:
+            for hook in self._mixin_hooks["on_connect"]:
+                await self._call(hook, websocket, path)
+        except Block as exc:
+            raise Reject(403, f"blocked by a mixin: {exc}") from exc
+        await self._call(self._own_hooks["on_connect"], websocket, path)
+
+    async def run_on_message(self, websocket: WebSocket, message: Message) -> None:
+        """Run the mixins' ``on_message`` (each may replace the message or ``Block`` it),
+        then the handler's."""
+        for hook in self._mixin_hooks["on_message"]:
+            try:
+                replacement = await self._call(hook, websocket, message)
+            except Block:
+                return
+            if replacement is not None:
+                if not isinstance(replacement, str | bytes):
+                    raise TypeError(
+                        "a mixin's on_message must return str, bytes or None, "
+                        f"got {type(replacement).__name__}"
+                    )
+                message = replacement
+        await self._call(self._own_hooks["on_message"], websocket, message)
+
+    async def run_on_close(self, websocket: WebSocket) -> None:
+        """Run the mixins' then the handler's ``on_close``."""
+        for hook in self._mixin_hooks["on_close"]:
+            try:
+                await self._call(hook, websocket)
+            except Block:
+                return
+        await self._call(self._own_hooks["on_close"], websocket)
+
+    def mixin_connections(self, websocket: WebSocket) -> AbstractAsyncContextManager[None]:
+        """Enter every mixin's ``connection(websocket)`` context, right to left."""
+        return self._enter_connections(websocket)
+
+    @asynccontextmanager
+    async def _enter_connections(self, websocket: WebSocket) -> AsyncIterator[None]:
+        if not self._connection_factories:
+            yield
+            return
+        async with AsyncExitStack() as stack:
+            for factory in self._connection_factories:
+                bound: Callable[[WebSocket], AbstractAsyncContextManager[object]] = (
+                    factory.__get__(self, type(self))  # type: ignore[attr-defined]
+                )
+                await stack.enter_async_context(bound(websocket))
+            yield
+
+
+BaseWSClass.__init_subclass__()

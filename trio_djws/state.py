@@ -1,0 +1,120 @@
+"""The server-wide state of one trio run: live connections, groups and the broker.
+
+It lives in a ``RunVar`` (as trio keeps its default thread limiter), never in a module global:
+``open_server()`` creates it for the ASGI lifespan (or the standalone server) and owns the
+server nursery; code that runs without a lifespan (the in-memory test client) gets a state
+made on first use, without background tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+from django.utils.module_loading import import_string
+from wsproto.frame_protocol import CloseReason
+
+from .brokers import Broker
+from .conf import get_settings
+from .exceptions import ConfigurationError
+from .groups import Groups
+
+if TYPE_CHECKING:
+    from .websocket import WebSocket
+
+__all__ = ["ServerState", "current_server", "drain_connections", "open_server"]
+
+logger = logging.getLogger(__name__)
+
+_server: trio.lowlevel.RunVar[ServerState] = trio.lowlevel.RunVar("trio_djws.server")
+
+
+def _make_broker(groups: Groups) -> Broker:
+    options = dict(get_settings().broker)
+    path = str(options.pop("BACKEND"))
+    try:
+        factory = import_string(path)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"WEBSOCKET_BROKER['BACKEND'] must be an importable dotted path, got {path!r}: {exc}"
+        ) from exc
+    broker: Broker = factory(groups, options)
+    return broker
+
+
+class ServerState:
+    """Live connections, groups and broker of one server."""
+
+    def __init__(self) -> None:
+        self.connections: set[WebSocket] = set()
+        self.groups = Groups()
+        self.broker: Broker = _make_broker(self.groups)
+        self.draining = False
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def add(self, websocket: WebSocket) -> None:
+        """Count a connection as live (called by serve_connection)."""
+        self.connections.add(websocket)
+        if self._idle.is_set():
+            self._idle = trio.Event()
+
+    def discard(self, websocket: WebSocket) -> None:
+        """Forget a connection that has ended."""
+        self.connections.discard(websocket)
+        if not self.connections:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until no connection is live."""
+        await self._idle.wait()
+
+
+def current_server() -> ServerState:
+    """The state of the server running in this trio run, made on first use if needed."""
+    try:
+        return _server.get()
+    except LookupError:
+        state = ServerState()
+        _server.set(state)
+        return state
+
+
+async def drain_connections(
+    code: int = CloseReason.GOING_AWAY, reason: str = "going away"
+) -> None:
+    """Close every live connection with ``code`` after flushing its send queue, and wait
+    until all have ended. New handshakes get HTTP 503 from then on.
+
+    Callers bound it: ``with trio.move_on_after(WEBSOCKET_SHUTDOWN_TIMEOUT)``. Connections
+    still open at the deadline are aborted by the caller's cancellation of their nurseries.
+    """
+    state = current_server()
+    state.draining = True
+    if state.connections:
+        logger.info("draining %d connections with close code %d", len(state.connections), code)
+    for websocket in list(state.connections):
+        websocket.close_nowait(code, reason)
+    await state.wait_idle()
+
+
+@asynccontextmanager
+async def open_server() -> AsyncIterator[ServerState]:
+    """Run the server-wide nursery (the broker's tasks) for the duration of the block.
+
+    On exit, every connection is drained with 1001 within ``WEBSOCKET_SHUTDOWN_TIMEOUT``
+    seconds, then the broker is cancelled.
+    """
+    state = ServerState()
+    _server.set(state)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(state.broker.serve)
+        try:
+            yield state
+        finally:
+            with trio.move_on_after(get_settings().shutdown_timeout, shield=True):
+                await drain_connections()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,99 @@
+"""Types shared across trio_djws: ASGI events (one TypedDict per event, as Hypercorn's
+``typing.py`` has them), the transport Protocol and JSON values."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Literal, NotRequired, Protocol, TypeAlias, TypedDict
+
+__all__ = [
+    "ASGIReceive",
+    "ASGISend",
+    "HTTPScope",
+    "JSONValue",
+    "LifespanScope",
+    "Message",
+    "Scope",
+    "Transport",
+    "WebSocketScope",
+]
+
+JSONValue: TypeAlias = Any
+"""Anything Django's DjangoJSONEncoder can encode."""
+
+Message: TypeAlias = str | bytes
+"""One WebSocket message: text frames are ``str``, binary frames ``bytes``, end to end."""
+
+
+class WebSocketScope(TypedDict):
+    type: Literal["websocket"]
+    asgi: dict[str, str]
+    http_version: str
+    scheme: str
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    root_path: str
+    headers: Iterable[tuple[bytes, bytes]]
+    client: tuple[str, int] | None
+    server: tuple[str, int | None] | None
+    subprotocols: Iterable[str]
+    extensions: NotRequired[dict[str, dict[object, object]]]
+    state: NotRequired[dict[str, object]]
+
+
+class HTTPScope(TypedDict):
+    type: Literal["http"]
+    asgi: dict[str, str]
+    http_version: str
+    method: str
+    scheme: str
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    root_path: str
+    headers: Iterable[tuple[bytes, bytes]]
+    client: tuple[str, int] | None
+    server: tuple[str, int | None] | None
+    extensions: NotRequired[dict[str, dict[object, object]]]
+    state: NotRequired[dict[str, object]]
+
+
+class LifespanScope(TypedDict):
+    type: Literal["lifespan"]
+    asgi: dict[str, str]
+    state: NotRequired[dict[str, object]]
+
+
+Scope: TypeAlias = WebSocketScope | HTTPScope | LifespanScope
+# ASGI events are plain dicts on the wire; the callables are typed loosely on purpose so that
+# any ASGI server's receive/send fit. Each event's keys follow the ASGI spec (3.0, ws 2.3).
+ASGIReceive: TypeAlias = Callable[[], Awaitable[dict[str, Any]]]
+ASGISend: TypeAlias = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Transport(Protocol):
+    """The connection model's view of one WebSocket transport (ASGI, a standalone engine, or
+    the in-memory test client). Every handler, mixin, group and close-code rule is written
+    against this Protocol only.
+    """
+
+    async def accept(self, subprotocol: str | None) -> None:
+        """Complete the handshake (HTTP 101), with the chosen subprotocol if any."""
+
+    async def reject(self, status: int) -> None:
+        """Refuse the handshake with an HTTP status; nothing was accepted."""
+
+    async def receive(self) -> Message:
+        """Wait for the next complete message.
+
+        Raises:
+            ConnectionClosed: the peer closed or vanished; ``code`` is its close code
+                (on Hypercorn always 1006: upstream issue 127).
+        """
+
+    async def send(self, message: Message) -> None:
+        """Write one message; after the peer is gone this may return without writing."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send the close frame (RFC 6455 §5.5.1) and end the transport."""

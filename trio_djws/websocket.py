@@ -1,0 +1,433 @@
+"""The ``WebSocket`` object handlers talk to: one per connection, any transport.
+
+Outgoing messages go through the send queue, a bounded ``trio`` memory channel of
+``WEBSOCKET_SEND_QUEUE_SIZE`` messages drained by one writer task in the connection's nursery.
+That queue is the backpressure point and the reason queued messages are delivered before a
+normal close: ``aclose()`` leaves the groups (closing their channel clones), closes the
+connection's own send end, lets the writer drain to ``EndOfChannel`` and only then sends the
+close frame.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import trio
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import QueryDict
+from django.http.cookie import parse_cookie
+from wsproto.frame_protocol import CloseReason
+
+from .conf import get_settings
+from .exceptions import ConnectionClosed
+from .state import current_server
+from .typing import JSONValue, Message, Transport, WebSocketScope
+
+if TYPE_CHECKING:
+    from .state import ServerState
+
+__all__ = ["SyncWebSocket", "WebSocket"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_REASON_BYTES = 123  # RFC 6455 §5.5: a control frame payload is at most 125 bytes
+
+
+class _State(enum.IntEnum):
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+def _truncate_reason(reason: str) -> str:
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= _MAX_REASON_BYTES:
+        return reason
+    return encoded[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
+
+
+class WebSocket:
+    """One WebSocket connection, as its handler sees it.
+
+    Attributes:
+        id: unique per connection (a UUID4 hex string).
+        scope: the ASGI ``websocket`` scope (built alike by every transport).
+        path: the request path.
+        kwargs: the values of the namespace's path converters.
+        subprotocol: the subprotocol chosen with ``select_subprotocol``, or None.
+        close_code: None while open; then the close code (RFC 6455 §7.4): the one sent, or the
+            peer's (on Hypercorn a client close always reads 1006: upstream issue 127).
+        close_reason: the close reason text.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        scope: WebSocketScope,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        server: ServerState | None = None,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.scope = scope
+        self.path = scope["path"]
+        self.kwargs: dict[str, Any] = kwargs or {}
+        self.subprotocol: str | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._transport = transport
+        self._server = server if server is not None else current_server()
+        settings = get_settings()
+        self._send_timeout = settings.send_timeout
+        self._outbox_send, self._outbox = trio.open_memory_channel[Message](
+            settings.send_queue_size
+        )
+        self._groups: set[str] = set()
+        self._state = _State.CONNECTING
+        self._accepted = trio.Event()
+        self._flushed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._receive_scope: trio.CancelScope | None = None
+        self._aborted = False
+        self._peer_gone = False
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.id} {self.path!r} {self._state.name}>"
+
+    # -- request data ----------------------------------------------------------------------
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Handshake headers, names lower-cased; repeated headers joined with ``", "``."""
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in self.scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        return headers
+
+    @cached_property
+    def query(self) -> QueryDict:
+        """The query string as an immutable Django ``QueryDict``."""
+        return QueryDict(self.scope["query_string"].decode("latin-1"))
+
+    @cached_property
+    def cookies(self) -> dict[str, str]:
+        """Cookies from the handshake's ``Cookie`` header (Django's ``parse_cookie``)."""
+        return parse_cookie(self.headers.get("cookie", ""))
+
+    @cached_property
+    def sync(self) -> SyncWebSocket:
+        """Blocking ``send``/``send_json``/``close`` for plain ``def`` hooks (worker threads)."""
+        return SyncWebSocket(self)
+
+    @property
+    def closed(self) -> bool:
+        """True once closing has begun (by either side)."""
+        return self._state >= _State.CLOSING
+
+    def select_subprotocol(self, name: str) -> None:
+        """Choose the subprotocol to accept with (RFC 6455 §4.2.2, Sec-WebSocket-Protocol).
+
+        Call it in ``on_connect``, before the handshake is accepted.
+
+        Raises:
+            ValueError: the client did not offer ``name``.
+            RuntimeError: the handshake was already accepted.
+        """
+        offered = list(self.scope.get("subprotocols", ()))
+        if name not in offered:
+            raise ValueError(f"subprotocol {name!r} was not offered by the client; offered: {offered}")
+        if self._state is not _State.CONNECTING:
+            raise RuntimeError("select_subprotocol() must be called before the handshake is accepted")
+        self.subprotocol = name
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Queue one message for this client: ``str`` as a text frame, ``bytes`` as binary.
+
+        Waits while the send queue (WEBSOCKET_SEND_QUEUE_SIZE messages) is full; this is the
+        backpressure point. If it stays full for WEBSOCKET_SEND_TIMEOUT seconds the connection
+        is aborted with 1008 "slow consumer" (RFC 6455 §7.4.1). Sent during ``on_connect``, it
+        waits in the queue and goes out right after the accept. Always a checkpoint; if
+        cancelled, nothing was queued.
+
+        Raises:
+            TypeError: ``message`` is neither ``str`` nor ``bytes``.
+            ConnectionClosed: the connection is closing or closed; ``exc.code`` is the close
+                code (1001 on server shutdown, 1006 if the peer vanished, 1008 slow consumer).
+        """
+        if not isinstance(message, str | bytes):
+            raise TypeError(f"send() expects str or bytes, got {type(message).__name__}")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._outbox_send.send_nowait(message)
+        except trio.WouldBlock:
+            pass
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._closed_error() from None
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        with trio.move_on_after(self._send_timeout) as deadline:
+            try:
+                await self._outbox_send.send(message)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise self._closed_error() from None
+        if deadline.cancelled_caught:
+            self.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
+            raise self._closed_error()
+
+    async def send_json(self, data: JSONValue) -> None:
+        """Send ``data`` encoded with Django's ``DjangoJSONEncoder`` as one text frame
+        (datetimes as ISO 8601 with their timezone). Same waits and errors as ``send``."""
+        await self.send(json.dumps(data, cls=DjangoJSONEncoder))
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(
+            self.close_code if self.close_code is not None else CloseReason.ABNORMAL_CLOSURE,
+            self.close_reason,
+        )
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close the connection: queued messages are sent first, then the close frame.
+
+        Idempotent: later calls do nothing. Stops the receive loop, so called from
+        ``on_message`` it ends that hook at its next checkpoint; ``on_close`` then runs.
+        Called in ``on_connect``, the handshake is refused with HTTP 403 instead.
+
+        Args:
+            code: the close code (RFC 6455 §7.4.1), 1000 by default.
+            reason: at most 123 bytes of UTF-8 (longer is cut).
+        """
+        self.close_nowait(code, reason)
+        await trio.lowlevel.checkpoint()
+
+    def close_nowait(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> None:
+        """``close()`` without the checkpoint: safe from sync code in the trio thread."""
+        if self._state >= _State.CLOSING:
+            return
+        self.close_code = code
+        self.close_reason = _truncate_reason(reason)
+        self._state = _State.CLOSING
+        if self._receive_scope is not None:
+            self._receive_scope.cancel()
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close at once without flushing the send queue (slow consumer, policy violation).
+
+        Cancels every task of the connection; ``on_close`` still runs. Logged as a WARNING.
+        Sync and idempotent.
+        """
+        if self._aborted:
+            return
+        self._aborted = True
+        if self._state < _State.CLOSING or self.close_code in (None, CloseReason.NORMAL_CLOSURE):
+            self.close_code = code
+            self.close_reason = _truncate_reason(reason)
+        self._state = max(self._state, _State.CLOSING)
+        logger.warning("aborting connection %s on %s: close code %d (%s)", self.id, self.path, code, reason)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def _fail(self, code: int, reason: str) -> None:
+        # A hook or background task failed: close with ``code`` (1011) after flushing; this
+        # overrides a normal close already under way, but not an abort.
+        if self._aborted:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        self._state = max(self._state, _State.CLOSING)
+        if self._receive_scope is not None:
+            self._receive_scope.cancel()
+
+    # -- groups ----------------------------------------------------------------------------
+
+    async def join(self, group: str) -> None:
+        """Become a member of ``group``: messages sent to it reach this connection.
+
+        The membership holds its own clone of the send queue's channel. Left automatically
+        when the connection ends. A checkpoint.
+
+        Raises:
+            ConnectionClosed: the connection is closing.
+        """
+        await trio.lowlevel.checkpoint()
+        if self._state >= _State.CLOSING:
+            raise self._closed_error()
+        if group in self._groups:
+            return
+        self._groups.add(group)
+        self._server.groups.add(group, self, self._outbox_send.clone())
+
+    async def leave(self, group: str) -> None:
+        """Stop being a member of ``group``; no error if not a member. A checkpoint."""
+        await trio.lowlevel.checkpoint()
+        self._leave(group)
+
+    def _leave(self, group: str) -> None:
+        if group in self._groups:
+            self._groups.discard(group)
+            self._server.groups.discard(group, self)
+
+    @property
+    def groups(self) -> frozenset[str]:
+        """The groups this connection is a member of."""
+        return frozenset(self._groups)
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` as a background task owned by this connection's nursery.
+
+        The task is cancelled when the connection ends. An exception from it closes the
+        connection with 1011 and is logged with its traceback, like a hook's.
+
+        Raises:
+            RuntimeError: the connection's nursery is not running (it has ended).
+        """
+        if self._nursery is None:
+            raise RuntimeError("start_soon() needs a running connection; this one has ended")
+        self._nursery.start_soon(self._guarded, fn, *args)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        try:
+            await fn(*args)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception(
+                "background task %s of connection %s on %s failed; closing with 1011",
+                getattr(fn, "__qualname__", fn), self.id, self.path,
+            )
+            self._fail(CloseReason.INTERNAL_ERROR, "internal error")
+
+    # -- driven by serve_connection ----------------------------------------------------------
+
+    def _attach(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        nursery.start_soon(self._writer)
+
+    async def _writer(self) -> None:
+        try:
+            await self._accepted.wait()
+            async with self._outbox:  # the writer owns the receive end
+                async for message in self._outbox:
+                    await self._transport.send(message)
+        except ConnectionClosed as exc:
+            self._on_peer_gone(exc.code, exc.reason)
+        finally:
+            self._flushed.set()
+
+    def _on_peer_gone(self, code: int, reason: str) -> None:
+        self._peer_gone = True
+        if self._state < _State.CLOSING:
+            self.close_code = code
+            self.close_reason = reason
+            self._state = _State.CLOSING
+        if self._receive_scope is not None:
+            self._receive_scope.cancel()
+
+    async def _accept(self) -> None:
+        await self._transport.accept(self.subprotocol)
+        self._state = _State.OPEN
+        self._accepted.set()
+
+    async def _receive_loop(self, on_message: Callable[[WebSocket, Message], Awaitable[None]]) -> None:
+        # Always running, even for send-only handlers: after a disconnect Hypercorn's send
+        # silently does nothing, so the receive side is how a connection learns it is gone.
+        max_size = get_settings().max_message_size
+        receive = self._transport.receive
+        with trio.CancelScope() as self._receive_scope:
+            if self._state >= _State.CLOSING:
+                return
+            while True:
+                try:
+                    message = await receive()
+                except ConnectionClosed as exc:
+                    self._on_peer_gone(exc.code, exc.reason)
+                    return
+                size = len(message)
+                if size > max_size // 4 and isinstance(message, str):
+                    size = len(message.encode("utf-8"))
+                if size > max_size:
+                    logger.warning(
+                        "message of %d bytes on %s exceeds WEBSOCKET_MAX_MESSAGE_SIZE (%d bytes); "
+                        "closing with 1009", size, self.path, max_size,
+                    )
+                    self.close_nowait(CloseReason.MESSAGE_TOO_BIG, "message too big")
+                    return
+                await on_message(self, message)
+
+    async def aclose(self) -> None:
+        """Leave all groups, flush the send queue (WEBSOCKET_CLOSE_TIMEOUT seconds at most),
+        then send the close frame. Idempotent. Used by serve_connection; handlers call
+        ``close()``."""
+        if self._state is _State.CLOSED:
+            return
+        if self.close_code is None:
+            self.close_code = CloseReason.NORMAL_CLOSURE
+        self._state = _State.CLOSING
+        for group in list(self._groups):
+            self._leave(group)
+        self._outbox_send.close()
+        if not self._accepted.is_set():
+            self._state = _State.CLOSED
+            return
+        if not (self._aborted or self._peer_gone):
+            with trio.move_on_after(get_settings().close_timeout) as flush:
+                await self._flushed.wait()
+            if flush.cancelled_caught:
+                logger.warning(
+                    "connection %s on %s: send queue not flushed within WEBSOCKET_CLOSE_TIMEOUT",
+                    self.id, self.path,
+                )
+        if not self._peer_gone:
+            try:
+                await self._transport.close(self.close_code, self.close_reason)
+            except ConnectionClosed:
+                pass
+        self._state = _State.CLOSED
+
+
+class SyncWebSocket:
+    """Blocking access to a ``WebSocket`` from a worker thread started by trio (plain ``def``
+    hooks, ``to_thread`` functions), through ``trio.from_thread.run``.
+
+    Raises:
+        ConnectionClosed: as the async methods do.
+        RuntimeError: called from a thread trio did not start.
+    """
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+
+    def send(self, message: Message) -> None:
+        """Blocking ``WebSocket.send``."""
+        trio.from_thread.run(self._websocket.send, message)
+
+    def send_json(self, data: JSONValue) -> None:
+        """Blocking ``WebSocket.send_json``."""
+        trio.from_thread.run(self._websocket.send_json, data)
+
+    def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start closing (see ``WebSocket.close``); returns at once."""
+        trio.from_thread.run_sync(self._websocket.close_nowait, code, reason)
+
+    def join(self, group: str) -> None:
+        """Blocking ``WebSocket.join``."""
+        trio.from_thread.run(self._websocket.join, group)
+
+    def leave(self, group: str) -> None:
+        """Blocking ``WebSocket.leave``."""
+        trio.from_thread.run(self._websocket.leave, group)
