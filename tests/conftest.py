@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -16,9 +17,17 @@ from trio_djws.conf import get_settings
 TEST_DEADLINE = 60.0  # seconds; a hang fails the test instead of freezing CI
 
 
-@pytest.fixture(autouse=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every async (trio) test the ``_deadline`` fixture."""
+    for item in items:
+        function = getattr(item, "function", None)
+        if inspect.iscoroutinefunction(function) and isinstance(item, pytest.Function):
+            item.fixturenames.append("_deadline")
+
+
+@pytest.fixture
 async def _deadline(nursery: trio.Nursery) -> None:
-    """Fail any test (live sockets included) that runs past TEST_DEADLINE seconds."""
+    """Fail any trio test (live sockets included) that runs past TEST_DEADLINE seconds."""
 
     async def watchdog() -> None:
         await trio.sleep(TEST_DEADLINE)
@@ -41,7 +50,9 @@ async def hypercorn_server(nursery: trio.Nursery) -> AsyncIterator[str]:
     """Serve the ASGI app with ``hypercorn.trio.serve`` on 127.0.0.1:0; yields ``host:port``."""
     app = get_asgi_application()
     shutdown = trio.Event()
-    binds = await nursery.start(partial(serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait))
+    binds = await nursery.start(
+        partial(serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
+    )
     yield binds[0].removeprefix("http://")
     shutdown.set()
 

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
-
-from trio_djws import BaseMixin, BaseWSClass, Block, CloseCode, Namespace, Reject
 from trio_djws.handlers import BroadcastHandler, EchoHandler
+
+from trio_djws import BaseMixin, BaseWSClass, Block, CloseCode, ConnectionClosed, Namespace, Reject
 from trio_djws.typing import Message
 from trio_djws.websocket import WebSocket
 
@@ -26,7 +26,9 @@ class Room(BroadcastHandler):
 @Namespace("/items/<int:pk>/")
 class Item(BaseWSClass):
     async def on_connect(self, websocket: WebSocket, path: str) -> None:
-        await websocket.send_json({"pk": websocket.kwargs["pk"], "path": path, "q": websocket.query.get("q")})
+        await websocket.send_json(
+            {"pk": websocket.kwargs["pk"], "path": path, "q": websocket.query.get("q")}
+        )
 
 
 @Namespace("/reject/")
@@ -74,6 +76,7 @@ class FailingConnect(BaseWSClass):
 
 
 EVENTS: list[str] = []
+GUARD_EXITED = trio.Event()
 
 
 class Upper(BaseMixin):
@@ -101,6 +104,7 @@ class Guard(BaseMixin):
             yield
         finally:
             EVENTS.append("Guard.exit")
+            GUARD_EXITED.set()
 
 
 @Namespace("/mixins/")
@@ -146,3 +150,47 @@ class Background(BaseWSClass):
 class Policy(BaseWSClass):
     async def on_message(self, websocket: WebSocket, message: Message) -> None:
         await websocket.close(CloseCode.POLICY_VIOLATION, "not allowed")
+
+
+FLOOD_RESULT: dict[str, int] = {}
+FLOOD_STOPPED = trio.Event()
+
+
+@Namespace("/flood/")
+class Flood(BaseWSClass):
+    """Sends numbered messages until send() raises; records the close code it saw."""
+
+    async def on_connect(self, websocket: WebSocket, path: str) -> None:
+        websocket.start_soon(self.flood, websocket)
+
+    async def flood(self, websocket: WebSocket) -> None:
+        sent = 0
+        try:
+            while True:
+                await websocket.send(f"{sent}")
+                sent += 1
+        except ConnectionClosed as exc:
+            FLOOD_RESULT.update(sent=sent, code=exc.code)
+            FLOOD_STOPPED.set()
+            raise
+
+
+@Namespace("/orm-on-trio-thread/")
+class OrmOnTrioThread(BaseWSClass):
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        from django.contrib.auth.models import User
+
+        try:
+            User.objects.count()
+        except Exception as exc:
+            await websocket.send(type(exc).__name__)
+        else:
+            await websocket.send("no error")
+
+
+@Namespace("/orm-in-thread/")
+class OrmInThread(BaseWSClass):
+    def on_message(self, websocket: WebSocket, message: Message) -> None:  # type: ignore[override]
+        from django.contrib.auth.models import User
+
+        websocket.sync.send(str(User.objects.count()))

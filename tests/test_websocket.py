@@ -41,7 +41,9 @@ async def test_reject_gives_the_http_status(ws_url: str, status: int) -> None:
 
 
 async def test_subprotocol_is_selected_from_the_offer(ws_url: str) -> None:
-    async with open_websocket_url(f"{ws_url}/subprotocol/", subprotocols=["chat.v1", "chat.v2"]) as ws:
+    async with open_websocket_url(
+        f"{ws_url}/subprotocol/", subprotocols=["chat.v1", "chat.v2"]
+    ) as ws:
         assert ws.subprotocol == "chat.v2"
         await ws.send_message("?")
         assert await ws.get_message() == "chat.v2"
@@ -86,16 +88,22 @@ async def test_on_connect_exception_gives_http_500(ws_url: str) -> None:
 
 async def test_mixins_run_right_to_left_before_the_handler(ws_url: str) -> None:
     handlers.EVENTS.clear()
+    handlers.GUARD_EXITED = trio.Event()
     async with open_websocket_url(f"{ws_url}/mixins/") as ws:
         await ws.send_message("hi")
         assert await ws.get_message() == "HI"
         await ws.send_message("secret")  # blocked by Guard: never echoed
         await ws.send_message("after")
         assert await ws.get_message() == "AFTER"
-    with trio.fail_after(5):
-        while "Guard.exit" not in handlers.EVENTS:
-            await trio.sleep(0.01)
-    assert handlers.EVENTS[:6] == ["Guard.enter", "Guard.connect", "handler.connect", "Guard", "Upper", "handler"]
+    await handlers.GUARD_EXITED.wait()
+    assert handlers.EVENTS[:6] == [
+        "Guard.enter",
+        "Guard.connect",
+        "handler.connect",
+        "Guard",
+        "Upper",
+        "handler",
+    ]
     assert handlers.EVENTS[6:8] == ["Guard", "Guard"]  # "secret" stops at Guard
     assert handlers.EVENTS[-2:] == ["handler.close:1006", "Guard.exit"]
 
@@ -123,7 +131,10 @@ async def test_background_task_crash_closes_with_1011(ws_url: str) -> None:
 
 
 async def test_group_message_reaches_every_member(ws_url: str) -> None:
-    async with open_websocket_url(f"{ws_url}/room/lobby/") as a, open_websocket_url(f"{ws_url}/room/lobby/") as b:
+    async with (
+        open_websocket_url(f"{ws_url}/room/lobby/") as a,
+        open_websocket_url(f"{ws_url}/room/lobby/") as b,
+    ):
         await a.send_message("hi")
         assert await a.get_message() == "hi"
         assert await b.get_message() == "hi"

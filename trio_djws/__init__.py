@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from wsproto.frame_protocol import CloseReason as CloseCode
 
-from .exceptions import Block, BrokerError, ConfigurationError, ConnectionClosed, Reject, TrioDjwsError
+from .exceptions import (
+    Block,
+    BrokerError,
+    ConfigurationError,
+    ConnectionClosed,
+    Reject,
+    TrioDjwsError,
+)
 from .groups import send_group_json, send_to_group
 from .handler import BaseMixin, BaseWSClass
 from .routing import Namespace

@@ -29,7 +29,12 @@ __all__ = ["ASGITransport", "TrioDjwsApplication", "get_asgi_application"]
 
 logger = logging.getLogger(__name__)
 
-_REASONS = {400: b"Bad Request", 403: b"Forbidden", 500: b"Internal Server Error", 503: b"Service Unavailable"}
+_REASONS = {
+    400: b"Bad Request",
+    403: b"Forbidden",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
 
 
 class ASGITransport:
@@ -52,7 +57,10 @@ class ASGITransport:
                 {
                     "type": "websocket.http.response.start",
                     "status": status,
-                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())],
+                    "headers": [
+                        (b"content-type", b"text/plain"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
                 }
             )
             await self._send({"type": "websocket.http.response.body", "body": body})
@@ -70,7 +78,10 @@ class ASGITransport:
                 data = event.get("bytes")
                 return bytes(data) if data is not None else b""
             if kind == "websocket.disconnect":
-                raise ConnectionClosed(int(event.get("code", CloseReason.NO_STATUS_RCVD)), str(event.get("reason") or ""))
+                raise ConnectionClosed(
+                    int(event.get("code", CloseReason.NO_STATUS_RCVD)),
+                    str(event.get("reason") or ""),
+                )
 
     async def send(self, message: Message) -> None:
         if isinstance(message, str):
@@ -86,18 +97,19 @@ class TrioDjwsApplication:
     """The ASGI 3 callable; build it with ``get_asgi_application()``."""
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
-        kind = scope["type"]
-        if kind == "websocket":
+        if scope["type"] == "websocket":
             event = await receive()
             if event["type"] != "websocket.connect":
                 return
             await serve_websocket(ASGITransport(scope, receive, send), scope)
-        elif kind == "http":
+        elif scope["type"] == "http":
             await serve_http(scope, receive, send)
-        elif kind == "lifespan":
+        elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         else:
-            raise ValueError(f"unknown ASGI scope type {kind!r}; expected http, websocket or lifespan")
+            raise ValueError(
+                f"unknown ASGI scope type {scope['type']!r}; expected http, websocket or lifespan"
+            )
 
     async def _lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
         event = await receive()

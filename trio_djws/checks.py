@@ -30,7 +30,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: object) ->
             errors.append(
                 Error(
                     problem + ".",
-                    hint=f"Fix {name} or remove it to use the default ({getattr(Settings(), f.name)!r}).",
+                    hint=f"Fix {name}, or remove it for the default "
+                    f"{getattr(Settings(), f.name)!r}.",
                     id="trio_djws.E001",
                 )
             )

@@ -68,7 +68,8 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
         logger.warning(
             "rejected handshake for %s with 403: Origin %r is not allowed "
             "(WEBSOCKET_ALLOWED_ORIGINS, else ALLOWED_HOSTS; WEBSOCKET_REQUIRE_ORIGIN)",
-            path, origin,
+            path,
+            origin,
         )
         await transport.reject(403)
         return
@@ -121,13 +122,16 @@ async def serve_connection(
             except* Exception:  # Cancelled is a BaseException: it passes
                 if websocket._accepted.is_set():
                     logger.exception(
-                        "hook failed on %s (connection %s); closing with 1011", websocket.path, websocket.id
+                        "hook failed on %s (connection %s); closing with 1011",
+                        websocket.path,
+                        websocket.id,
                     )
                     websocket._fail(CloseReason.INTERNAL_ERROR, "internal error")
                 else:
                     logger.exception(
                         "hook failed before the handshake on %s (connection %s); HTTP 500",
-                        websocket.path, websocket.id,
+                        websocket.path,
+                        websocket.id,
                     )
                     with trio.move_on_after(close_timeout, shield=True):
                         await transport.reject(500)
@@ -155,10 +159,20 @@ async def _refuse(websocket: WebSocket, transport: Transport, exc: BaseException
 def _log_close(websocket: WebSocket) -> None:
     code = websocket.close_code
     if code in (CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY) or websocket._peer_gone:
-        logger.info("closed %s on %s: code %s %r", websocket.id, websocket.path, code, websocket.close_reason)
+        logger.info(
+            "closed %s on %s: code %s %r",
+            websocket.id,
+            websocket.path,
+            code,
+            websocket.close_reason,
+        )
     elif code == CloseReason.INTERNAL_ERROR:
         logger.error("closed %s on %s with 1011 after a hook failed", websocket.id, websocket.path)
     else:
         logger.warning(
-            "closed %s on %s: code %s %r", websocket.id, websocket.path, code, websocket.close_reason
+            "closed %s on %s: code %s %r",
+            websocket.id,
+            websocket.path,
+            code,
+            websocket.close_reason,
         )

@@ -33,7 +33,9 @@ class Groups:
     def __init__(self) -> None:
         self._members: dict[str, dict[WebSocket, trio.MemorySendChannel[Message]]] = {}
 
-    def add(self, group: str, websocket: WebSocket, channel: trio.MemorySendChannel[Message]) -> bool:
+    def add(
+        self, group: str, websocket: WebSocket, channel: trio.MemorySendChannel[Message]
+    ) -> bool:
         """Add a member with its own channel clone; returns False if it was already in."""
         members = self._members.setdefault(group, {})
         if websocket in members:

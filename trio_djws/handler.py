@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from .exceptions import Block, Reject
 from .threads import to_thread
@@ -26,9 +26,15 @@ __all__ = ["BaseMixin", "BaseWSClass"]
 
 _HOOKS = ("on_connect", "on_message", "on_close")
 
-# One resolved hook: the attribute as found in a class __dict__ (function, classmethod or
-# staticmethod; bound per instance with __get__) and whether it must run in a thread.
-_Hook = tuple[object, bool]
+
+class _Descriptor(Protocol):
+    # A hook as found in a class __dict__: a function, classmethod or staticmethod.
+    def __get__(self, instance: object, owner: type | None = None) -> Callable[..., object]: ...
+
+
+# One resolved hook: the descriptor (bound per instance with __get__) and whether it is a
+# plain ``def`` that must run in a worker thread.
+_Hook = tuple[_Descriptor, bool]
 
 
 def _is_async(attribute: object) -> bool:
@@ -61,14 +67,16 @@ class BaseWSClass:
     namespace: ClassVar[str | None] = None
     _mixin_hooks: ClassVar[dict[str, tuple[_Hook, ...]]] = {}
     _own_hooks: ClassVar[dict[str, _Hook]] = {}
-    _connection_factories: ClassVar[tuple[object, ...]] = ()
+    _connection_factories: ClassVar[tuple[_Descriptor, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         mro = cls.__mro__
         # Right to left: the mixin nearest BaseWSClass in the bases runs first.
         mixins = [
-            klass for klass in reversed(mro) if issubclass(klass, BaseMixin) and klass is not BaseMixin
+            klass
+            for klass in reversed(mro)
+            if issubclass(klass, BaseMixin) and klass is not BaseMixin
         ]
         cls._mixin_hooks = {
             name: tuple(
@@ -106,10 +114,10 @@ class BaseWSClass:
     # -- the hook chain, called by serve_connection -----------------------------------------
 
     async def _call(self, hook: _Hook, *args: object) -> object:
-        function = hook[0].__get__(self, type(self))  # type: ignore[attr-defined]  # descriptor
+        function = hook[0].__get__(self, type(self))
         if hook[1]:
             return await to_thread(function, *args)
-        return await function(*args)
+        return await cast("Awaitable[object]", function(*args))
 
     async def run_on_connect(self, websocket: WebSocket, path: str) -> None:
         """Run the mixins' then the handler's ``on_connect``.
@@ -161,10 +169,11 @@ class BaseWSClass:
             return
         async with AsyncExitStack() as stack:
             for factory in self._connection_factories:
-                bound: Callable[[WebSocket], AbstractAsyncContextManager[object]] = (
-                    factory.__get__(self, type(self))  # type: ignore[attr-defined]
+                context = cast(
+                    "AbstractAsyncContextManager[object]",
+                    factory.__get__(self, type(self))(websocket),
                 )
-                await stack.enter_async_context(bound(websocket))
+                await stack.enter_async_context(context)
             yield
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,9 +45,7 @@ class Route:
 class _Registry:
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
-        self._compiled: tuple[str, dict[str, Route], list[tuple[RoutePattern, Route]]] | None = (
-            None
-        )
+        self._compiled: tuple[str, dict[str, Route], list[tuple[RoutePattern, Route]]] | None = None
         self._lock = threading.Lock()
         self.import_errors: dict[str, BaseException] = {}
 
@@ -157,5 +155,3 @@ def iter_namespaces() -> Iterator[tuple[str, type[BaseWSClass]]]:
     base = get_settings().base_uri
     for route in registry.routes():
         yield base + route.namespace, route.handler
-
-

@@ -83,9 +83,7 @@ def current_server() -> ServerState:
         return state
 
 
-async def drain_connections(
-    code: int = CloseReason.GOING_AWAY, reason: str = "going away"
-) -> None:
+async def drain_connections(code: int = CloseReason.GOING_AWAY, reason: str = "going away") -> None:
     """Close every live connection with ``code`` after flushing its send queue, and wait
     until all have ended. New handshakes get HTTP 503 from then on.
 

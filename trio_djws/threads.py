@@ -121,7 +121,9 @@ def _add_guard(connection: BaseDatabaseWrapper) -> None:
         connection.execute_wrappers.append(_trio_thread_guard)
 
 
-def _on_connection_created(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
+def _on_connection_created(
+    sender: object, connection: BaseDatabaseWrapper, **kwargs: object
+) -> None:
     _add_guard(connection)
 
 

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, NotRequired, Protocol, TypeAlias, TypedDict
 
 __all__ = [
+    "ASGIApp",
+    "ASGIEvent",
     "ASGIReceive",
     "ASGISend",
     "HTTPScope",
@@ -66,10 +68,12 @@ class LifespanScope(TypedDict):
 
 
 Scope: TypeAlias = WebSocketScope | HTTPScope | LifespanScope
-# ASGI events are plain dicts on the wire; the callables are typed loosely on purpose so that
-# any ASGI server's receive/send fit. Each event's keys follow the ASGI spec (3.0, ws 2.3).
-ASGIReceive: TypeAlias = Callable[[], Awaitable[dict[str, Any]]]
-ASGISend: TypeAlias = Callable[[dict[str, Any]], Awaitable[None]]
+# ASGI events are plain dicts on the wire, typed loosely on purpose so that any ASGI server's
+# receive/send fit. Each event's keys follow the ASGI spec (3.0, websocket 2.3).
+ASGIEvent: TypeAlias = dict[str, JSONValue]
+ASGIReceive: TypeAlias = Callable[[], Awaitable[ASGIEvent]]
+ASGISend: TypeAlias = Callable[[ASGIEvent], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, ASGIReceive, ASGISend], Awaitable[None]]
 
 
 class Transport(Protocol):

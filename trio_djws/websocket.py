@@ -144,9 +144,13 @@ class WebSocket:
         """
         offered = list(self.scope.get("subprotocols", ()))
         if name not in offered:
-            raise ValueError(f"subprotocol {name!r} was not offered by the client; offered: {offered}")
+            raise ValueError(
+                f"subprotocol {name!r} was not offered by the client; offered: {offered}"
+            )
         if self._state is not _State.CONNECTING:
-            raise RuntimeError("select_subprotocol() must be called before the handshake is accepted")
+            raise RuntimeError(
+                "select_subprotocol() must be called before the handshake is accepted"
+            )
         self.subprotocol = name
 
     # -- sending ---------------------------------------------------------------------------
@@ -236,7 +240,9 @@ class WebSocket:
             self.close_code = code
             self.close_reason = _truncate_reason(reason)
         self._state = max(self._state, _State.CLOSING)
-        logger.warning("aborting connection %s on %s: close code %d (%s)", self.id, self.path, code, reason)
+        logger.warning(
+            "aborting connection %s on %s: close code %d (%s)", self.id, self.path, code, reason
+        )
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -308,7 +314,9 @@ class WebSocket:
         except Exception:
             logger.exception(
                 "background task %s of connection %s on %s failed; closing with 1011",
-                getattr(fn, "__qualname__", fn), self.id, self.path,
+                getattr(fn, "__qualname__", fn),
+                self.id,
+                self.path,
             )
             self._fail(CloseReason.INTERNAL_ERROR, "internal error")
 
@@ -343,7 +351,9 @@ class WebSocket:
         self._state = _State.OPEN
         self._accepted.set()
 
-    async def _receive_loop(self, on_message: Callable[[WebSocket, Message], Awaitable[None]]) -> None:
+    async def _receive_loop(
+        self, on_message: Callable[[WebSocket, Message], Awaitable[None]]
+    ) -> None:
         # Always running, even for send-only handlers: after a disconnect Hypercorn's send
         # silently does nothing, so the receive side is how a connection learns it is gone.
         max_size = get_settings().max_message_size
@@ -363,7 +373,10 @@ class WebSocket:
                 if size > max_size:
                     logger.warning(
                         "message of %d bytes on %s exceeds WEBSOCKET_MAX_MESSAGE_SIZE (%d bytes); "
-                        "closing with 1009", size, self.path, max_size,
+                        "closing with 1009",
+                        size,
+                        self.path,
+                        max_size,
                     )
                     self.close_nowait(CloseReason.MESSAGE_TOO_BIG, "message too big")
                     return
@@ -390,7 +403,8 @@ class WebSocket:
             if flush.cancelled_caught:
                 logger.warning(
                     "connection %s on %s: send queue not flushed within WEBSOCKET_CLOSE_TIMEOUT",
-                    self.id, self.path,
+                    self.id,
+                    self.path,
                 )
         if not self._peer_gone:
             try:

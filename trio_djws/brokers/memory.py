@@ -31,9 +31,7 @@ class InMemoryBroker:
         self._groups.deliver(group, message)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
-    async def serve(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Nothing to run in the background: reports started and waits to be cancelled."""
         task_status.started()
         await trio.sleep_forever()
