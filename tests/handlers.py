@@ -179,10 +179,11 @@ class Flood(BaseWSClass):
 class OrmOnTrioThread(BaseWSClass):
     async def on_message(self, websocket: WebSocket, message: Message) -> None:
         from django.contrib.auth.models import User
+        from django.core.exceptions import SynchronousOnlyOperation
 
         try:
             User.objects.count()
-        except Exception as exc:
+        except SynchronousOnlyOperation as exc:
             await websocket.send(type(exc).__name__)
         else:
             await websocket.send("no error")
@@ -194,3 +195,22 @@ class OrmInThread(BaseWSClass):
         from django.contrib.auth.models import User
 
         websocket.sync.send(str(User.objects.count()))
+
+
+@Namespace("/inspect/<int:pk>/")
+class Inspect(BaseWSClass):
+    """Reports what the websocket object carries, and a datetime through send_json."""
+
+    async def on_connect(self, websocket: WebSocket, path: str) -> None:
+        import datetime as dt
+
+        await websocket.send_json(
+            {
+                "cookies": websocket.cookies,
+                "twice": websocket.headers.get("x-twice"),
+                "tags": websocket.query.getlist("tag"),
+                "kwargs": websocket.kwargs,
+                "id_length": len(websocket.id),
+                "when": dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC),
+            }
+        )

@@ -112,18 +112,22 @@ class TrioDjwsApplication:
             )
 
     async def _lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
+        # Always answered: an app that returns from the lifespan scope crashes Hypercorn's
+        # trio serve(). Startup opens the server nursery; shutdown drains and closes it.
         event = await receive()
         if event["type"] != "lifespan.startup":
             return
+        started = False
         try:
             async with open_server():
                 await send({"type": "lifespan.startup.complete"})
+                started = True
                 while (await receive())["type"] != "lifespan.shutdown":
                     pass
         except Exception as exc:
-            logger.exception("lifespan failed")
-            with trio.move_on_after(1, shield=True):
-                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            logger.exception("lifespan %s failed", "shutdown" if started else "startup")
+            failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+            await send({"type": failed, "message": f"{type(exc).__name__}: {exc}"})
             return
         await send({"type": "lifespan.shutdown.complete"})
 
