@@ -1,4 +1,4 @@
-"""Pins the public API, as trio's _tests/test_exports.py does: changing it needs a changelog line."""
+"""Pins the public API (as trio's _tests/test_exports.py does); changes need a changelog line."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 
 import django
-import trio
 from wsproto.frame_protocol import CloseReason
 
 from .connection import serve_websocket
