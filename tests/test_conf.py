@@ -36,3 +36,20 @@ def test_bad_setting_is_a_system_check_error() -> None:
 @override_settings(WEBSOCKET_CLOSE_TIMEOUT=2.5)
 def test_override_settings_is_seen() -> None:
     assert get_settings().close_timeout == 2.5
+
+
+@override_settings(WEBSOCKET_HANDLERS=["tests.handlers", "tests.broken_handlers"])
+def test_handler_module_that_fails_to_import_is_a_check_error() -> None:
+    errors = [e for e in checks.run_checks() if e.id == "trio_djws.E010"]
+    assert len(errors) == 1
+    assert "tests.broken_handlers" in errors[0].msg
+    assert "broken on purpose" in errors[0].msg
+
+
+@override_settings(WEBSOCKET_HANDLERS=["tests.broken_handlers"])
+def test_autodiscover_raises_for_a_broken_handler_module() -> None:
+    from trio_djws.routing import autodiscover, registry
+
+    with pytest.raises(RuntimeError, match="broken on purpose"):
+        autodiscover()
+    assert "tests.broken_handlers" in registry.import_errors

@@ -5,16 +5,18 @@ Ids are ``trio_djws.E001``... and are never reused.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import fields
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 
 from .conf import PREFIX, Settings, validate
 
-__all__ = ["check_settings"]
+__all__ = ["check_handler_modules", "check_settings"]
 
 
 @register("trio_djws")
@@ -33,6 +35,36 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: object) ->
                     hint=f"Fix {name}, or remove it for the default "
                     f"{getattr(Settings(), f.name)!r}.",
                     id="trio_djws.E001",
+                )
+            )
+    return errors
+
+
+@register("trio_djws")
+def check_handler_modules(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
+    """trio_djws.E010: a handler module (an app's ``websockets`` or one listed in
+    ``WEBSOCKET_HANDLERS``) fails to import, so its namespaces would be missing."""
+    modules = [f"{app.name}.websockets" for app in apps.get_app_configs()]
+    listed = getattr(settings, "WEBSOCKET_HANDLERS", [])
+    if isinstance(listed, list | tuple):
+        modules.extend(str(module) for module in listed)
+    errors: list[CheckMessage] = []
+    for module in modules:
+        try:
+            if module.endswith(".websockets") and module not in listed:
+                package = module.rsplit(".", 1)[0]
+                if importlib.util.find_spec(module, package) is None:
+                    continue
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001  (reported as a check error, never swallowed)
+            errors.append(
+                Error(
+                    f"Handler module {module!r} failed to import: {type(exc).__name__}: {exc}",
+                    hint="Fix the module (or remove it from WEBSOCKET_HANDLERS); "
+                    "its @Namespace handlers are not registered.",
+                    id="trio_djws.E010",
                 )
             )
     return errors
