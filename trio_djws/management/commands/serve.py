@@ -1,0 +1,55 @@
+"""``manage.py serve``: Hypercorn's trio worker with the fixes in ``trio_djws.launcher``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from trio_djws import launcher
+from trio_djws.exceptions import ConfigurationError
+
+__all__ = ["Command"]
+
+
+class Command(BaseCommand):
+    help = (
+        "Serve ASGI_APPLICATION (default: trio_djws.asgi.get_asgi_application()) with "
+        "Hypercorn's trio worker. Prints 'Listening on http://HOST:PORT' per address once "
+        "serving. SIGINT/SIGTERM closes every WebSocket with 1001 within "
+        "WEBSOCKET_SHUTDOWN_TIMEOUT seconds, then exits."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--bind",
+            action="append",
+            metavar="HOST:PORT",
+            help=f"address to listen on, repeatable; port 0 picks a free port "
+            f"(default: {launcher.DEFAULT_BIND})",
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            metavar="N",
+            help="worker processes sharing the sockets (default: 1); more than 1 needs a "
+            "WEBSOCKET_BROKER with cross_process = True",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        workers: int = options["workers"]
+        try:
+            addresses = [
+                launcher.parse_bind(bind) for bind in options["bind"] or [launcher.DEFAULT_BIND]
+            ]
+            launcher.check_workers(workers)
+            sockets = launcher.open_sockets(addresses)
+        except (ValueError, ConfigurationError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+        status = launcher.run(sockets, workers=workers, stdout=self.stdout)
+        if status != 0:
+            raise CommandError(
+                f"a worker failed (its exit is logged above); exit status {status}",
+                returncode=status,
+            )
