@@ -12,9 +12,30 @@ CHATROOM = "examples/chatroom"
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite (needs redis-server and Chromium: see README)."""
+    """The whole test suite: the library's, then the chatroom's on SQLite and on PostgreSQL
+    (needs redis-server, PostgreSQL on 127.0.0.1:5432 and Chromium: see README).
+
+    pytest-django holds one settings module per process, hence three pytest runs; options
+    after ``--`` go to each of them.
+    """
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "--ignore=tests/chatroom", *session.posargs)
+    chatroom = [
+        "pytest",
+        "--ds=chatroom.settings",
+        "-o",
+        f"pythonpath=. {CHATROOM}",
+        "tests/chatroom",
+        *session.posargs,
+    ]
+    # Set, so that a DATABASE_URL in the shell does not leak in; the test database itself
+    # is a temporary file (tests/chatroom/conftest.py).
+    sqlite = f"sqlite:///{session.create_tmp()}/chatroom.sqlite3"
+    session.run(*chatroom, env={"DATABASE_URL": sqlite})
+    postgres = "postgres://postgres@127.0.0.1:5432/test"  # pytest-django creates test_test
+    session.run(
+        *chatroom, "--ignore=tests/chatroom/test_browser.py", env={"DATABASE_URL": postgres}
+    )
 
 
 @nox.session

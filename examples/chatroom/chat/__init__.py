@@ -1,0 +1,1 @@
+"""The chat app: rooms, messages, the HTML pages and the ``/ws/chat/<slug>/`` handler."""

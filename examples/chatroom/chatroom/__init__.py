@@ -1,0 +1,1 @@
+"""The chatroom example's Django project: settings, URLs and the ASGI/WSGI entry points."""

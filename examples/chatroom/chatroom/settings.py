@@ -1,0 +1,105 @@
+"""Django settings of the chatroom example.
+
+Environment variables:
+
+- ``DATABASE_URL``: the database as a URL (dj-database-url), e.g.
+  ``postgres://postgres@127.0.0.1:5432/chat``; SQLite in ``db.sqlite3`` next to
+  ``manage.py`` by default.
+- ``DJANGO_DEBUG``: ``1`` (the default) or ``0``.
+- ``DJANGO_SECRET_KEY``: required in any real deployment; a fixed demo key otherwise.
+- ``DJANGO_ALLOWED_HOSTS``: comma-separated; also decides which ``Origin`` a WebSocket
+  handshake may carry (``trio_djws.origins``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "chatroom-demo-only-not-a-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.staticfiles",
+    "trio_djws",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatroom.urls"
+ASGI_APPLICATION = "chatroom.asgi.application"
+WSGI_APPLICATION = "chatroom.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+
+# CONN_MAX_AGE stays 0: every ORM call runs in a worker thread of trio_djws's DB limiter,
+# and close_old_connections() after the call then closes its connection (a connection
+# left open in an idle worker thread would outlive the thread).
+DATABASES = {
+    "default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several worker threads write at once: take the write lock at BEGIN and wait for it up
+    # to 20 seconds instead of failing with "database is locked" (Django's SQLite notes).
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+USE_I18N = False
+
+# WhiteNoise serves the app's static files straight from the finders (no collectstatic
+# step), re-scanning them on each request while DEBUG is on.
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# A chat message is at most 2000 characters; 64 KiB leaves room for JSON escapes.
+# Larger frames are closed with 1009 (RFC 6455 §7.4.1) by Hypercorn itself.
+WEBSOCKET_MAX_MESSAGE_SIZE = 64 * 1024
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"connection": {"()": "trio_djws.log.ConnectionContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(websocket_id)s] %(message)s"}
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["connection"],
+            "formatter": "plain",
+        }
+    },
+    "loggers": {
+        "trio_djws": {"handlers": ["console"], "level": "INFO"},
+        "chat": {"handlers": ["console"], "level": "INFO"},
+    },
+}
