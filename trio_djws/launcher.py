@@ -22,7 +22,9 @@ with these changes (measured in shared/FINDINGS.md):
   cancelled at once; Hypercorn would keep its task until the WebSocket ping loop wakes (up to
   ``WEBSOCKET_PING_INTERVAL`` seconds), holding shutdown until ``graceful_timeout``.
 - Workers (POSIX): ``run(..., workers=N)`` shares the sockets with N spawned processes, as
-  ``hypercorn.run.run`` does, and refuses a broker that does not cross processes.
+  ``hypercorn.run.run`` does, and refuses a broker that does not cross processes. The
+  processes are spawned and supervised by ``trio_djws.workers``; each runs this module's
+  single-process serve loop.
 """
 
 from __future__ import annotations
@@ -30,15 +32,12 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import logging
-import multiprocessing
 import os
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Final, Protocol, cast
 
 import django
@@ -56,6 +55,7 @@ from hypercorn.utils import wrap_app
 from .conf import SECONDS, get_settings
 from .exceptions import ConfigurationError
 from .state import current_server, drain_connections
+from .workers import stop_when_parent_exits, supervise
 
 __all__ = [
     "DEFAULT_BIND",
@@ -455,15 +455,6 @@ async def _stop_on_signals(
                 stop.set()
 
 
-async def _stop_when_parent_exits(stop: trio.Event) -> None:
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-    await trio.lowlevel.wait_readable(parent.sentinel)  # EOF once the parent has exited
-    logger.warning("the parent process %s has exited; shutting down", parent.pid)
-    stop.set()
-
-
 async def _serve_until_stopped(
     app: ASGIFramework,
     config: Config,
@@ -476,7 +467,7 @@ async def _serve_until_stopped(
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signals, signals, stop)
         if watch_parent:
-            nursery.start_soon(_stop_when_parent_exits, stop)
+            nursery.start_soon(stop_when_parent_exits, stop)
         async with trio.open_nursery() as server:
             urls = await server.start(
                 partial(serve, app, config, sockets, shutdown_trigger=stop.wait)
@@ -491,15 +482,11 @@ def _announce(stdout: _Output, urls: list[str]) -> None:
     stdout.flush()
 
 
-def _report_ready(ready: Connection, urls: list[str]) -> None:
-    ready.send_bytes(b"ready")
-    ready.close()
-
-
-def _run_worker(index: int, sockets: list[socket.socket], ready: Connection) -> None:
-    # A worker process (spawned by _supervise). The terminal's SIGINT reaches the whole
-    # process group; the parent turns it into one SIGTERM per worker.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _serve_worker(
+    index: int, sockets: list[socket.socket], on_ready: Callable[[list[str]], None]
+) -> None:
+    # A worker process's main (run by trio_djws.workers with SIGINT ignored): the parent
+    # turns SIGINT/SIGTERM into one SIGTERM per worker, and a worker stops if it dies.
     django.setup(set_prefix=False)
     app = load_application()
     logger.info("worker %d (pid %d) starting", index, os.getpid())
@@ -509,91 +496,22 @@ def _run_worker(index: int, sockets: list[socket.socket], ready: Connection) -> 
         make_config(),
         sockets,
         (signal.SIGTERM,),
-        partial(_report_ready, ready),
+        on_ready,
         True,
     )
 
 
-class _Worker:
-    def __init__(self, index: int, process: SpawnProcess, ready: Connection) -> None:
-        self.index = index
-        self.process = process
-        self.ready = trio.Event()
-        self._ready_reader = ready
-
-    @classmethod
-    def spawn(cls, context: SpawnContext, index: int, sockets: list[socket.socket]) -> _Worker:
-        reader, writer = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_run_worker, args=(index, sockets, writer), name=f"trio_djws-worker-{index}"
-        )
-        process.start()  # the child gets its own copies of the sockets' descriptors
-        writer.close()
-        return cls(index, process, reader)
-
-    async def supervise(self, stop: trio.Event) -> None:
-        """Wait until the worker exits; SIGTERM it once it is ready and ``stop`` is set."""
-        with self._ready_reader:
-            await trio.lowlevel.wait_readable(self._ready_reader.fileno())
-            try:
-                self._ready_reader.recv_bytes()
-            except EOFError:
-                pass  # it exited before reporting
-            else:
-                self.ready.set()
-        if self.ready.is_set():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._terminate_on, stop)
-                await self._wait_exit()
-                nursery.cancel_scope.cancel()
-        else:
-            await self._wait_exit()
-        code = self.process.exitcode
-        pid = self.process.pid
-        if code == 0:
-            logger.info("worker %d (pid %s) exited with status 0", self.index, pid)
-        else:
-            logger.error("worker %d (pid %s) exited with status %s", self.index, pid, code)
-        stop.set()  # one worker gone: stop the others
-
-    async def _terminate_on(self, stop: trio.Event) -> None:
-        await stop.wait()
-        self.process.terminate()
-
-    async def _wait_exit(self) -> None:
-        await trio.lowlevel.wait_readable(self.process.sentinel)
-        self.process.join()  # reaps it; returns at once
-
-
-async def _announce_when_ready(workers: list[_Worker], stdout: _Output, urls: list[str]) -> None:
-    for worker in workers:
-        await worker.ready.wait()
-    logger.info("%d workers serving", len(workers))
-    _announce(stdout, urls)
-
-
-async def _supervise(sockets: list[socket.socket], count: int, stdout: _Output) -> int:
-    urls = [_url(sock) for sock in sockets]
-    context = multiprocessing.get_context("spawn")  # as hypercorn.run.run
+async def _supervise_workers(sockets: list[socket.socket], count: int, stdout: _Output) -> int:
+    urls = [_url(sock) for sock in sockets]  # before supervise() closes the sockets
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         # Signals are handled before any child exists, so none is orphaned by an early SIGTERM.
         await nursery.start(_stop_on_signals, (signal.SIGINT, signal.SIGTERM), stop)
-        workers = [_Worker.spawn(context, index, sockets) for index in range(1, count + 1)]
-        for sock in sockets:
-            # The workers hold their own descriptors: once they all stop accepting, the
-            # port refuses connections instead of queueing them here.
-            sock.close()
-        nursery.start_soon(_announce_when_ready, workers, stdout, urls)
-        async with trio.open_nursery() as supervisors:
-            for worker in workers:
-                supervisors.start_soon(worker.supervise, stop)
+        status = await supervise(
+            sockets, count, _serve_worker, partial(_announce, stdout, urls), stop
+        )
         nursery.cancel_scope.cancel()
-    failed = [w.process.exitcode for w in workers if w.process.exitcode != 0]
-    if not failed:
-        return 0
-    first = failed[0]
-    return first if first is not None and first > 0 else 1
+    return status
 
 
 def run(sockets: list[socket.socket], *, workers: int = 1, stdout: _Output = sys.stdout) -> int:
@@ -623,7 +541,7 @@ def run(sockets: list[socket.socket], *, workers: int = 1, stdout: _Output = sys
     check_hypercorn()
     check_workers(workers)
     if workers > 1:
-        return trio.run(_supervise, sockets, workers, stdout)
+        return trio.run(_supervise_workers, sockets, workers, stdout)
     app = load_application()
     signals = (signal.SIGINT, signal.SIGTERM)
     trio.run(
