@@ -106,12 +106,17 @@ async def serve_connection(
             try:
                 async with handler.mixin_connections(websocket):
                     await handler.run_on_connect(websocket, websocket.path)
-                    if websocket.closed:  # close() in on_connect: refuse, as ASGI does
-                        raise Reject(403, "closed in on_connect")
+                    if websocket.closed and not websocket._accepted.is_set():
+                        raise Reject(403, "closed in on_connect")  # refuse, as ASGI does
                     await websocket._accept()
-                    logger.info("accepted %s on %s", websocket.id, websocket.path)
                     try:
                         await websocket._receive_loop(handler.run_on_message)
+                    except BaseException as exc:
+                        # on_close must see why the connection ends; logged further down.
+                        failure = _failure(exc)
+                        if failure is not None:
+                            websocket._fail(*failure)
+                        raise
                     finally:
                         with trio.move_on_after(close_timeout, shield=True):
                             await handler.run_on_close(websocket)
@@ -149,6 +154,12 @@ async def _refuse(websocket: WebSocket, transport: Transport, exc: BaseException
     status = exc.status if isinstance(exc, Reject) else 403
     if websocket._accepted.is_set():
         # Reject after the handshake: nothing left to refuse, close with a policy violation.
+        logger.warning(
+            "Reject(%d) raised after the handshake on %s (connection %s); closing with 1008",
+            status,
+            websocket.path,
+            websocket.id,
+        )
         websocket._fail(CloseReason.POLICY_VIOLATION, "rejected")
         return
     logger.info("rejected handshake for %s with %d: %s", websocket.path, status, exc)
@@ -156,9 +167,31 @@ async def _refuse(websocket: WebSocket, transport: Transport, exc: BaseException
         await transport.reject(status)
 
 
+def _failure(exc: BaseException) -> tuple[int, str] | None:
+    # The close code the except* clauses of serve_connection will choose for ``exc`` (1011
+    # wins over a Reject's 1008), or None: cancelled, or the peer left mid-send.
+    def other(e: BaseException) -> bool:
+        return isinstance(e, Exception) and not isinstance(
+            e, BaseExceptionGroup | Reject | ConnectionClosed
+        )
+
+    group = exc if isinstance(exc, BaseExceptionGroup) else BaseExceptionGroup("", [exc])
+    if group.subgroup(other) is not None:
+        return CloseReason.INTERNAL_ERROR, "internal error"
+    if group.subgroup(Reject) is not None:
+        return CloseReason.POLICY_VIOLATION, "rejected"
+    return None
+
+
 def _log_close(websocket: WebSocket) -> None:
+    # One line per close; a close whose cause was already logged (1011 with its traceback,
+    # a 1008 abort, 1009) is only noted at INFO, so that it is not logged twice.
     code = websocket.close_code
-    if code in (CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY) or websocket._peer_gone:
+    if (
+        code in (CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY)
+        or websocket._peer_gone
+        or websocket._cause_logged
+    ):
         logger.info(
             "closed %s on %s: code %s %r",
             websocket.id,
@@ -166,8 +199,6 @@ def _log_close(websocket: WebSocket) -> None:
             code,
             websocket.close_reason,
         )
-    elif code == CloseReason.INTERNAL_ERROR:
-        logger.error("closed %s on %s with 1011 after a hook failed", websocket.id, websocket.path)
     else:
         logger.warning(
             "closed %s on %s: code %s %r",

@@ -86,6 +86,7 @@ class WebSocket:
         self._server = server if server is not None else current_server()
         settings = get_settings()
         self._send_timeout = settings.send_timeout
+        self._close_timeout = settings.close_timeout
         self._outbox_send, self._outbox = trio.open_memory_channel[Message](
             settings.send_queue_size
         )
@@ -97,6 +98,8 @@ class WebSocket:
         self._receive_scope: trio.CancelScope | None = None
         self._aborted = False
         self._peer_gone = False
+        self._close_sent = False
+        self._cause_logged = False  # a non-1000/1001 close whose cause is already logged
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.id} {self.path!r} {self._state.name}>"
@@ -161,8 +164,10 @@ class WebSocket:
         Waits while the send queue (WEBSOCKET_SEND_QUEUE_SIZE messages) is full; this is the
         backpressure point. If it stays full for WEBSOCKET_SEND_TIMEOUT seconds the connection
         is aborted with 1008 "slow consumer" (RFC 6455 §7.4.1). Sent during ``on_connect``, it
-        waits in the queue and goes out right after the accept. Always a checkpoint; if
-        cancelled, nothing was queued.
+        waits in the queue and goes out right after the accept; if ``on_connect`` queues more
+        than the queue holds, the handshake is accepted at that point (only the client can
+        drain the queue), so a ``Reject`` raised after that closes with 1008. Always a
+        checkpoint; if cancelled, nothing was queued.
 
         Raises:
             TypeError: ``message`` is neither ``str`` nor ``bytes``.
@@ -172,6 +177,8 @@ class WebSocket:
         if not isinstance(message, str | bytes):
             raise TypeError(f"send() expects str or bytes, got {type(message).__name__}")
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._peer_gone:
+            raise self._closed_error()
         try:
             self._outbox_send.send_nowait(message)
         except trio.WouldBlock:
@@ -181,6 +188,11 @@ class WebSocket:
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
+        if self._state is _State.CONNECTING:
+            # on_connect filled the queue before the accept: only the writer can make room,
+            # and it starts at the accept. Waiting here would stall the handshake until the
+            # slow-consumer deadline and then abort a client that never had a chance to read.
+            await self._accept()
         with trio.move_on_after(self._send_timeout) as deadline:
             try:
                 await self._outbox_send.send(message)
@@ -236,6 +248,7 @@ class WebSocket:
         if self._aborted:
             return
         self._aborted = True
+        self._cause_logged = True
         if self._state < _State.CLOSING or self.close_code in (None, CloseReason.NORMAL_CLOSURE):
             self.close_code = code
             self.close_reason = _truncate_reason(reason)
@@ -248,9 +261,11 @@ class WebSocket:
 
     def _fail(self, code: int, reason: str) -> None:
         # A hook or background task failed: close with ``code`` (1011) after flushing; this
-        # overrides a normal close already under way, but not an abort.
+        # overrides a normal close already under way, but not an abort. The caller has logged
+        # the cause.
         if self._aborted:
             return
+        self._cause_logged = True
         self.close_code = code
         self.close_reason = reason
         self._state = max(self._state, _State.CLOSING)
@@ -338,29 +353,57 @@ class WebSocket:
             self._flushed.set()
 
     def _on_peer_gone(self, code: int, reason: str) -> None:
+        # The peer closed or vanished. Sends raise ConnectionClosed from now on, so a hook that
+        # streams to the client stops at its next send; messages that arrived before the
+        # disconnect are still handled, and a hook still running after WEBSOCKET_CLOSE_TIMEOUT
+        # seconds is cancelled (as a drain bounds a shutdown), so nothing waits for a client
+        # that has gone. A disconnect that answers our own close frame is a normal closing
+        # handshake, not a vanished peer.
+        if self._close_sent:
+            return
         self._peer_gone = True
         if self._state < _State.CLOSING:
             self.close_code = code
             self.close_reason = reason
             self._state = _State.CLOSING
         if self._receive_scope is not None:
-            self._receive_scope.cancel()
+            self._receive_scope.deadline = min(
+                self._receive_scope.deadline, trio.current_time() + self._close_timeout
+            )
 
     async def _accept(self) -> None:
-        await self._transport.accept(self.subprotocol)
+        # Called by serve_connection after on_connect, or earlier by send() when on_connect
+        # fills the send queue; the state changes before the await so that it runs once.
+        if self._state is not _State.CONNECTING:
+            return
         self._state = _State.OPEN
+        await self._transport.accept(self.subprotocol)
         self._accepted.set()
+        logger.info("accepted %s on %s", self.id, self.path)
 
     async def _receive_loop(
         self, on_message: Callable[[WebSocket, Message], Awaitable[None]]
     ) -> None:
-        # Always running, even for send-only handlers: after a disconnect Hypercorn's send
-        # silently does nothing, so the receive side is how a connection learns it is gone.
+        # Messages are handled in order on this task while the reader task keeps receiving,
+        # even for send-only handlers and while a hook runs: after a disconnect Hypercorn's
+        # send silently does nothing, so the receive side is how a connection learns it is
+        # gone. The hand-over channel has no buffer: the reader takes the next message only
+        # once the previous one is being handled (Hypercorn's own queue is the backpressure).
+        inbox_send, inbox = trio.open_memory_channel[Message](0)
+        with trio.CancelScope() as self._receive_scope:
+            if self._state >= _State.CLOSING or self._nursery is None:
+                inbox_send.close()
+                return
+            self._nursery.start_soon(self._guarded, self._reader, inbox_send)
+            async with inbox:
+                async for message in inbox:
+                    await on_message(self, message)
+
+    async def _reader(self, inbox: trio.MemorySendChannel[Message]) -> None:
+        # Runs until the peer leaves or the connection's nursery is cancelled at its end.
         max_size = get_settings().max_message_size
         receive = self._transport.receive
-        with trio.CancelScope() as self._receive_scope:
-            if self._state >= _State.CLOSING:
-                return
+        with inbox:  # the reader owns the send end: closing it ends the receive loop
             while True:
                 try:
                     message = await receive()
@@ -378,9 +421,18 @@ class WebSocket:
                         self.path,
                         max_size,
                     )
-                    self.close_nowait(CloseReason.MESSAGE_TOO_BIG, "message too big")
+                    # In order: a hook still handling an earlier message finishes first, then
+                    # the receive loop ends (the inbox closes) and the close frame follows.
+                    if self._state < _State.CLOSING:
+                        self._cause_logged = True
+                        self.close_code = CloseReason.MESSAGE_TOO_BIG
+                        self.close_reason = "message too big"
+                        self._state = _State.CLOSING
                     return
-                await on_message(self, message)
+                try:
+                    await inbox.send(message)
+                except trio.BrokenResourceError:
+                    pass  # closing: messages are dropped, but a disconnect is still noticed
 
     async def aclose(self) -> None:
         """Leave all groups, flush the send queue (WEBSOCKET_CLOSE_TIMEOUT seconds at most),
@@ -407,6 +459,7 @@ class WebSocket:
                     self.path,
                 )
         if not self._peer_gone:
+            self._close_sent = True
             try:
                 await self._transport.close(self.close_code, self.close_reason)
             except ConnectionClosed:

@@ -1,0 +1,131 @@
+"""Connection model: regressions found in the second review (in memory, MockClock)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+from django.test import override_settings
+from trio_websocket import open_websocket_url
+
+from tests import handlers, review_handlers
+from trio_djws import ConnectionClosed
+from trio_djws.asgi import get_asgi_application
+from trio_djws.testing import WebSocketTestClient
+
+
+@pytest.fixture(autouse=True)
+def _record() -> review_handlers.Record:
+    review_handlers.RECORD = review_handlers.Record()
+    return review_handlers.RECORD
+
+
+async def test_peer_leaving_during_a_streaming_on_message_ends_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # On Hypercorn (and the test client) a send after the disconnect silently does nothing,
+    # so only the receive side can tell a streaming hook that the peer has gone.
+    with trio.fail_after(60):
+        async with WebSocketTestClient(get_asgi_application(), "/review/stream/") as client:
+            await client.send("stream")
+            assert await client.receive() == "tick 0"
+            await client.close(4000)  # returns once the app is done with the connection
+        await review_handlers.RECORD.closed.wait()
+    assert review_handlers.RECORD.events == ["send raised 4000"]
+    assert review_handlers.RECORD.on_close_code == 4000
+
+
+@override_settings(WEBSOCKET_CLOSE_TIMEOUT=5)
+async def test_peer_leaving_during_a_stuck_on_message_cancels_it_after_close_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(60):
+        async with WebSocketTestClient(get_asgi_application(), "/review/wait/") as client:
+            await client.send("wait")
+            await review_handlers.RECORD.in_hook.wait()
+            start = trio.current_time()
+            await client.close(4000)
+            assert trio.current_time() - start == pytest.approx(5)
+    assert review_handlers.RECORD.on_close_code == 4000
+
+
+async def test_message_sent_just_before_the_peer_leaves_is_still_handled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with WebSocketTestClient(get_asgi_application(), "/review/wait/") as client:
+        await client.send("first")
+        await client.send("second")
+        await client.close(1000)
+    assert review_handlers.RECORD.events == ["handled first", "handled second"]
+    assert review_handlers.RECORD.on_close_code == 1000
+
+
+@pytest.mark.parametrize(("message", "code"), [("boom", 1011), ("reject", 1008)])
+async def test_on_close_after_a_failing_on_message_sees_the_close_code(
+    message: str, code: int
+) -> None:
+    async with WebSocketTestClient(get_asgi_application(), "/review/fail/") as client:
+        await client.send(message)
+        with pytest.raises(ConnectionClosed) as info:
+            await client.receive()
+    assert info.value.code == code
+    assert review_handlers.RECORD.on_close_code == code
+    assert review_handlers.RECORD.on_close_closed is True
+
+
+async def test_hook_failure_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="trio_djws")
+    async with WebSocketTestClient(get_asgi_application(), "/fail/") as client:
+        await client.send("boom")
+        with pytest.raises(ConnectionClosed):
+            await client.receive()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].exc_info is not None
+
+
+@override_settings(WEBSOCKET_SEND_QUEUE_SIZE=4, WEBSOCKET_SEND_TIMEOUT=10)
+async def test_slow_consumer_is_logged_once_as_a_warning(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_djws")
+    handlers.FLOOD_STOPPED = trio.Event()
+    async with WebSocketTestClient(get_asgi_application(), "/flood/", receive_buffer=2) as client:
+        await handlers.FLOOD_STOPPED.wait()  # the client has read nothing for 10 s
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await client.receive()
+    assert info.value.code == 1008
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+@override_settings(WEBSOCKET_SEND_QUEUE_SIZE=4, WEBSOCKET_SEND_TIMEOUT=10)
+async def test_on_connect_may_queue_more_than_the_send_queue_holds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(60):
+        start = trio.current_time()
+        async with WebSocketTestClient(
+            get_asgi_application(), "/review/history/", query_string="n=10"
+        ) as client:
+            assert [await client.receive() for _ in range(10)] == [
+                f"history {i}" for i in range(10)
+            ]
+        assert trio.current_time() - start < 1
+
+
+async def test_peer_leaving_during_a_streaming_on_message_ends_the_connection_on_hypercorn(
+    ws_url: str,
+) -> None:
+    # Hypercorn's send after a disconnect returns without error (FINDINGS.md), so without a
+    # receive side running during the hook this connection would live until server shutdown.
+    async with open_websocket_url(f"{ws_url}/review/stream/") as ws:
+        await ws.send_message("stream")
+        assert await ws.get_message() == "tick 0"
+    with trio.fail_after(10):
+        await review_handlers.RECORD.closed.wait()
+    assert review_handlers.RECORD.events == ["send raised 1006"]  # Hypercorn: always 1006
+    assert review_handlers.RECORD.on_close_code == 1006
