@@ -1,13 +1,376 @@
-"""Django's WSGI handler for the ASGI ``http`` scope, in worker threads (placeholder)."""
+"""Django's WSGI handler for the ASGI ``http`` scope, in worker threads.
+
+Django's ``ASGIHandler`` needs asyncio and fails under trio, so each HTTP request goes
+through Django's WSGI handler (PEP 3333) in one worker thread under ``http_limiter()``
+(``WEBSOCKET_HTTP_THREADS`` threads). The view, the iteration of its response and the
+response's ``close()`` (Django's ``request_finished`` signal, which also cleans up DB
+connections) all run in that one thread, because Django's DB connections belong to threads.
+
+Bodies stream both ways, one trio round trip per chunk, so no size cap of ours applies:
+
+- in: ``wsgi.input`` hands ``http.request`` chunks to the thread as Django reads them;
+  Django's own limits (``DATA_UPLOAD_MAX_MEMORY_SIZE`` …) apply. Hypercorn's
+  ``TrioWSGIMiddleware`` instead buffers the whole body and caps it at 64 KiB.
+- out: each chunk of the WSGI response becomes one ``http.response.body`` message as soon
+  as the response iterator yields it, so a ``StreamingHttpResponse`` streams.
+
+One trio task (the pump) is the only caller of ``receive``. It hands body chunks over a
+zero-capacity channel, so the client is read no faster than Django reads, and then watches
+for ``http.disconnect``: after a disconnect the response iterator is not advanced again and
+is closed. Hypercorn drops sends to a closed connection silently, so without the pump an
+endless streaming response would run on forever.
+
+Limits that come from WSGI or Hypercorn, not from this bridge: Django reads
+``CONTENT_LENGTH`` bytes of body, so a chunked request without ``Content-Length`` has an
+empty body; a disconnect is noticed only when the response iterator yields its next chunk;
+once a response is complete, Hypercorn closes the connection if the request body has not all
+arrived (a client still sending a big body that Django refused may see a reset, not the 400).
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Final, Protocol
+from urllib.parse import unquote_to_bytes
+
+import trio
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import setting_changed
+from django.http import UnreadablePostError
+
+from .threads import http_limiter
 from .typing import ASGIReceive, ASGISend, HTTPScope
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication, WSGIEnvironment
+
+    from _typeshed import OptExcInfo
 
 __all__ = ["serve_http"]
 
+logger = logging.getLogger(__name__)
+
+_ERROR_BODY: Final = b"Internal Server Error"
+# bytes per http.response.body message of a FileResponse: Django's 4 KiB blocks would cost
+# one trio round trip (~70 µs) each.
+_FILE_BLOCK_SIZE: Final = 64 * 1024
+_handler_lock = threading.Lock()
+
+
+@functools.cache
+def _cached_handler() -> WSGIHandler:
+    return WSGIHandler()  # loads MIDDLEWARE: imports, so only ever in a worker thread
+
+
+def _wsgi_handler() -> WSGIApplication:
+    # functools.cache alone may build two handlers when the first requests race.
+    with _handler_lock:
+        return _cached_handler()
+
+
+def _clear_handler(*, setting: str, **kwargs: object) -> None:
+    if setting == "MIDDLEWARE":  # so that override_settings(MIDDLEWARE=...) takes effect
+        _cached_handler.cache_clear()
+
+
+setting_changed.connect(_clear_handler, dispatch_uid="trio_djws.http.clear_handler")
+
 
 async def serve_http(scope: HTTPScope, receive: ASGIReceive, send: ASGISend) -> None:
-    """Serve one HTTP request with Django's WSGI handler in a worker thread."""
-    await send({"type": "http.response.start", "status": 501, "headers": []})
-    await send({"type": "http.response.body", "body": b""})
+    """Serve one ASGI ``http`` scope with Django's WSGI handler in a worker thread.
+
+    The thread comes from ``http_limiter()`` (``WEBSOCKET_HTTP_THREADS``), never from trio's
+    default limiter. Request and response bodies stream one chunk (bytes, as the client or
+    the response iterator cut them) at a time; Django's settings such as
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` are the only size limits. Exceptions in views are
+    Django's to handle (``handler500``). An exception in the bridge itself, including one
+    raised while iterating a streaming response, is logged with its traceback and answered
+    with 500 if the response has not started; once it has, the response is cut short
+    (Hypercorn then closes the connection). If the client disconnects, the response
+    iterator is not advanced again and is closed; nothing is raised.
+
+    A checkpoint. If cancelled (Hypercorn's ``graceful_timeout`` at shutdown), it waits
+    for the thread, which sees ``trio.Cancelled`` at its next read or write and closes the
+    response; a view that never reads or writes again keeps the cancellation waiting.
+
+    Raises:
+        trio.Cancelled: as above, after the response was closed.
+    """
+    body_send, body_receive = trio.open_memory_channel[bytes](0)
+    exchange = _Exchange(scope, send, body_receive)
+    failed = False
+    with body_receive:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(exchange.pump, receive, body_send)
+            try:
+                await trio.to_thread.run_sync(exchange.run, limiter=http_limiter())
+            except Exception:
+                logger.exception(
+                    "HTTP %s %s failed in the WSGI bridge", scope["method"], scope["path"]
+                )
+                failed = True
+            nursery.cancel_scope.cancel()  # the pump: the request is over
+    if failed and not exchange.response_started and not exchange.disconnected:
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(_ERROR_BODY))]
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+        await send({"type": "http.response.body", "body": _ERROR_BODY, "more_body": False})
+
+
+class _Exchange:
+    """One request and its response: the pump task, the trio-side helpers that the worker
+    thread calls through ``trio.from_thread``, and the worker thread's own code."""
+
+    def __init__(
+        self, scope: HTTPScope, send: ASGISend, body: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        self._scope = scope
+        self._send = send
+        self._body = body
+        self._start: dict[str, object] | None = None  # from start_response, until sent
+        # Written by the thread before each send; read on the trio side only once the
+        # thread has returned, so it needs no lock.
+        self.response_started = False
+        self.disconnected = False  # trio side only
+
+    # -- trio side -------------------------------------------------------------------
+
+    async def pump(self, receive: ASGIReceive, body: trio.MemorySendChannel[bytes]) -> None:
+        with body:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self.disconnected = True
+                    return  # a reader still waiting gets UnreadablePostError
+                if message["type"] != "http.request":
+                    continue
+                chunk = bytes(message.get("body", b""))
+                if chunk:
+                    try:
+                        await body.send(chunk)  # waits until the thread reads
+                    except trio.BrokenResourceError:
+                        pass  # the response started before Django read it all: drop it
+                if not message.get("more_body", False):
+                    break
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.disconnected = True
+
+    async def _next_chunk(self) -> bytes:
+        try:
+            return await self._body.receive()
+        except trio.EndOfChannel:
+            if self.disconnected:
+                raise UnreadablePostError(
+                    "the client disconnected before the end of the request body"
+                ) from None
+            return b""
+        except trio.ClosedResourceError:
+            raise UnreadablePostError(
+                "the request body can only be read until the response starts"
+            ) from None
+
+    async def _send_messages(self, messages: list[dict[str, object]]) -> bool:
+        self._body.close()  # the response has started: the pump drops the rest of the body
+        if self.disconnected:
+            return False
+        for message in messages:
+            await self._send(message)
+        return True
+
+    # -- worker thread ---------------------------------------------------------------
+
+    def run(self) -> None:
+        environ = _build_environ(self._scope, _RequestBody(self._next_chunk))
+        response = _wsgi_handler()(environ, self._start_response)
+        complete = False
+        tail = b""
+        try:
+            if getattr(response, "streaming", True):
+                # all() stops at the first False: the client is gone, stop iterating.
+                complete = all(self._write(chunk) for chunk in response)
+            else:
+                # Django's HttpResponse holds all its content: send it in one round trip.
+                tail = b"".join(response)
+                complete = True
+        finally:
+            close = getattr(response, "close", None)
+            if close is not None:
+                close()  # request_finished, in this thread
+        if complete:
+            # After close(): the client sees the end of the response only once the
+            # request has finished.
+            self._send_from_thread({"type": "http.response.body", "body": tail, "more_body": False})
+        else:
+            logger.debug(
+                "HTTP %s %s: the client disconnected before the end of the response",
+                self._scope["method"],
+                self._scope["path"],
+            )
+
+    def _start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None, /
+    ) -> Callable[[bytes], object]:
+        if exc_info is not None and exc_info[1] is not None:
+            if self.response_started:  # PEP 3333: too late to replace the status line
+                raise exc_info[1].with_traceback(exc_info[2])
+        elif self._start is not None:
+            raise RuntimeError("start_response() was called twice without exc_info (PEP 3333)")
+        self._start = {
+            "type": "http.response.start",
+            "status": int(status.split(" ", 1)[0]),
+            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        }
+        return self._write
+
+    def _write(self, data: bytes) -> bool:
+        if not data:
+            return True  # PEP 3333: an empty chunk does not start the response
+        return self._send_from_thread(
+            {"type": "http.response.body", "body": data, "more_body": True}
+        )
+
+    def _send_from_thread(self, message: dict[str, object]) -> bool:
+        messages = [message]
+        if not self.response_started:
+            if self._start is None:
+                raise RuntimeError(
+                    "the WSGI application sent a body before calling start_response()"
+                )
+            messages.insert(0, self._start)
+            self.response_started = True
+        return trio.from_thread.run(self._send_messages, messages)
+
+
+class _RequestBody:
+    """``wsgi.input``: reads block the worker thread until the pump delivers enough body.
+
+    ``read(n)`` returns ``n`` bytes unless the body ends first, as Django's ``LimitedStream``
+    expects (``request.body`` is one ``read()``). Raises ``UnreadablePostError`` (an
+    ``OSError``, as Django expects from a WSGI input) if the client disconnected first.
+    """
+
+    def __init__(self, next_chunk: Callable[[], Awaitable[bytes]]) -> None:
+        self._next_chunk = next_chunk
+        self._buffer = bytearray()
+        self._eof = False
+
+    def _fill(self) -> bool:
+        if not self._eof:
+            chunk = trio.from_thread.run(self._next_chunk)
+            self._eof = not chunk
+            self._buffer += chunk
+        return not self._eof
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            return self._take(len(self._buffer))
+        while len(self._buffer) < size and self._fill():
+            pass
+        return self._take(size)
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        limit = sys.maxsize if size is None or size < 0 else size
+        searched = 0
+        while (end := self._buffer.find(b"\n", searched, limit)) < 0:
+            searched = len(self._buffer)
+            if searched >= limit or not self._fill():
+                return self._take(limit)
+        return self._take(end + 1)
+
+    def readlines(self, hint: int = -1, /) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        while hint <= 0 or total < hint:
+            line = self.readline()
+            if not line:
+                break
+            lines.append(line)
+            total += len(line)
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _FileWrapper:
+    """``wsgi.file_wrapper``: Django's ``FileResponse`` in blocks of at least
+    ``_FILE_BLOCK_SIZE`` bytes. Its ``close()`` closes the file, which Django has pointed
+    at the response's own ``close()``."""
+
+    def __init__(self, file: _Readable, block_size: int = _FILE_BLOCK_SIZE) -> None:
+        self._file = file
+        self._block_size = max(block_size, _FILE_BLOCK_SIZE)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while block := self._file.read(self._block_size):
+            yield block
+
+    def close(self) -> None:
+        close = getattr(self._file, "close", None)
+        if close is not None:
+            close()
+
+
+def _build_environ(scope: HTTPScope, body: _RequestBody) -> WSGIEnvironment:
+    """The PEP 3333 environ of an ASGI ``http`` scope.
+
+    Like Hypercorn's ``_build_environ``, except: PATH_INFO comes from ``raw_path``,
+    percent-decoded to bytes and carried as latin-1 (PEP 3333's "bytes in str"), so Django
+    sees the bytes the client sent, invalid UTF-8 included; SERVER_PORT is a str; a
+    ``root_path`` missing from the path is not a 404 (Django's ``ASGIRequest`` does the
+    same); headers with ``_`` in their name are dropped, as Django's runserver, nginx and
+    Apache do, so that ``x_forwarded_for`` cannot pass for ``X-Forwarded-For``.
+    """
+    raw_path = scope.get("raw_path")
+    path = unquote_to_bytes(raw_path.partition(b"?")[0]) if raw_path else scope["path"].encode()
+    script_name = scope.get("root_path", "").encode()
+    scheme = scope.get("scheme", "http")
+    host, port = scope.get("server") or ("localhost", None)
+    environ: WSGIEnvironment = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": script_name.decode("latin-1"),
+        "PATH_INFO": path.removeprefix(script_name).decode("latin-1"),
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "SERVER_NAME": host,
+        "SERVER_PORT": str(port) if port is not None else ("443" if scheme == "https" else "80"),
+        "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": body,
+        "wsgi.input_terminated": True,  # read() ends at the end of the body, chunked or not
+        "wsgi.errors": sys.stderr,
+        "wsgi.file_wrapper": _FileWrapper,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,  # Hypercorn may run several worker processes
+        "wsgi.run_once": False,
+    }
+    client = scope.get("client")
+    if client is not None:
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").upper()
+        if "_" in name:
+            continue
+        key = name.replace("-", "_")
+        if key not in {"CONTENT_TYPE", "CONTENT_LENGTH"}:
+            key = f"HTTP_{key}"
+        value = raw_value.decode("latin-1")
+        if key in environ:  # repeated header: joined as RFC 9110 §5.3 allows (cookies: "; ")
+            value = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
+        environ[key] = value
+    return environ
