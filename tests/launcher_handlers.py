@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from django.contrib.auth.models import User
-from django.core.exceptions import SynchronousOnlyOperation
-
 from trio_djws import BaseWSClass, Namespace, send_to_group
 from trio_djws.asgi import get_asgi_application
 from trio_djws.brokers import InMemoryBroker
@@ -63,19 +60,6 @@ class Flood(BaseWSClass):
         await send_to_group(CONTROL, "flooding")
         while True:
             await websocket.send(chunk)
-
-
-@Namespace("/launcher/orm/")
-class OrmOnTrioThread(BaseWSClass):
-    """Queries the ORM on the trio thread and sends the name of the exception it gets."""
-
-    async def on_connect(self, websocket: WebSocket, path: str) -> None:
-        try:
-            User.objects.count()
-        except SynchronousOnlyOperation as exc:
-            await websocket.send(type(exc).__name__)
-        else:
-            await websocket.send("no error")
 
 
 @Namespace("/launcher/pid/")

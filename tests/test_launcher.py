@@ -257,7 +257,8 @@ async def test_orm_query_on_the_trio_thread_raises_synchronous_only_operation() 
     with trio.fail_after(TIMEOUT):
         async with run_serve() as server:
             url = (await server.urls())[0]
-            async with open_websocket_url(f"{url}/launcher/orm/") as ws:
+            async with open_websocket_url(f"{url}/orm-on-trio-thread/") as ws:  # tests.handlers
+                await ws.send_message("go")
                 assert await ws.get_message() == "SynchronousOnlyOperation"
 
 
