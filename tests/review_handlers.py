@@ -42,6 +42,8 @@ class Stream(_Recording):
             while True:
                 await websocket.send(f"tick {ticks}")
                 ticks += 1
+                # The behaviour under test: a periodic producer (a live-dashboard ticker).
+                # Tests run it under autojump_clock, or read only its first tick.
                 await trio.sleep(1)
         except ConnectionClosed as exc:
             RECORD.events.append(f"send raised {exc.code}")
@@ -57,6 +59,8 @@ class Wait(_Recording):
         RECORD.in_hook.set()
         if message == "wait":
             await trio.sleep_forever()
+        # The behaviour under test: a slow hook, still busy when the peer leaves
+        # (virtual time: its tests use autojump_clock).
         await trio.sleep(1)
         RECORD.events.append(f"handled {message!s}")
 

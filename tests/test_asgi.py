@@ -28,14 +28,18 @@ class _Lifespan:
             self._app_send.send,
         )
 
+    async def start(self, nursery: trio.Nursery) -> dict[str, Any]:
+        """Run the app's lifespan scope; send ``lifespan.startup`` and return its answer."""
+        nursery.start_soon(self.run)
+        await self.to_app.send({"type": "lifespan.startup"})
+        return await self.from_app.receive()
+
 
 async def test_lifespan_startup_then_shutdown_drains_connections_with_1001(
     nursery: trio.Nursery,
 ) -> None:
     lifespan = _Lifespan()
-    nursery.start_soon(lifespan.run)
-    await lifespan.to_app.send({"type": "lifespan.startup"})
-    assert (await lifespan.from_app.receive())["type"] == "lifespan.startup.complete"
+    assert (await lifespan.start(nursery))["type"] == "lifespan.startup.complete"
 
     async with WebSocketTestClient(get_asgi_application(), "/greet-then-close/") as client:
         assert len(current_server().connections) == 1
@@ -58,10 +62,7 @@ async def test_lifespan_startup_then_shutdown_drains_connections_with_1001(
 async def test_lifespan_startup_fails_with_a_message_naming_the_setting(
     nursery: trio.Nursery,
 ) -> None:
-    lifespan = _Lifespan()
-    nursery.start_soon(lifespan.run)
-    await lifespan.to_app.send({"type": "lifespan.startup"})
-    event = await lifespan.from_app.receive()
+    event = await _Lifespan().start(nursery)
     assert event["type"] == "lifespan.startup.failed"
     assert "WEBSOCKET_BROKER" in event["message"]
 

@@ -233,11 +233,15 @@ class WebSocket:
         """``close()`` without the checkpoint: safe from sync code in the trio thread."""
         if self._state >= _State.CLOSING:
             return
-        self.close_code = code
-        self.close_reason = _truncate_reason(reason)
-        self._state = _State.CLOSING
+        self._set_closing(code, reason)
         if self._receive_scope is not None:
             self._receive_scope.cancel()
+
+    def _set_closing(self, code: int, reason: str) -> None:
+        # Record why the connection closes; the close frame carries these once flushed.
+        self.close_code = code
+        self.close_reason = _truncate_reason(reason)
+        self._state = max(self._state, _State.CLOSING)
 
     def abort(self, code: int, reason: str) -> None:
         """Close at once without flushing the send queue (slow consumer, policy violation).
@@ -250,8 +254,7 @@ class WebSocket:
         self._aborted = True
         self._cause_logged = True
         if self._state < _State.CLOSING or self.close_code in (None, CloseReason.NORMAL_CLOSURE):
-            self.close_code = code
-            self.close_reason = _truncate_reason(reason)
+            self._set_closing(code, reason)
         self._state = max(self._state, _State.CLOSING)
         logger.warning(
             "aborting connection %s on %s: close code %d (%s)", self.id, self.path, code, reason
@@ -266,9 +269,7 @@ class WebSocket:
         if self._aborted:
             return
         self._cause_logged = True
-        self.close_code = code
-        self.close_reason = reason
-        self._state = max(self._state, _State.CLOSING)
+        self._set_closing(code, reason)
         if self._receive_scope is not None:
             self._receive_scope.cancel()
 
@@ -425,9 +426,7 @@ class WebSocket:
                     # the receive loop ends (the inbox closes) and the close frame follows.
                     if self._state < _State.CLOSING:
                         self._cause_logged = True
-                        self.close_code = CloseReason.MESSAGE_TOO_BIG
-                        self.close_reason = "message too big"
-                        self._state = _State.CLOSING
+                        self._set_closing(CloseReason.MESSAGE_TOO_BIG, "message too big")
                     return
                 try:
                     await inbox.send(message)
