@@ -55,3 +55,39 @@ def chatroom(session: nox.Session) -> None:
     session.run("python", "manage.py", "migrate", "--noinput")
     args = session.posargs or ["--bind", "127.0.0.1:8000"]
     session.run("python", "manage.py", "serve", *args)
+
+
+# Servers and tools the benchmark needs; never dependencies of the package.
+BENCH_DEPS = [
+    "channels>=4,<5",
+    "daphne>=4",
+    "uvicorn[standard]>=0.30",
+    "hypercorn>=0.17",
+    "websockets>=14",
+    "matplotlib>=3.8",
+    "pyinstrument>=4.6",
+    "py-spy>=0.3",
+    "dj-database-url>=2",
+    "psycopg[binary]>=3.1",
+    "whitenoise>=6",
+    "coredis>=4",
+]
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite against Django Channels (see bench/README section in README.md).
+
+    Takes several minutes; writes bench/results/. Options after ``--`` go to
+    ``python -m bench`` (e.g. ``-- --workloads echo,broadcast --servers trio-djws,daphne``).
+    """
+    session.install("-e", ".", *BENCH_DEPS)
+    session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session
+def bench_smoke(session: nox.Session) -> None:
+    """Every bench workload far below capacity on trio-djws (and Channels on uvicorn),
+    asserting only that each completes with 0 lost; speed is never asserted."""
+    session.install("-e", ".", *BENCH_DEPS)
+    session.run("python", "-m", "bench", "--smoke", *session.posargs)

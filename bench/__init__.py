@@ -1,0 +1,1 @@
+"""The benchmark suite against Django Channels: ``python -m bench`` (``nox -s bench``)."""

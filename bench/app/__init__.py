@@ -1,0 +1,1 @@
+"""trio-djws benchmark project (``python bench/app/manage.py serve``)."""

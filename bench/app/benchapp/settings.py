@@ -1,0 +1,38 @@
+"""Settings of the benchmark project; the runner chooses through environment variables:
+
+- ``BENCH_SEND_QUEUE_SIZE``: ``WEBSOCKET_SEND_QUEUE_SIZE`` (messages; default 64).
+- ``BENCH_REDIS_URL``: when set, ``WEBSOCKET_BROKER`` is ``trio_djws.brokers.RedisBroker`` on
+  that URL (prefix ``bench``); else the in-memory broker.
+- ``BENCH_ENGINE``: ``WEBSOCKET_ENGINE`` for ``manage.py runwebsocket`` (the standalone
+  server), when that command exists.
+"""
+
+from __future__ import annotations
+
+import os
+
+SECRET_KEY = "bench-only-not-a-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+INSTALLED_APPS = ["trio_djws", "benchapp"]
+MIDDLEWARE: list[str] = []
+ROOT_URLCONF = "benchapp.urls"
+DATABASES: dict[str, dict[str, str]] = {}
+USE_TZ = True
+
+WEBSOCKET_SEND_QUEUE_SIZE = int(os.environ.get("BENCH_SEND_QUEUE_SIZE", "64"))
+if os.environ.get("BENCH_REDIS_URL"):
+    WEBSOCKET_BROKER = {
+        "BACKEND": "trio_djws.brokers.RedisBroker",
+        "CONFIG": {"url": os.environ["BENCH_REDIS_URL"], "prefix": "bench"},
+    }
+if os.environ.get("BENCH_ENGINE"):
+    WEBSOCKET_ENGINE = os.environ["BENCH_ENGINE"]
+
+# Connects and closes are logged at INFO; the benchmark measures the server, not its log.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"trio_djws": {"handlers": ["console"], "level": "WARNING"}},
+}

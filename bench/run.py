@@ -1,0 +1,627 @@
+"""The benchmark runner: starts each server under test pinned to core 0 and the load generator
+(``bench.loadgen``) pinned to core 1 (``taskset``), on loopback, and writes
+``bench/results/results.{json,md}`` and one PNG chart per workload.
+
+Every server is a fresh process per workload (per receiver count for ``broadcast``); every
+wait is bounded (server start, each load generator run, server stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.sync.client import connect as sync_connect
+
+from . import report
+
+__all__ = ["SERVERS", "Server", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_MANAGE = ROOT / "bench" / "app" / "manage.py"
+CHAT_MANAGE = ROOT / "examples" / "chatroom" / "manage.py"
+CHANNELS_APP = "bench.channels_app.asgi:application"
+SERVER_CORE, CLIENT_CORE = "0", "1"
+START_TIMEOUT = 30.0  # seconds for a server to answer its first handshake
+STOP_TIMEOUT = 15.0  # seconds between SIGTERM and SIGKILL
+BROADCAST_QUEUE = 256  # WEBSOCKET_SEND_QUEUE_SIZE / channel layer capacity for broadcast
+POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/bench_chatroom"
+
+
+def _has_runwebsocket() -> bool:
+    return importlib.util.find_spec("trio_djws.management.commands.runwebsocket") is not None
+
+
+def _has_redis_broker() -> bool:
+    try:
+        from trio_djws import brokers
+    except ImportError:
+        return False
+    return hasattr(brokers, "RedisBroker") and shutil.which("redis-server") is not None
+
+
+@dataclass
+class Server:
+    """One server under test: how to start it on a port, and whether it is ours."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    ours: bool = True
+    available: bool = True
+    why_not: str = ""
+
+    def command(self, port: int) -> list[str]:
+        return [a.format(port=port, python=sys.executable) for a in self.argv]
+
+
+SERVERS: dict[str, Server] = {
+    "trio-djws": Server(
+        "trio-djws", ["{python}", str(APP_MANAGE), "serve", "--bind", "127.0.0.1:{port}"]
+    ),
+    "trio-djws-standalone-websockets": Server(
+        "trio-djws-standalone-websockets",
+        ["{python}", str(APP_MANAGE), "runwebsocket", "--bind", "127.0.0.1:{port}"],
+        env={"BENCH_ENGINE": "websockets"},
+        available=_has_runwebsocket(),
+        why_not="manage.py runwebsocket (the standalone server) is not in this tree",
+    ),
+    "trio-djws-standalone-trio-websocket": Server(
+        "trio-djws-standalone-trio-websocket",
+        ["{python}", str(APP_MANAGE), "runwebsocket", "--bind", "127.0.0.1:{port}"],
+        env={"BENCH_ENGINE": "trio_websocket"},
+        available=_has_runwebsocket(),
+        why_not="manage.py runwebsocket (the standalone server) is not in this tree",
+    ),
+    "channels-daphne": Server(
+        "channels-daphne",
+        ["{python}", "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", "{port}", CHANNELS_APP],
+        ours=False,
+    ),
+    "channels-uvicorn": Server(
+        "channels-uvicorn",
+        [
+            "{python}",
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            CHANNELS_APP,
+        ],
+        ours=False,
+    ),
+    "channels-hypercorn": Server(
+        "channels-hypercorn",
+        ["{python}", "-m", "hypercorn", "-k", "asyncio", "-b", "127.0.0.1:{port}", CHANNELS_APP],
+        ours=False,
+    ),
+}
+
+
+def _free_port() -> int:
+    # An ephemeral port from the kernel; the server binds it right after.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _taskset(core: str) -> list[str]:
+    return ["taskset", "-c", core] if shutil.which("taskset") and os.cpu_count() != 1 else []
+
+
+@contextlib.contextmanager
+def running(
+    server: Server, env: dict[str, str] | None = None, argv: list[str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Start ``server`` on core 0 and a fresh port; yields the process and its ws:// base URL
+    once it answers a handshake on ``/echo/`` (or ``probe`` path); stops it on exit."""
+    port = _free_port()
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **server.env, **(env or {})}
+    command = argv if argv is not None else server.command(port)
+    command = [a.format(port=port, python=sys.executable) for a in command]
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        _taskset(SERVER_CORE) + command, cwd=ROOT, env=full_env, stdout=log, stderr=log
+    )
+    base = f"ws://127.0.0.1:{port}"
+    try:
+        probe = full_env.get("BENCH_PROBE", "/echo/")
+        stop = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(
+                    f"{server.name} exited with {process.returncode}: {log.read()[-2000:]!r}"
+                )
+            try:
+                with sync_connect(base + probe, open_timeout=2, compression=None) as ws:
+                    ws.close()
+                break
+            except Exception as exc:
+                if time.monotonic() > stop:
+                    raise RuntimeError(
+                        f"{server.name} did not answer within {START_TIMEOUT}s"
+                    ) from exc
+                time.sleep(0.1)  # polling a subprocess that is starting; bounded above
+        yield process, base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.seek(0)
+        tail = log.read()[-3000:].decode(errors="replace")
+        if "Traceback" in tail:
+            print(f"  [{server.name} log tail]\n{tail}", file=sys.stderr)
+
+
+def loadgen(workload: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run ``bench.loadgen`` on core 1 and return its JSON result (``{"error": ...}`` if it
+    failed or ran past ``timeout`` seconds)."""
+    try:
+        done = subprocess.run(
+            [
+                *_taskset(CLIENT_CORE),
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                workload,
+                json.dumps(params),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            text=True,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"load generator ran past {timeout}s"}
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@contextlib.contextmanager
+def profiling(enabled: bool, pid: int, name: str, seconds: float, out: Path) -> Iterator[None]:
+    """Record a py-spy flame graph of ``pid`` (and children) for ``seconds`` when enabled."""
+    if not enabled or shutil.which("py-spy") is None:
+        yield
+        return
+    svg = out / f"flame-{name}.svg"
+    spy = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--subprocesses",
+            "--rate",
+            "250",
+            "--duration",
+            str(int(seconds)),
+            "--pid",
+            str(pid),
+            "--output",
+            str(svg),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        try:
+            spy.wait(seconds + 30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
+# -- workloads ------------------------------------------------------------------------------
+
+
+def _record(server: str, workload: str, params: dict[str, Any], result: dict[str, Any]) -> dict:
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
+    return {"server": server, "workload": workload, "params": params, "loadavg": load, **result}
+
+
+def run_echo(server: Server, cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
+    records = []
+    for workload, window in (("echo", 1), ("pipelined", cfg["window"])):
+        if workload not in opts.workloads:
+            continue
+        with running(server) as (process, base):
+            params = {
+                "url": base + "/echo/",
+                "clients": cfg["clients"],
+                "round_trips": cfg["round_trips"],
+                "window": window,
+                "deadline": cfg["deadline"],
+                "server_pids": [process.pid],
+            }
+            with profiling(
+                opts.profile and server.name == "trio-djws",
+                process.pid,
+                workload,
+                min(cfg["deadline"], 15),
+                opts.out,
+            ):
+                result = loadgen("echo", params, cfg["deadline"] + 60)
+        records.append(_record(server.name, workload, _public(params), result))
+        _show(records[-1])
+    return records
+
+
+def run_broadcast(
+    server: Server, cfg: dict[str, Any], opts: argparse.Namespace, *, workers: int = 1
+) -> list[dict]:
+    records = []
+    env = {"BENCH_SEND_QUEUE_SIZE": str(cfg["queue_size"])}
+    extra: dict[str, list[int]] = {}
+    redis = None
+    workload = "broadcast"
+    argv = None
+    if cfg.get("redis"):
+        redis = _start_redis()
+        env["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{redis[1]}/0"
+        extra["redis"] = [redis[0].pid]
+        workload = f"broadcast-redis-{workers}w"
+        argv = [*server.argv, "--workers", str(workers)]
+    try:
+        for receivers in cfg["receivers"]:
+            with running(server, env, argv) as (process, base):
+                params = {
+                    "url": base + "/broadcast/",
+                    "receivers": receivers,
+                    "rates": cfg["rates"],
+                    "duration": cfg["duration"],
+                    "drain": cfg["drain"],
+                    "deadline": cfg["deadline"],
+                    "server_pids": [process.pid],
+                    "extra_pids": extra,
+                }
+                name = f"broadcast-{receivers}"
+                with profiling(
+                    opts.profile and server.name == "trio-djws" and receivers == 1000,
+                    process.pid,
+                    name,
+                    len(cfg["rates"]) * cfg["duration"] + 4,
+                    opts.out,
+                ):
+                    result = loadgen("broadcast", params, cfg["deadline"] + 120)
+            public = _public(params) | {"queue_size": cfg["queue_size"], "workers": workers}
+            if "error" in result:
+                records.append(_record(server.name, workload, public, result))
+                _show(records[-1])
+                continue
+            for run in result["runs"]:
+                records.append(_record(server.name, workload, public | {"rate": run["rate"]}, run))
+                _show(records[-1])
+    finally:
+        if redis is not None:
+            redis[0].terminate()
+            redis[0].wait(STOP_TIMEOUT)
+    return records
+
+
+def run_idle(server: Server, cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
+    records = []
+    for count in cfg["connections"]:
+        with running(server) as (process, base):
+            params = {
+                "url": base + "/echo/",
+                "connections": count,
+                "echo_clients": cfg["echo_clients"] if count == max(cfg["connections"]) else 0,
+                "round_trips": cfg["round_trips"],
+                "deadline": cfg["deadline"],
+                "server_pids": [process.pid],
+            }
+            result = loadgen("idle", params, cfg["deadline"] + 90)
+        records.append(_record(server.name, "idle", _public(params), result))
+        _show(records[-1])
+    return records
+
+
+def run_chatroom(cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
+    records = []
+    chat = Server(
+        "trio-djws", ["{python}", str(CHAT_MANAGE), "serve", "--bind", "127.0.0.1:{port}"]
+    )
+    for database in cfg["databases"]:
+        if database == "sqlite":
+            url = f"sqlite:///{opts.tmp}/bench-chatroom.sqlite3"
+        else:
+            url = POSTGRES_URL
+            _create_postgres_database()
+        env = {
+            "DATABASE_URL": url,
+            "DJANGO_DEBUG": "0",
+            "BENCH_PROBE": f"/ws/chat/{cfg['slug_prefix']}0/",
+        }
+        _prepare_chatroom(env, cfg)
+        with running(chat, env) as (process, base):
+            params = {
+                "url": base,
+                "users": cfg["users"],
+                "rooms": cfg["rooms"],
+                "messages": cfg["messages"],
+                "slug_prefix": cfg["slug_prefix"],
+                "deadline": cfg["deadline"],
+                "server_pids": [process.pid],
+            }
+            result = loadgen("chatroom", params, cfg["deadline"] + 60)
+        records.append(
+            _record("trio-djws", f"chatroom-{database}", _public(params) | {"db": database}, result)
+        )
+        _show(records[-1])
+    return records
+
+
+def _prepare_chatroom(env: dict[str, str], cfg: dict[str, Any]) -> None:
+    # Schema, the benchmark's rooms, and no old messages (the history read stays the same).
+    full = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    cwd = CHAT_MANAGE.parent
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=cwd,
+        env=full,
+        check=True,
+        timeout=120,
+    )
+    code = (
+        "from chat.models import Room, Message\n"
+        f"slugs = ['{cfg['slug_prefix']}%d' % i for i in range({cfg['rooms']})]\n"
+        "for s in slugs: Room.objects.get_or_create(slug=s, defaults={'name': s})\n"
+        "Message.objects.filter(room__slug__in=slugs).delete()\n"
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", code],
+        cwd=cwd,
+        env=full,
+        check=True,
+        timeout=120,
+    )
+
+
+def _create_postgres_database() -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        exists = c.execute("SELECT 1 FROM pg_database WHERE datname = 'bench_chatroom'").fetchone()
+        if not exists:
+            c.execute("CREATE DATABASE bench_chatroom")
+
+
+def _start_redis() -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            *_taskset(SERVER_CORE),
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stop = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < stop:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return process, port
+        time.sleep(0.05)  # redis-server starting; bounded by START_TIMEOUT
+    process.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def _public(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in {"url", "server_pids", "extra_pids"}}
+
+
+def _show(record: dict[str, Any]) -> None:
+    keys = [k for k in record if k not in {"params"}]
+    print("  " + ", ".join(f"{k}={record[k]}" for k in keys), flush=True)
+
+
+# -- configuration ------------------------------------------------------------------------
+
+FULL: dict[str, dict[str, Any]] = {
+    "echo": {"clients": 50, "round_trips": 2000, "window": 16, "deadline": 45},
+    "broadcast": {
+        "receivers": [100, 1000, 5000],
+        "rates": [5, 50],
+        "duration": 4,
+        "drain": 15,
+        "deadline": 60,
+        "queue_size": BROADCAST_QUEUE,
+    },
+    "idle": {
+        "connections": [5000, 10000],
+        "echo_clients": 50,
+        "round_trips": 200,
+        "deadline": 60,
+    },
+    "chatroom": {
+        "users": 200,
+        "rooms": 10,
+        "messages": 10,
+        "slug_prefix": "bench-",
+        "databases": ["sqlite", "postgres"],
+        "deadline": 60,
+    },
+    "redis": {
+        "receivers": [1000],
+        "rates": [5, 50],
+        "duration": 4,
+        "drain": 15,
+        "deadline": 60,
+        "queue_size": BROADCAST_QUEUE,
+        "redis": True,
+    },
+}
+
+SMOKE: dict[str, dict[str, Any]] = {
+    "echo": {"clients": 5, "round_trips": 50, "window": 4, "deadline": 20},
+    "broadcast": {
+        "receivers": [10],
+        "rates": [5],
+        "duration": 2,
+        "drain": 10,
+        "deadline": 20,
+        "queue_size": 64,
+    },
+    "idle": {"connections": [50], "echo_clients": 5, "round_trips": 20, "deadline": 20},
+    "chatroom": {
+        "users": 20,
+        "rooms": 2,
+        "messages": 3,
+        "slug_prefix": "smoke-",
+        "databases": ["sqlite", "postgres"],
+        "deadline": 30,
+    },
+    "redis": {
+        "receivers": [10],
+        "rates": [5],
+        "duration": 2,
+        "drain": 10,
+        "deadline": 20,
+        "queue_size": 64,
+        "redis": True,
+    },
+}
+
+WORKLOADS = ["echo", "pipelined", "broadcast", "idle", "chatroom", "redis"]
+
+
+def _versions() -> dict[str, str]:
+    names = ["trio-djws", "trio", "hypercorn", "channels", "daphne", "uvicorn", "websockets"]
+    found = {}
+    for name in names:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    found["python"] = platform.python_version()
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite; returns the exit status (1 if ``--smoke`` saw a failure or a loss)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny workloads; check 0 lost")
+    parser.add_argument("--servers", help="comma-separated subset of " + ", ".join(SERVERS))
+    parser.add_argument("--workloads", help="comma-separated subset of " + ", ".join(WORKLOADS))
+    parser.add_argument("--profile", action="store_true", help="py-spy flame graphs (ours)")
+    parser.add_argument("--out", type=Path, help="results directory (default bench/results)")
+    opts = parser.parse_args(argv)
+    cfg = SMOKE if opts.smoke else FULL
+    default_servers = ["trio-djws", "channels-uvicorn"] if opts.smoke else list(SERVERS)
+    names = opts.servers.split(",") if opts.servers else default_servers
+    opts.workloads = opts.workloads.split(",") if opts.workloads else WORKLOADS
+    opts.out = opts.out or (
+        Path(tempfile.mkdtemp(prefix="bench-smoke-")) if opts.smoke else ROOT / "bench/results"
+    )
+    opts.out.mkdir(parents=True, exist_ok=True)
+    opts.tmp = tempfile.mkdtemp(prefix="bench-")
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 10k connections need it
+    notes = []
+    if hard < 10_000 + 1_000:
+        notes.append(f"RLIMIT_NOFILE hard limit is {hard}: the 10,000-connection run may fail")
+    if not _taskset(SERVER_CORE):
+        notes.append("taskset or a second core is missing: server and client are not pinned")
+    servers = []
+    for name in names:
+        server = SERVERS[name]
+        if not server.available:
+            notes.append(f"{name} skipped: {server.why_not}")
+            continue
+        servers.append(server)
+    records: list[dict] = []
+    started = time.monotonic()
+    for server in servers:
+        print(f"== {server.name}", flush=True)
+        if {"echo", "pipelined"} & set(opts.workloads):
+            records += run_echo(server, cfg["echo"], opts)
+        if "broadcast" in opts.workloads:
+            records += run_broadcast(server, cfg["broadcast"], opts)
+        if "idle" in opts.workloads:
+            records += run_idle(server, cfg["idle"], opts)
+    if "chatroom" in opts.workloads and "trio-djws" in names:
+        print("== chatroom (trio-djws)", flush=True)
+        records += run_chatroom(cfg["chatroom"], opts)
+    if "redis" in opts.workloads and "trio-djws" in names:
+        if _has_redis_broker():
+            print("== broadcast over Redis (trio-djws)", flush=True)
+            for workers in (1, 2) if not opts.smoke else (1,):
+                records += run_broadcast(SERVERS["trio-djws"], cfg["redis"], opts, workers=workers)
+        else:
+            notes.append(
+                "Redis broadcast skipped: trio_djws.brokers.RedisBroker is not in this tree "
+                "(or redis-server is missing)"
+            )
+    with open("/proc/loadavg") as f:
+        load = f.read().strip()
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "nox -s bench" + (" -- " + " ".join(argv or sys.argv[1:])).rstrip(" -"),
+        "versions": _versions(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_end": load,
+        "duration_s": round(time.monotonic() - started, 1),
+        "broadcast_send_queue_size": cfg["broadcast"]["queue_size"],
+        "notes": notes,
+        "smoke": opts.smoke,
+    }
+    (opts.out / "results.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+    (opts.out / "results.md").write_text(report.markdown(meta, records))
+    if not opts.smoke:
+        report.charts(records, opts.out)
+    print(f"results in {opts.out}", flush=True)
+    for note in notes:
+        print("note:", note)
+    if opts.smoke:
+        return _check_smoke(records)
+    return 0
+
+
+def _check_smoke(records: list[dict]) -> int:
+    # Completion and 0 lost only: speed is never asserted.
+    bad = []
+    for r in records:
+        lost = sum(r.get(k) or 0 for k in ("lost", "pending", "echo_lost", "errors"))
+        lost += r.get("connect_failures") or 0
+        if "error" in r or lost:
+            bad.append(r)
+    for r in bad:
+        print("SMOKE FAILURE:", json.dumps(r)[:1500], file=sys.stderr)
+    print(f"smoke: {len(records)} results, {len(bad)} failed", flush=True)
+    return 1 if bad or not records else 0
