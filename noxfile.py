@@ -58,28 +58,25 @@ def chatroom(session: nox.Session) -> None:
 
 
 # Servers and tools the benchmark needs; never dependencies of the package.
-BENCH_DEPS = [
+BENCH_SMOKE_DEPS = [
     "channels>=4,<5",
-    "daphne>=4",
-    "uvicorn[standard]>=0.30",
-    "hypercorn>=0.17",
+    "uvicorn[standard]>=0.30",  # uvloop too, which the load generator uses when present
     "websockets>=14",
-    "matplotlib>=3.8",
-    "pyinstrument>=4.6",
-    "py-spy>=0.3",
-    "dj-database-url>=2",
+    "dj-database-url>=2",  # the chatroom example's settings
     "psycopg[binary]>=3.1",
     "whitenoise>=6",
-    "coredis>=4",
+    "coredis>=4",  # trio_djws.brokers.RedisBroker, when it is in the tree
 ]
+BENCH_DEPS = [*BENCH_SMOKE_DEPS, "daphne>=4", "hypercorn>=0.17", "matplotlib>=3.8", "py-spy>=0.3"]
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark suite against Django Channels (see bench/README section in README.md).
+    """The benchmark suite against Django Channels (README, "Benchmarks").
 
     Takes several minutes; writes bench/results/. Options after ``--`` go to
-    ``python -m bench`` (e.g. ``-- --workloads echo,broadcast --servers trio-djws,daphne``).
+    ``python -m bench`` (e.g. ``-- --workloads echo,broadcast --servers trio-djws,channels-daphne
+    --profile``); needs PostgreSQL on 127.0.0.1:5432 for the chatroom workload.
     """
     session.install("-e", ".", *BENCH_DEPS)
     session.run("python", "-m", "bench", *session.posargs)
@@ -89,5 +86,5 @@ def bench(session: nox.Session) -> None:
 def bench_smoke(session: nox.Session) -> None:
     """Every bench workload far below capacity on trio-djws (and Channels on uvicorn),
     asserting only that each completes with 0 lost; speed is never asserted."""
-    session.install("-e", ".", *BENCH_DEPS)
+    session.install("-e", ".", *BENCH_SMOKE_DEPS)
     session.run("python", "-m", "bench", "--smoke", *session.posargs)

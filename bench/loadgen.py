@@ -227,7 +227,7 @@ async def broadcast(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
     connections, failed = await _open_many(url, receivers + 1, start_deadline)
     sender = connections[0] if connections else None
     members = len(connections)
-    state: dict[str, Any] = {"run": -1, "count": 0, "latencies": [], "last": 0.0}
+    state: dict[str, Any] = {"run": -1, "count": 0, "latencies": [], "last": 0.0, "any": 0.0}
     counts = [0] * members
     closed: dict[int, int | None] = {}
 
@@ -235,6 +235,7 @@ async def broadcast(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
         try:
             async for message in ws:
                 now = time.monotonic_ns()
+                state["any"] = now
                 run, _seq, stamp = str(message).split(":", 3)[:3]
                 if int(run) != state["run"]:
                     continue
@@ -251,6 +252,11 @@ async def broadcast(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
     runs = []
     try:
         for run, rate in enumerate(p["rates"]):
+            if run and not await _settle(state, p.get("settle", 30.0)):
+                # The previous rate left a backlog that did not drain: a run now would
+                # measure the backlog, not this rate.
+                runs.append({"rate": rate, "receivers": receivers, "error": "backlog"})
+                continue
             total = int(rate * duration)
             state.update(run=run, count=0, latencies=[], last=0.0)
             for i in range(members):
@@ -314,6 +320,16 @@ async def broadcast(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
             task.cancel()
         _abort(connections)
     return {"runs": runs}
+
+
+async def _settle(state: dict[str, Any], limit: float) -> bool:
+    # Whether deliveries of earlier runs have stopped (none for 1 s) within ``limit`` s.
+    stop = time.monotonic() + limit
+    while time.monotonic() < stop:
+        if time.monotonic_ns() - state["any"] > 1e9:
+            return True
+        await asyncio.sleep(0.1)  # polling the counters; bounded by ``limit``
+    return False
 
 
 async def idle(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:

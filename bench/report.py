@@ -17,8 +17,9 @@ _COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("p50_ms", "p50 ms"),
         ("p99_ms", "p99 ms"),
         ("lost", "lost"),
+        ("rates_all_runs", "every run"),
     ],
-    "pipelined": [("rate", "messages/s"), ("lost", "lost")],
+    "pipelined": [("rate", "messages/s"), ("lost", "lost"), ("rates_all_runs", "every run")],
     "broadcast": [
         ("receivers", "receivers"),
         ("rate_param", "R msg/s"),
@@ -48,7 +49,12 @@ _COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("lost", "lost"),
     ],
 }
-_CPU = [("server_cpu_pct", "server CPU %"), ("client_cpu_pct", "client CPU %"), ("loadavg", "load")]
+_CPU = [
+    ("per_server_cpu_s", "per server CPU-s"),
+    ("server_cpu_pct", "server CPU %"),
+    ("client_cpu_pct", "client CPU %"),
+    ("loadavg", "load"),
+]
 
 
 def _kind(workload: str) -> str:
@@ -69,7 +75,7 @@ def _value(record: dict[str, Any], key: str) -> str:
     else:
         value = record.get(key)
     if isinstance(value, list):
-        return " ".join(value) or "-"
+        return " ".join(f"{v:,.0f}" if isinstance(v, float) else str(v) for v in value) or "-"
     if isinstance(value, float):
         return f"{value:,.1f}" if value >= 100 else f"{value:g}"
     if isinstance(value, int):
@@ -105,11 +111,24 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         verdict = "met" if value >= need else "not met"
         rows.append((label, f"{ours:,.0f} vs {theirs:,.0f} = {value:.2f}x", verdict))
 
+    ratio(
+        "echo: framework overhead small (issue: about 0.94 x the bare ASGI app on Hypercorn "
+        "trio), per server CPU-second",
+        get(OURS, "echo", "per_server_cpu_s"),
+        get("bare-hypercorn-trio", "echo", "per_server_cpu_s"),
+        0.94,
+    )
     for other in ("channels-daphne", "channels-hypercorn"):
         ratio(
             f"echo: {OURS} ahead of {other} (≥ 1x)",
             get(OURS, "echo", "rate"),
             get(other, "echo", "rate"),
+            1.0,
+        )
+        ratio(
+            f"echo, per server CPU-second: {OURS} ahead of {other} (≥ 1x)",
+            get(OURS, "echo", "per_server_cpu_s"),
+            get(other, "echo", "per_server_cpu_s"),
             1.0,
         )
     best = _best(records, "broadcast", "deliveries_per_s", CHANNELS, receivers=1000, rate=50)
@@ -128,14 +147,18 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         rows.append(("broadcast: 0 lost (trio-djws, every run)", f"{total} lost", _ok(total == 0)))
     p99 = get(OURS, "broadcast", "p99_ms", receivers=100, rate=5)
     rows.append(
-        ("broadcast 100 x R=5: p99 < 50 ms", _fmt(p99, "ms"), _ok(p99 is not None and p99 < 50))
+        (
+            "broadcast 100 x R=5: p99 < 50 ms",
+            _fmt(p99, "ms"),
+            _ok(p99 is not None and p99 < 50, p99 is not None),
+        )
     )
-    p99 = get(OURS, "broadcast", "p99_ms", receivers=1000, rate=5)
+    p99 = get(OURS, "broadcast", "p99_ms", receivers=1000, rate=1)
     rows.append(
         (
-            "broadcast 1,000 x R=5 (issue: R=1): p99 < 400 ms",
+            "broadcast 1,000 x R=1: p99 < 400 ms",
             _fmt(p99, "ms"),
-            _ok(p99 is not None and p99 < 400),
+            _ok(p99 is not None and p99 < 400, p99 is not None),
         )
     )
     ours = get(OURS, "idle", "rss_per_connection_kib", connections=10000)
@@ -145,7 +168,7 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         (
             "idle 10k: RSS/conn below Channels' (aim ≤ 25 KiB)",
             f"{_fmt(ours, 'KiB')} vs Channels min {_fmt(min(known) if known else None, 'KiB')}",
-            _ok(ours is not None and bool(known) and ours < min(known)),
+            _ok(ours is not None and bool(known) and ours < min(known), ours is not None),
         )
     )
     best = _best(records, "idle", "handshakes_per_s", CHANNELS, connections=10000)
@@ -160,7 +183,7 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         (
             "10,000 idle held + 50 clients echo: p99 < 50 ms",
             _fmt(p99, "ms"),
-            _ok(p99 is not None and p99 < 50),
+            _ok(p99 is not None and p99 < 50, p99 is not None),
         )
     )
     standalone = "trio-djws-standalone-websockets"
@@ -180,7 +203,9 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _ok(flag: bool) -> str:
+def _ok(flag: bool, measured: bool = True) -> str:
+    if not measured:
+        return "-"
     return "met" if flag else "not met"
 
 

@@ -91,6 +91,20 @@ SERVERS: dict[str, Server] = {
         available=_has_runwebsocket(),
         why_not="manage.py runwebsocket (the standalone server) is not in this tree",
     ),
+    "bare-hypercorn-trio": Server(
+        "bare-hypercorn-trio",
+        [
+            "{python}",
+            "-m",
+            "hypercorn",
+            "-k",
+            "trio",
+            "-b",
+            "127.0.0.1:{port}",
+            "bench.bare_app:app",
+        ],
+        ours=False,
+    ),
     "channels-daphne": Server(
         "channels-daphne",
         ["{python}", "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", "{port}", CHANNELS_APP],
@@ -209,36 +223,29 @@ def loadgen(workload: str, params: dict[str, Any], timeout: float) -> dict[str, 
 @contextlib.contextmanager
 def profiling(enabled: bool, pid: int, name: str, seconds: float, out: Path) -> Iterator[None]:
     """Record a py-spy flame graph of ``pid`` (and children) for ``seconds`` when enabled."""
-    if not enabled or shutil.which("py-spy") is None:
+    local = Path(sys.executable).parent / "py-spy"
+    spy_bin = str(local) if local.exists() else shutil.which("py-spy")
+    if not enabled or spy_bin is None:
         yield
         return
-    svg = out / f"flame-{name}.svg"
-    spy = subprocess.Popen(
-        [
-            "py-spy",
-            "record",
-            "--subprocesses",
-            "--rate",
-            "250",
-            "--duration",
-            str(int(seconds)),
-            "--pid",
-            str(pid),
-            "--output",
-            str(svg),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    spies = []
+    for fmt, suffix in (("flamegraph", "svg"), ("raw", "collapsed.txt")):
+        # The SVG to look at, the collapsed stacks to read and compare (raw format).
+        command = [spy_bin, "record", "--subprocesses", "--nonblocking", "--rate", "250"]
+        command += ["--duration", str(int(seconds)), "--pid", str(pid), "--format", fmt]
+        command += ["--output", str(out / f"flame-{name}.{suffix}")]
+        spies.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
     try:
         yield
     finally:
-        try:
-            spy.wait(seconds + 30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait()
+        for spy in spies:
+            try:
+                spy.wait(seconds + 30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
 
 
 # -- workloads ------------------------------------------------------------------------------
@@ -247,6 +254,12 @@ def profiling(enabled: bool, pid: int, name: str, seconds: float, out: Path) -> 
 def _record(server: str, workload: str, params: dict[str, Any], result: dict[str, Any]) -> dict:
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
+    # Work per server CPU-second: steadier than rates when other jobs share the server's core.
+    for rate_key in ("deliveries_per_s", "messages_per_s", "rate"):
+        cpu = result.get("server_cpu_pct")
+        if isinstance(result.get(rate_key), int | float) and cpu:
+            result["per_server_cpu_s"] = round(result[rate_key] / (cpu / 100), 1)
+            break
     return {"server": server, "workload": workload, "params": params, "loadavg": load, **result}
 
 
@@ -320,6 +333,8 @@ def run_broadcast(
                 _show(records[-1])
                 continue
             for run in result["runs"]:
+                if run.get("error") == "backlog":
+                    run["error"] = "not run: the previous rate's backlog did not drain in 30 s"
                 records.append(_record(server.name, workload, public | {"rate": run["rate"]}, run))
                 _show(records[-1])
     finally:
@@ -459,9 +474,9 @@ FULL: dict[str, dict[str, Any]] = {
     "echo": {"clients": 50, "round_trips": 2000, "window": 16, "deadline": 45},
     "broadcast": {
         "receivers": [100, 1000, 5000],
-        "rates": [5, 50],
+        "rates": [1, 5, 50],
         "duration": 4,
-        "drain": 15,
+        "drain": 10,
         "deadline": 60,
         "queue_size": BROADCAST_QUEUE,
     },
@@ -539,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny workloads; check 0 lost")
     parser.add_argument("--servers", help="comma-separated subset of " + ", ".join(SERVERS))
     parser.add_argument("--workloads", help="comma-separated subset of " + ", ".join(WORKLOADS))
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="echo/pipelined repetitions (median kept)"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy flame graphs (ours)")
     parser.add_argument("--out", type=Path, help="results directory (default bench/results)")
     opts = parser.parse_args(argv)
@@ -567,10 +585,19 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(server)
     records: list[dict] = []
     started = time.monotonic()
+    if {"echo", "pipelined"} & set(opts.workloads):
+        # Interleaved repetitions (server A, B, C, A, B, C, ...) so that load from elsewhere
+        # on the machine hits every server alike; the median run of each is kept.
+        runs: list[dict] = []
+        for repetition in range(opts.repeat):
+            for server in servers:
+                print(f"== {server.name} echo/pipelined ({repetition + 1}/{opts.repeat})")
+                runs += run_echo(
+                    server, cfg["echo"], opts if repetition == 0 else _no_profile(opts)
+                )
+        records += _medians(runs)
     for server in servers:
         print(f"== {server.name}", flush=True)
-        if {"echo", "pipelined"} & set(opts.workloads):
-            records += run_echo(server, cfg["echo"], opts)
         if "broadcast" in opts.workloads:
             records += run_broadcast(server, cfg["broadcast"], opts)
         if "idle" in opts.workloads:
@@ -611,6 +638,27 @@ def main(argv: list[str] | None = None) -> int:
     if opts.smoke:
         return _check_smoke(records)
     return 0
+
+
+def _no_profile(opts: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(opts), "profile": False})
+
+
+def _medians(runs: list[dict]) -> list[dict]:
+    # The median run (by rate) of each server and workload, with every run's rate kept.
+    keyed: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        keyed.setdefault((r["server"], r["workload"]), []).append(r)
+    out = []
+    for group in keyed.values():
+        good = sorted((r for r in group if "rate" in r), key=lambda r: r["rate"])
+        if not good:
+            out.append(group[0])
+            continue
+        median = dict(good[len(good) // 2])
+        median["rates_all_runs"] = [r["rate"] for r in group if "rate" in r]
+        out.append(median)
+    return out
 
 
 def _check_smoke(records: list[dict]) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from trio_djws.groups import send_to_group
 from trio_djws.handler import BaseWSClass
 from trio_djws.typing import Message
 from trio_djws.websocket import WebSocket
@@ -39,10 +40,11 @@ class BroadcastHandler(BaseWSClass):
         value = websocket.kwargs.get(self.group_kwarg)
         return str(value) if value is not None else websocket.path
 
+    _group = ""  # group_name(), resolved once per connection in on_connect
+
     async def on_connect(self, websocket: WebSocket, path: str) -> None:
-        await websocket.join(self.group_name(websocket))
+        self._group = self.group_name(websocket)
+        await websocket.join(self._group)
 
     async def on_message(self, websocket: WebSocket, message: Message) -> None:
-        from trio_djws.groups import send_to_group
-
-        await send_to_group(self.group_name(websocket), message)
+        await send_to_group(self._group, message)

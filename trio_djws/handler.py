@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+)
 from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from .exceptions import Block, Reject
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["BaseMixin", "BaseWSClass"]
 
 _HOOKS = ("on_connect", "on_message", "on_close")
+_NO_CONNECTIONS: AbstractAsyncContextManager[None] = nullcontext()
 
 
 class _Descriptor(Protocol):
@@ -68,6 +74,9 @@ class BaseWSClass:
     _mixin_hooks: ClassVar[dict[str, tuple[_Hook, ...]]] = {}
     _own_hooks: ClassVar[dict[str, _Hook]] = {}
     _connection_factories: ClassVar[tuple[_Descriptor, ...]] = ()
+    # No mixin on_message and an async own on_message: run_on_message calls it directly
+    # (no per-message hook-chain walk, bound-method lookup through _call or extra coroutine).
+    _direct_on_message: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -93,6 +102,7 @@ class BaseWSClass:
                     own[name] = (klass.__dict__[name], not _is_async(klass.__dict__[name]))
                     break
         cls._own_hooks = own
+        cls._direct_on_message = not cls._mixin_hooks["on_message"] and not own["on_message"][1]
         cls._connection_factories = tuple(
             klass.__dict__["connection"] for klass in mixins if "connection" in klass.__dict__
         )
@@ -135,6 +145,9 @@ class BaseWSClass:
     async def run_on_message(self, websocket: WebSocket, message: Message) -> None:
         """Run the mixins' ``on_message`` (each may replace the message or ``Block`` it),
         then the handler's."""
+        if self._direct_on_message:  # the per-message hot path: precomputed per class
+            await self.on_message(websocket, message)
+            return
         for hook in self._mixin_hooks["on_message"]:
             try:
                 replacement = await self._call(hook, websocket, message)
@@ -160,13 +173,12 @@ class BaseWSClass:
 
     def mixin_connections(self, websocket: WebSocket) -> AbstractAsyncContextManager[None]:
         """Enter every mixin's ``connection(websocket)`` context, right to left."""
+        if not self._connection_factories:
+            return _NO_CONNECTIONS  # stateless and reusable: nothing allocated per connection
         return self._enter_connections(websocket)
 
     @asynccontextmanager
     async def _enter_connections(self, websocket: WebSocket) -> AsyncIterator[None]:
-        if not self._connection_factories:
-            yield
-            return
         async with AsyncExitStack() as stack:
             for factory in self._connection_factories:
                 context = cast(

@@ -2,10 +2,11 @@
 
 Outgoing messages go through the send queue, a bounded ``trio`` memory channel of
 ``WEBSOCKET_SEND_QUEUE_SIZE`` messages drained by one writer task in the connection's nursery.
-That queue is the backpressure point and the reason queued messages are delivered before a
-normal close: ``aclose()`` leaves the groups (closing their channel clones), closes the
-connection's own send end, lets the writer drain to ``EndOfChannel`` and only then sends the
-close frame.
+The writer starts with the first message queued (or the first ``join``): a connection that
+never sends holds no writer task, which keeps idle connections small. That queue is the
+backpressure point and the reason queued messages are delivered before a normal close:
+``aclose()`` leaves the groups (closing their channel clones), closes the connection's own
+send end, lets the writer drain to ``EndOfChannel`` and only then sends the close frame.
 """
 
 from __future__ import annotations
@@ -87,14 +88,17 @@ class WebSocket:
         settings = get_settings()
         self._send_timeout = settings.send_timeout
         self._close_timeout = settings.close_timeout
-        self._outbox_send, self._outbox = trio.open_memory_channel[Message](
-            settings.send_queue_size
-        )
+        # The send queue is opened with the first message or join (_open_outbox), like the
+        # writer: an idle connection holds neither (about 2 KiB less per connection).
+        self._send_queue_size = settings.send_queue_size
+        self._outbox_send: trio.MemorySendChannel[Message] | None = None
+        self._outbox: trio.MemoryReceiveChannel[Message] | None = None
         self._groups: set[str] = set()
         self._state = _State.CONNECTING
         self._accepted = trio.Event()
         self._flushed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._writer_started = False  # started lazily: see _start_writer
         self._receive_scope: trio.CancelScope | None = None
         self._aborted = False
         self._peer_gone = False
@@ -180,14 +184,17 @@ class WebSocket:
         if self._peer_gone:
             raise self._closed_error()
         try:
-            self._outbox_send.send_nowait(message)
+            (self._outbox_send or self._open_outbox()).send_nowait(message)
         except trio.WouldBlock:
             pass
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise self._closed_error() from None
         else:
+            if not self._writer_started:
+                self._start_writer()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
+        self._start_writer()  # a full queue always has a writer to drain it
         if self._state is _State.CONNECTING:
             # on_connect filled the queue before the accept: only the writer can make room,
             # and it starts at the accept. Waiting here would stall the handshake until the
@@ -195,7 +202,7 @@ class WebSocket:
             await self._accept()
         with trio.move_on_after(self._send_timeout) as deadline:
             try:
-                await self._outbox_send.send(message)
+                await self._open_outbox().send(message)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 raise self._closed_error() from None
         if deadline.cancelled_caught:
@@ -290,7 +297,10 @@ class WebSocket:
         if group in self._groups:
             return
         self._groups.add(group)
-        self._server.groups.add(group, self, self._outbox_send.clone())
+        # Group messages enter the queue through the membership's clone, not send(): the
+        # writer must run from now on.
+        self._start_writer()
+        self._server.groups.add(group, self, self._open_outbox().clone())
 
     async def leave(self, group: str) -> None:
         """Stop being a member of ``group``; no error if not a member. A checkpoint."""
@@ -340,14 +350,44 @@ class WebSocket:
 
     def _attach(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        nursery.start_soon(self._writer)
+
+    def _open_outbox(self) -> trio.MemorySendChannel[Message]:
+        # The send end of the send queue, opened on first use.
+        if self._outbox_send is None:
+            self._outbox_send, self._outbox = trio.open_memory_channel[Message](
+                self._send_queue_size
+            )
+        return self._outbox_send
+
+    def _start_writer(self) -> None:
+        # Called wherever a message can enter the send queue (send(), join()) and by aclose():
+        # a connection that never sends never pays for a writer task (idle memory). Once
+        # started it runs until the queue is closed and drained, so order is kept.
+        if self._writer_started or self._nursery is None:
+            return
+        self._writer_started = True
+        self._nursery.start_soon(self._writer)
 
     async def _writer(self) -> None:
+        send = self._transport.send
+        outbox = self._outbox
+        assert outbox is not None  # the writer starts only once something was queued
         try:
             await self._accepted.wait()
-            async with self._outbox:  # the writer owns the receive end
-                async for message in self._outbox:
-                    await self._transport.send(message)
+            async with outbox:  # the writer owns the receive end
+                while True:
+                    # Take what is already queued without a scheduler round trip (each
+                    # transport send is a checkpoint); park only on an empty queue.
+                    try:
+                        message = outbox.receive_nowait()
+                    except trio.WouldBlock:
+                        try:
+                            message = await outbox.receive()
+                        except trio.EndOfChannel:
+                            break
+                    except trio.EndOfChannel:
+                        break
+                    await send(message)
         except ConnectionClosed as exc:
             self._on_peer_gone(exc.code, exc.reason)
         finally:
@@ -396,8 +436,13 @@ class WebSocket:
                 inbox_send.close()
                 return
             self._nursery.start_soon(self._guarded, self._reader, inbox_send)
+            receive = inbox.receive
             async with inbox:
-                async for message in inbox:
+                while True:
+                    try:
+                        message = await receive()
+                    except trio.EndOfChannel:
+                        break
                     await on_message(self, message)
 
     async def _reader(self, inbox: trio.MemorySendChannel[Message]) -> None:
@@ -429,7 +474,14 @@ class WebSocket:
                         self._set_closing(CloseReason.MESSAGE_TOO_BIG, "message too big")
                     return
                 try:
-                    await inbox.send(message)
+                    # The receive loop is usually already waiting: hand over without a
+                    # scheduler round trip (the next receive() is this task's checkpoint).
+                    inbox.send_nowait(message)
+                except trio.WouldBlock:
+                    try:
+                        await inbox.send(message)
+                    except trio.BrokenResourceError:
+                        pass  # closing: dropped, but a disconnect is still noticed
                 except trio.BrokenResourceError:
                     pass  # closing: messages are dropped, but a disconnect is still noticed
 
@@ -444,7 +496,14 @@ class WebSocket:
         self._state = _State.CLOSING
         for group in list(self._groups):
             self._leave(group)
-        self._outbox_send.close()
+        self._open_outbox().close()  # opened if it never was, so later sends raise
+        if not self._writer_started:
+            # Nothing was ever queued (every way into the queue starts the writer): there is
+            # nothing to flush, and the receive end is ours to close.
+            self._writer_started = True
+            if self._outbox is not None:
+                self._outbox.close()
+            self._flushed.set()
         if not self._accepted.is_set():
             self._state = _State.CLOSED
             return

@@ -36,3 +36,29 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"trio_djws": {"handlers": ["console"], "level": "WARNING"}},
 }
+
+if os.environ.get("BENCH_TRACEMALLOC"):
+    # Diagnosis of per-connection memory: ``kill -USR1`` writes the top allocation sites.
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(8)
+
+    def _dump(signum: int, frame: object) -> None:
+        snapshot = tracemalloc.take_snapshot()
+        with open(os.environ["BENCH_TRACEMALLOC"], "w") as out:
+            # Each allocation charged to the innermost frame of trio_djws, hypercorn or the
+            # app, so that trio's and h11's objects count for whoever made them.
+            owners: dict[str, list[int]] = {}
+            for stat in snapshot.statistics("traceback"):
+                owner = str(stat.traceback[-1])
+                for frame in stat.traceback:  # oldest first
+                    if "trio_djws" in frame.filename or "/hypercorn/" in frame.filename:
+                        owner = f"{frame.filename}:{frame.lineno}"
+                entry = owners.setdefault(owner, [0, 0])
+                entry[0] += stat.size
+                entry[1] += stat.count
+            for owner, (size, count) in sorted(owners.items(), key=lambda i: -i[1][0])[:50]:
+                out.write(f"{size / 1024:10.1f} KiB {count:8d} {owner}\n")
+
+    signal.signal(signal.SIGUSR1, _dump)
