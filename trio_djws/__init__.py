@@ -14,6 +14,7 @@ from .exceptions import (
 )
 from .groups import send_group_json, send_to_group
 from .handler import BaseMixin, BaseWSClass
+from .handshake import user_group
 from .routing import Namespace
 from .threads import database_sync_to_thread, to_thread
 from .websocket import WebSocket
@@ -34,6 +35,7 @@ __all__ = [
     "send_group_json",
     "send_to_group",
     "to_thread",
+    "user_group",
 ]
 
 __version__ = "0.1.0"
