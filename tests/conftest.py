@@ -36,6 +36,22 @@ async def _deadline(nursery: trio.Nursery) -> None:
     nursery.start_soon(watchdog)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Put the SQLite test database in a file. Django never closes a connection to an
+    in-memory SQLite database (closing would destroy it), so worker threads that ran views
+    (trio_djws.views) or ORM calls would keep theirs open into later tests that may not touch
+    the database; a file database is closed by request_finished like any other."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3" and database["NAME"] == ":memory:":
+        path = tmp_path_factory.mktemp("tests-db") / "test.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(path)
+
+
 def hypercorn_config() -> Config:
     config = Config()
     config.bind = ["127.0.0.1:0"]
