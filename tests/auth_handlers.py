@@ -6,7 +6,7 @@ import json
 
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
 
-from trio_djws import BaseWSClass, Namespace, send_to_group, user_group
+from trio_djws import BaseMixin, BaseWSClass, Namespace, send_to_group, user_group
 from trio_djws.mixins import (
     DjangoMiddlewareMixin,
     LoginRequiredMixin,
@@ -99,3 +99,30 @@ class DenyMiddleware:
         if deny == "boom":
             raise RuntimeError("middleware failed")
         return self.get_response(request)  # type: ignore[operator,no-any-return]
+
+
+# -- djwebsockets-style @classmethod hooks taking (cls, websocket, ...) ------------------------
+
+LEGACY_CLOSED: list[str] = []
+
+
+class Shout(BaseMixin):
+    @classmethod
+    def on_message(cls, websocket: WebSocket, message: Message) -> Message:
+        return message.upper() if isinstance(message, str) else message
+
+
+@Namespace("/auth/legacy/")
+class Legacy(Shout, WSGIMixin, BaseWSClass):
+    @classmethod
+    async def on_connect(cls, websocket: WebSocket, path: str) -> None:  # type: ignore[override]
+        user = websocket.user
+        await websocket.send(f"{cls.__name__} {path} {user.is_authenticated if user else None}")
+
+    @classmethod
+    def on_message(cls, websocket: WebSocket, message: Message) -> None:  # type: ignore[override]
+        websocket.sync.send(f"{cls.__name__}:{message!s}")
+
+    @classmethod
+    async def on_close(cls, websocket: WebSocket) -> None:  # type: ignore[override]
+        LEGACY_CLOSED.append(cls.__name__)

@@ -16,6 +16,7 @@ from trio_websocket import ConnectionRejected, WebSocketConnection, open_websock
 
 from trio_djws import user_group
 from trio_djws.handshake import build_request
+from trio_djws.state import current_server
 from trio_djws.threads import to_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)  # sessions and users from worker threads
@@ -244,3 +245,17 @@ def test_handshake_request_is_djangos_own() -> None:
     assert request.headers["User-Agent"] == "test"
     assert request.META["REMOTE_ADDR"] == "10.0.0.7"
     assert request.get_host() == "testserver:8000"
+
+
+async def test_djwebsockets_classmethod_hooks_keep_working(ws_url: str) -> None:
+    from tests.auth_handlers import LEGACY_CLOSED
+
+    LEGACY_CLOSED.clear()
+    async with open_websocket_url(f"{ws_url}/auth/legacy/") as ws:
+        with trio.fail_after(WAIT):
+            assert await ws.get_message() == "Legacy /auth/legacy/ False"
+            await ws.send_message("hi")
+            assert await ws.get_message() == "Legacy:HI"  # the mixin's classmethod ran first
+    with trio.fail_after(WAIT):
+        await current_server().wait_idle()
+    assert LEGACY_CLOSED == ["Legacy"]
