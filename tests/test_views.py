@@ -16,7 +16,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from tests import ws_views
 from tests.test_mixins import cookie_header, login
 from trio_djws.middleware import WebSocketMiddleware
-from trio_djws.state import current_server
+from trio_djws.state import current_server, drain_connections
 from trio_djws.views import accept_websocket, require_websocket, view_limiter
 
 pytestmark = pytest.mark.django_db(transaction=True)  # views run Django's request cycle
@@ -229,3 +229,25 @@ def test_decorated_views_see_none_for_plain_http() -> None:
     assert seen == [(None, False)]
     assert view.accept_websocket is True  # type: ignore[attr-defined]
     assert require_websocket(view).require_websocket is True  # type: ignore[attr-defined]
+
+
+async def test_a_namespace_wins_over_a_url_pattern(ws_url: str) -> None:
+    # /echo/ is both @Namespace("/echo/") (echoes every message) and a URL pattern for
+    # echo_once (echoes one, then closes): the namespace serves it.
+    async with open_websocket_url(f"{ws_url}/echo/") as ws:
+        with trio.fail_after(WAIT):
+            for text in ["one", "two"]:
+                await ws.send_message(text)
+                assert await ws.get_message() == text
+
+
+async def test_shutdown_drain_ends_a_view_blocked_in_wait_with_1001(ws_url: str) -> None:
+    # drain_connections() is what the lifespan shutdown (and manage.py serve) runs.
+    async with open_websocket_url(f"{ws_url}/dws/wait/") as ws:
+        with trio.fail_after(WAIT):
+            assert await ws.get_message() == "waiting"
+            await drain_connections()  # returns once every connection has ended
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+    assert info.value.reason.code == 1001
+    assert ws_views.VIEW_RESULTS["wait_forever"] == ("returned", None, True)

@@ -23,4 +23,5 @@ urlpatterns: list[URLPattern] = [
     path("dws/forbidden/", ws_views.forbidden),
     path("dws/plain/", ws_views.plain),
     path("dws/flagged/", ws_views.flagged),
+    path("echo/", ws_views.echo_once),  # shadowed by the @Namespace("/echo/") handler
 ]
