@@ -46,6 +46,7 @@ class Settings:
     ping_interval: float | None = 20 * SECONDS  # Hypercorn's websocket_ping_interval
     tcp_user_timeout: float | None = 30 * SECONDS  # TCP_USER_TIMEOUT on listening sockets
     broker: Mapping[str, object] = field(default_factory=_default_broker)
+    presence_ttl: float = 30 * SECONDS  # a dead process's presence expires after this
 
 
 _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -62,7 +63,8 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "db_threads": (int, "an int >= 1 (threads)"),
     "ping_interval": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "tcp_user_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
-    "broker": (Mapping, "a dict with a 'BACKEND' dotted path"),
+    "broker": (Mapping, "a dict with a 'BACKEND' dotted path and an optional 'CONFIG' dict"),
+    "presence_ttl": ((int, float), "a number > 0 (seconds)"),
 }
 
 
@@ -75,7 +77,11 @@ def validate(name: str, value: object) -> str | None:
     if not bad and isinstance(value, int | float) and not isinstance(value, bool):
         bad = value < 1 if isinstance(value, int) and expected_type is int else value <= 0
     if not bad and name == "broker":
-        bad = not isinstance(value, Mapping) or not isinstance(value.get("BACKEND"), str)
+        bad = (
+            not isinstance(value, Mapping)
+            or not isinstance(value.get("BACKEND"), str)
+            or not isinstance(value.get("CONFIG", {}), Mapping)
+        )
     if bad:
         return f"{PREFIX}{name.upper()} must be {expected}, got {value!r}"
     return None

@@ -1,0 +1,239 @@
+"""RedisBroker (trio_djws/brokers/redis.py) with real server processes and a private Redis.
+
+Each test starts its own ``redis-server`` on an ephemeral port (tests/redis_server.py) and
+one or two ``manage.py serve`` subprocesses (tests/test_launcher.py's ``run_serve``) using
+the RedisBroker; clients connect to tests/redis_handlers.py's handlers. Tests count messages
+up to a final sentinel and wait on what the servers print or send, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import inspect
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Final
+
+import pytest
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from tests.redis_server import RedisServer, free_port
+from tests.test_launcher import Server, run_serve
+from trio_djws.brokers import Broker, InMemoryBroker, RedisBroker
+from trio_djws.exceptions import ConfigurationError
+from trio_djws.groups import Groups
+
+TIMEOUT: Final = 45.0  # seconds per test; the autouse watchdog in conftest allows 60
+BURST: Final = 1000  # messages
+HANDLERS: Final = ["tests.handlers", "tests.launcher_handlers", "tests.redis_handlers"]
+
+
+def redis_settings(url: str, **extra: object) -> dict[str, object]:
+    """LAUNCHER_TEST_SETTINGS for a server process on the RedisBroker at ``url``."""
+    return {
+        "WEBSOCKET_BROKER": {
+            "BACKEND": "trio_djws.brokers.RedisBroker",
+            "CONFIG": {"url": url, "prefix": "test"},
+        },
+        "WEBSOCKET_HANDLERS": HANDLERS,
+        # A burst of 1,000 is queued without waiting for the client to read.
+        "WEBSOCKET_SEND_QUEUE_SIZE": 2 * BURST,
+        **extra,
+    }
+
+
+@asynccontextmanager
+async def servers(count: int, url: str, **extra: object) -> AsyncIterator[list[Server]]:
+    """``count`` single-process servers on the RedisBroker at ``url``."""
+    async with AsyncExitStack() as stack:
+        started = [
+            await stack.enter_async_context(run_serve(settings=redis_settings(url, **extra)))
+            for _ in range(count)
+        ]
+        yield started
+
+
+async def ws_url(server: Server) -> str:
+    return (await server.urls())[0]
+
+
+async def receive_until(ws: WebSocketConnection, sentinel: str) -> list[str]:
+    """Every message up to and without ``sentinel``."""
+    received: list[str] = []
+    while (message := str(await ws.get_message())) != sentinel:
+        received.append(message)
+    return received
+
+
+def test_both_brokers_satisfy_the_broker_protocol() -> None:
+    groups = Groups()
+    for broker in (InMemoryBroker(Groups()), RedisBroker(groups, {"url": "redis://x:1/0"})):
+        assert isinstance(broker, Broker)
+        for name in ("publish", "members", "serve"):
+            expected = inspect.signature(getattr(Broker, name))
+            assert inspect.signature(getattr(type(broker), name)) == expected, name
+    assert RedisBroker.cross_process is True
+    assert InMemoryBroker.cross_process is False
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"url": "http://127.0.0.1/"}, "must be a redis:// URL"),
+        ({"prefix": ""}, "'prefix'.* must be a non-empty str"),
+        ({"urls": "redis://127.0.0.1/"}, r"unknown keys \['urls'\]"),
+    ],
+)
+def test_bad_config_raises_configuration_error(config: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        RedisBroker(Groups(), config)
+
+
+def test_channel_names_carry_the_prefix() -> None:
+    broker = RedisBroker(Groups(), {"prefix": "projA"})
+    assert broker.channel("lobby") == "projA:group:lobby"
+    assert RedisBroker(Groups()).channel("lobby") == "trio_djws:group:lobby"
+
+
+async def test_message_reaches_members_on_two_processes_exactly_once_and_in_order(
+    redis_server: RedisServer,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with servers(2, redis_server.url) as (one, two):
+            url_one, url_two = await ws_url(one), await ws_url(two)
+            async with (
+                open_websocket_url(f"{url_one}/redis/group/g/") as a,
+                open_websocket_url(f"{url_one}/redis/group/g/") as a2,
+                open_websocket_url(f"{url_two}/redis/group/g/") as b,
+            ):
+                for ws in (a, a2, b):
+                    assert await ws.get_message() == "ready"
+                await a.send_message(f"burst {BURST}")
+                expected = [str(i) for i in range(BURST)]
+                async with trio.open_nursery() as nursery:
+                    results: dict[str, list[str]] = {}
+
+                    async def collect(name: str, ws: WebSocketConnection) -> None:
+                        results[name] = await receive_until(ws, "end")
+
+                    for name, ws in (("a", a), ("a2", a2), ("b", b)):
+                        nursery.start_soon(collect, name, ws)
+                assert results == {"a": expected, "a2": expected, "b": expected}
+                # And the other way, then a sentinel: nothing doubled, nothing in between.
+                await b.send_message("from two")
+                await b.send_message("stop")
+                for ws in (a, a2, b):
+                    assert await receive_until(ws, "stop") == ["from two"]
+
+
+async def test_process_without_members_is_not_subscribed(redis_server: RedisServer) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    with trio.fail_after(TIMEOUT):
+        async with servers(1, redis_server.url) as (one,):
+            url = await ws_url(one)
+            async with open_websocket_url(f"{url}/redis/group/only-here/") as ws:
+                assert await ws.get_message() == "ready"
+                channels = await trio.to_thread.run_sync(client.pubsub_channels)
+                assert channels == [b"test:group:only-here"]
+            # The last member left: the process unsubscribes.
+            async with open_websocket_url(f"{url}/redis/unsubscribed/only-here/") as control:
+                assert await control.get_message() == "unsubscribed"
+            assert await trio.to_thread.run_sync(client.pubsub_channels) == []
+    client.close()
+
+
+async def test_server_starts_without_redis_and_catches_up_when_it_comes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    redis_server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port())
+    with trio.fail_after(TIMEOUT):
+        async with servers(2, redis_server.url) as (one, two):
+            url_one, url_two = await ws_url(one), await ws_url(two)  # lifespan started
+            await one.stderr.wait_for(f"Redis at {redis_server.url} unreachable")
+            async with (
+                open_websocket_url(f"{url_one}/redis/group/g/?wait=0") as a,
+                open_websocket_url(f"{url_one}/redis/group/g/?wait=0") as a2,
+                open_websocket_url(f"{url_two}/redis/group/g/?wait=0") as b,
+            ):
+                for ws in (a, a2, b):
+                    assert await ws.get_message() == "ready"
+                await a.send_message("local")  # local delivery works without Redis
+                assert await a2.get_message() == "local"
+                assert await a.get_message() == "local"
+                await redis_server.start()
+                try:
+                    # Subscribed after the gap: every member hears on_resync.
+                    for ws in (a, a2, b):
+                        assert await ws.get_message() == "resync g"
+                    await b.send_message("across")
+                    for ws in (a, a2, b):
+                        assert await ws.get_message() == "across"
+                finally:
+                    await redis_server.stop()
+            for server in (one, two):
+                assert server.process.poll() is None
+
+
+async def test_redis_restart_resubscribes_calls_on_resync_and_closes_nothing(
+    redis_server: RedisServer,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with servers(2, redis_server.url) as (one, two):
+            url_one, url_two = await ws_url(one), await ws_url(two)
+            async with (
+                open_websocket_url(f"{url_one}/redis/group/g/") as a,
+                open_websocket_url(f"{url_two}/redis/group/g/") as b,
+            ):
+                for ws in (a, b):
+                    assert await ws.get_message() == "ready"
+                await a.send_message("before")
+                for ws in (a, b):
+                    assert await ws.get_message() == "before"
+                await redis_server.stop()
+                for server in (one, two):
+                    await server.stderr.wait_for(f"Redis at {redis_server.url} unreachable")
+                await a.send_message("while down")  # local members only; lost for b
+                assert await a.get_message() == "while down"
+                await redis_server.start()
+                for ws in (a, b):
+                    assert await ws.get_message() == "resync g"
+                await b.send_message("after")
+                await b.send_message("stop")
+                for ws in (a, b):
+                    assert await receive_until(ws, "stop") == ["after"]
+                assert not a.closed and not b.closed
+            for server in (one, two):
+                assert server.process.poll() is None
+                server.process.send_signal(signal.SIGTERM)
+                assert await server.wait_exit() == 0
+            assert "Traceback" not in one.stderr.text + two.stderr.text
+
+
+async def test_two_workers_of_one_server_share_a_group(redis_server: RedisServer) -> None:
+    # manage.py serve --workers 2 accepts the RedisBroker (cross_process = True).
+    settings = redis_settings(redis_server.url)
+    with trio.fail_after(TIMEOUT):
+        async with run_serve("--workers", "2", settings=settings) as server:
+            url = await ws_url(server)
+            await server.stderr.wait_for(r"worker \d \(pid \d+\) starting", 2)
+            by_pid: dict[str, WebSocketConnection] = {}
+            async with AsyncExitStack() as stack:
+                for _ in range(200):  # which worker accepts is the kernel's choice
+                    if len(by_pid) == 2:
+                        break
+                    ws = await stack.enter_async_context(
+                        open_websocket_url(f"{url}/redis/group/w/?pid")
+                    )
+                    pid = str(await ws.get_message()).removeprefix("ready ")
+                    by_pid.setdefault(pid, ws)
+                assert len(by_pid) == 2, "one worker accepted 200 connections in a row"
+                members = list(by_pid.values())
+                await members[0].send_message("hello")
+                await members[0].send_message("stop")
+                for ws in members:
+                    assert await receive_until(ws, "stop") == ["hello"]
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.wait_exit() == 0
