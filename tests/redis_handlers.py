@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from trio_djws import BaseWSClass, Namespace, presence, send_to_group
+from trio_djws import BaseWSClass, Namespace, presence, publish, send_to_group
 from trio_djws.state import current_server
 from trio_djws.typing import Message
 from trio_djws.websocket import WebSocket
@@ -73,3 +73,15 @@ class Present(BaseWSClass):
 
     async def on_message(self, websocket: WebSocket, message: Message) -> None:
         await websocket.send_json(await presence.members(websocket.kwargs["group"]))
+
+
+@Namespace("/redis/sync-publish/<str:group>/")
+class SyncPublisher(BaseWSClass):
+    """Joins the group; each message is re-published with ``publish()`` from a plain ``def``
+    hook, i.e. from one of the server's worker threads."""
+
+    async def on_connect(self, websocket: WebSocket, path: str) -> None:
+        await websocket.join(websocket.kwargs["group"])
+
+    def on_message(self, websocket: WebSocket, message: Message) -> None:  # type: ignore[override]  # a plain def hook
+        publish(websocket.kwargs["group"], message)
