@@ -3,7 +3,7 @@
 - ``/redis/group/<group>/``: joins the group and sends "ready" once this process's Redis
   subscription is acknowledged (``?wait=0``: at once); a text message ``burst N`` publishes
   ``0`` .. ``N-1`` then ``end`` to the group, any other text is published as it is;
-  ``on_resync`` sends ``resync <group>``.
+  ``on_resync`` sends ``resync <group>`` (``?resync=fail``: raises instead).
   ``?pid``: "ready <pid of the serving process>".
 - ``/redis/unsubscribed/<group>/``: sends "unsubscribed" once the process is not subscribed.
 - ``/redis/presence/<group>/?name=NAME``: present in the group as NAME; every change arrives
@@ -58,6 +58,8 @@ class GroupMember(BaseWSClass):
             await send_to_group(group, message)
 
     async def on_resync(self, websocket: WebSocket, group: str) -> None:
+        if websocket.query.get("resync") == "fail":
+            raise RuntimeError("on_resync failed on purpose")
         await websocket.send(f"resync {group}")
 
 

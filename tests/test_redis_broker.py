@@ -12,17 +12,28 @@ import inspect
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Final
 
 import pytest
+import redis
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from django.test import override_settings
+from hypercorn.trio import serve as hypercorn_serve
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+import tests.redis_handlers  # noqa: F401  (registers /redis/... for in-process servers)
+from tests.conftest import hypercorn_config
 from tests.redis_server import RedisServer, free_port
 from tests.test_launcher import Server, run_serve
+from trio_djws.asgi import get_asgi_application
 from trio_djws.brokers import Broker, InMemoryBroker, RedisBroker
 from trio_djws.exceptions import ConfigurationError
+from trio_djws.exceptions import ConnectionClosed as TrioConnectionClosed
 from trio_djws.groups import Groups
+from trio_djws.publish import decode_envelope
+from trio_djws.state import current_server
+from trio_djws.testing import WebSocketTestClient
 
 TIMEOUT: Final = 45.0  # seconds per test; the autouse watchdog in conftest allows 60
 BURST: Final = 1000  # messages
@@ -128,8 +139,6 @@ async def test_message_reaches_members_on_two_processes_exactly_once_and_in_orde
 
 
 async def test_process_without_members_is_not_subscribed(redis_server: RedisServer) -> None:
-    import redis
-
     client = redis.Redis.from_url(redis_server.url)
     with trio.fail_after(TIMEOUT):
         async with servers(1, redis_server.url) as (one,):
@@ -157,8 +166,9 @@ async def test_server_starts_without_redis_and_catches_up_when_it_comes(
                 open_websocket_url(f"{url_one}/redis/group/g/?wait=0") as a,
                 open_websocket_url(f"{url_one}/redis/group/g/?wait=0") as a2,
                 open_websocket_url(f"{url_two}/redis/group/g/?wait=0") as b,
+                open_websocket_url(f"{url_two}/redis/group/g/?wait=0&resync=fail") as failing,
             ):
-                for ws in (a, a2, b):
+                for ws in (a, a2, b, failing):
                     assert await ws.get_message() == "ready"
                 await a.send_message("local")  # local delivery works without Redis
                 assert await a2.get_message() == "local"
@@ -168,6 +178,10 @@ async def test_server_starts_without_redis_and_catches_up_when_it_comes(
                     # Subscribed after the gap: every member hears on_resync.
                     for ws in (a, a2, b):
                         assert await ws.get_message() == "resync g"
+                    # An on_resync that raises closes its connection with 1011, like a hook.
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await failing.get_message()
+                    assert closed.value.reason.code == 1011
                     await b.send_message("across")
                     for ws in (a, a2, b):
                         assert await ws.get_message() == "across"
@@ -204,7 +218,7 @@ async def test_redis_restart_resubscribes_calls_on_resync_and_closes_nothing(
                 await b.send_message("stop")
                 for ws in (a, b):
                     assert await receive_until(ws, "stop") == ["after"]
-                assert not a.closed and not b.closed
+                assert a.closed is None and b.closed is None  # nothing was closed
             for server in (one, two):
                 assert server.process.poll() is None
                 server.process.send_signal(signal.SIGTERM)
@@ -237,3 +251,45 @@ async def test_two_workers_of_one_server_share_a_group(redis_server: RedisServer
                     assert await receive_until(ws, "stop") == ["hello"]
             server.process.send_signal(signal.SIGTERM)
             assert await server.wait_exit() == 0
+
+
+async def test_slow_member_fed_through_redis_is_closed_with_1008_and_counted(
+    redis_server: RedisServer,
+) -> None:
+    # One in-process server on the RedisBroker; the slow member is an in-memory test client
+    # of the same trio run, so its buffer (1 message) is the only thing that fills up.
+    settings = redis_settings(redis_server.url)
+    client = redis.Redis.from_url(redis_server.url)
+    with (
+        trio.fail_after(TIMEOUT),
+        override_settings(
+            WEBSOCKET_BROKER=settings["WEBSOCKET_BROKER"], WEBSOCKET_SEND_QUEUE_SIZE=8
+        ),
+    ):
+        app = get_asgi_application()
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(hypercorn_serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
+            )
+            broker = current_server().broker
+            assert isinstance(broker, RedisBroker)
+            async with (
+                WebSocketTestClient(app, "/redis/group/s/", receive_buffer=1) as slow,
+                WebSocketTestClient(app, "/redis/group/s/", receive_buffer=100) as fast,
+            ):
+                assert await slow.receive() == "ready"
+                assert await fast.receive() == "ready"
+                channel = broker.channel("s")
+                assert decode_envelope(b"\x01t\x07other-1x").origin == b"other-1"
+                for i in range(30):  # from another "process": only Redis carries them
+                    data = b"\x01t\x07other-1" + str(i).encode()  # version 1, text, origin
+                    await trio.to_thread.run_sync(client.publish, channel, data)
+                assert [await fast.receive() for _ in range(30)] == [str(i) for i in range(30)]
+                with pytest.raises(TrioConnectionClosed) as info:
+                    while True:
+                        await slow.receive()
+                assert info.value.code == 1008
+                assert broker.overflows >= 1
+            shutdown.set()
+    client.close()
