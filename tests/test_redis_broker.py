@@ -18,6 +18,7 @@ from typing import Final
 import pytest
 import redis
 import trio
+from django.core import checks
 from django.test import override_settings
 from hypercorn.trio import serve as hypercorn_serve
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
@@ -293,3 +294,24 @@ async def test_slow_member_fed_through_redis_is_closed_with_1008_and_counted(
                 assert broker.overflows >= 1
             shutdown.set()
     client.close()
+
+
+def test_broker_settings_are_system_checks() -> None:
+    with override_settings(WEBSOCKET_BROKER={"BACKEND": "no.such.Broker"}):
+        errors = checks.run_checks()
+        assert [e.id for e in errors if e.id.startswith("trio_djws.E03")] == ["trio_djws.E030"]
+        assert "'no.such.Broker' cannot be imported" in str(errors[0].msg)
+    redis_backend = "trio_djws.brokers.RedisBroker"
+    bad_url = {"BACKEND": redis_backend, "CONFIG": {"url": "localhost:6379"}}
+    with override_settings(WEBSOCKET_BROKER=bad_url):
+        (error,) = [e for e in checks.run_checks() if e.id == "trio_djws.E031"]
+        assert "must be a redis:// URL, got 'localhost:6379'" in error.msg
+    with override_settings(WEBSOCKET_BROKER={"BACKEND": redis_backend, "CONFIG": "x"}):
+        (error,) = [e for e in checks.run_checks() if e.id == "trio_djws.E001"]
+        assert "WEBSOCKET_BROKER must be a dict" in error.msg
+    with override_settings(WEBSOCKET_PRESENCE_TTL=0):
+        (error,) = [e for e in checks.run_checks() if e.id == "trio_djws.E001"]
+        assert "WEBSOCKET_PRESENCE_TTL must be a number > 0 (seconds), got 0" in error.msg
+    good = {"BACKEND": redis_backend, "CONFIG": {"url": "redis://127.0.0.1:6379/0"}}
+    with override_settings(WEBSOCKET_BROKER=good, WEBSOCKET_PRESENCE_TTL=5):
+        assert not [e for e in checks.run_checks() if e.id.startswith("trio_djws.E0")]
