@@ -315,3 +315,33 @@ def test_broker_settings_are_system_checks() -> None:
     good = {"BACKEND": redis_backend, "CONFIG": {"url": "redis://127.0.0.1:6379/0"}}
     with override_settings(WEBSOCKET_BROKER=good, WEBSOCKET_PRESENCE_TTL=5):
         assert not [e for e in checks.run_checks() if e.id.startswith("trio_djws.E0")]
+
+
+async def test_while_redis_is_down_local_delivery_goes_on_and_the_rest_is_counted_lost(
+    redis_server: RedisServer,
+) -> None:
+    settings = redis_settings(redis_server.url)
+    with trio.fail_after(TIMEOUT), override_settings(WEBSOCKET_BROKER=settings["WEBSOCKET_BROKER"]):
+        app = get_asgi_application()
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(hypercorn_serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
+            )
+            broker = current_server().broker
+            assert isinstance(broker, RedisBroker)
+            async with WebSocketTestClient(app, "/redis/group/d/") as member:
+                assert await member.receive() == "ready"
+                await redis_server.stop()
+                await broker.wait_subscribed("d", subscribed=False)  # the loss is noticed
+                for i in range(5):
+                    await member.send(f"down {i}")
+                    assert await member.receive() == f"down {i}"  # local delivery
+                await trio.testing.wait_all_tasks_blocked()
+                assert broker.lost == 5 and not broker.connected
+                await redis_server.start()
+                assert await member.receive() == "resync d"
+                assert broker.connected and broker.resyncs == 1
+                await member.send("back")
+                assert await member.receive() == "back"
+            shutdown.set()

@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX: Final = "trio_djws"
 PUBLISH_QUEUE_SIZE: Final = 1024  # envelopes waiting for Redis; then publishers wait
+PUBLISH_BATCH: Final = 256  # envelopes per pipeline round trip at most
+SUBSCRIBE_TIMEOUT: Final = 10.0  # seconds for Redis to acknowledge a SUBSCRIBE
 CONNECT_TIMEOUT: Final = 5.0  # seconds per connection attempt
 BACKOFF_FIRST: Final = 0.1  # seconds before the first reconnection attempt
 BACKOFF_MAX: Final = 16.0  # seconds, as coredis' own pub/sub retry policy
@@ -140,7 +142,7 @@ class RedisBroker:
         self._announced: dict[str, dict[str, int]] = {}
         self._live: set[str] = set()  # groups whose subscription Redis has acknowledged
         self._live_changed = trio.Event()
-        self._down_logged = False
+        self._down = False  # the subscriber lost Redis (or never reached it) and retries
         groups.watch(self._changed)
 
     @property
@@ -185,6 +187,11 @@ class RedisBroker:
         await trio.lowlevel.checkpoint_if_cancelled()
         envelope = encode_envelope(message)
         self._groups.deliver(group, message)
+        if self._client is None:
+            # Not serving (no lifespan, e.g. the in-memory test client): nothing would drain
+            # the queue, and no other process is reachable from here.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         await self._outgoing_send.send((self.channel(group), envelope))
 
     @classmethod
@@ -247,10 +254,12 @@ class RedisBroker:
             raise BrokerError(f"presence of group {group!r}: Redis at {self.url}: {exc}") from exc
         counts = dict(local)
         for value in values:
-            if value is None:
-                continue
-            for identity, count in json.loads(value).items():
-                counts[identity] = counts.get(identity, 0) + int(count)
+            try:
+                entries = json.loads(value) if value is not None else {}
+                for identity, count in entries.items():
+                    counts[str(identity)] = counts.get(str(identity), 0) + int(count)
+            except (ValueError, TypeError, AttributeError):
+                logger.warning("ignored a malformed presence entry in group %s", group)
         return counts
 
     def _require_client(self) -> coredis.Redis[bytes]:
@@ -280,22 +289,38 @@ class RedisBroker:
     # -- publisher ----------------------------------------------------------------------------
 
     async def _publisher(self, client: coredis.Redis[bytes]) -> None:
+        # One task, one Redis connection at a time, batches in queue order: messages from one
+        # publisher keep their order. A batch of what has queued up meanwhile goes out as one
+        # pipeline (one round trip instead of one per message).
         async with self._outgoing:
-            async for channel, envelope in self._outgoing:
+            async for first in self._outgoing:
+                batch = [first]
+                while len(batch) < PUBLISH_BATCH:
+                    try:
+                        batch.append(self._outgoing.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if self._down:
+                    # The subscriber knows Redis is away: drop at once rather than make every
+                    # publisher wait for a connection attempt per batch.
+                    self.lost += len(batch)
+                    continue
                 try:
-                    await client.publish(channel, envelope)
+                    if len(batch) == 1:
+                        await client.publish(*first)
+                    else:
+                        async with client.pipeline(transaction=False) as pipe:
+                            for channel, envelope in batch:
+                                pipe.publish(channel, envelope)
                 except _REDIS_DOWN as exc:
-                    self.lost += 1
-                    if not self._down_logged:
-                        self._down_logged = True
-                        logger.error(
-                            "Redis at %s unreachable: messages published here do not reach "
-                            "other processes until it is back (%s)",
-                            self.url,
-                            exc,
-                        )
-                else:
-                    self._down_logged = False
+                    self.lost += len(batch)
+                    logger.error(
+                        "Redis at %s unreachable: %d messages published here did not reach "
+                        "other processes (%s)",
+                        self.url,
+                        len(batch),
+                        exc,
+                    )
 
     # -- subscriber ---------------------------------------------------------------------------
 
@@ -307,18 +332,23 @@ class RedisBroker:
             # meanwhile: their first acknowledgement on it triggers on_resync.
             resync = set(self._groups.names())
             try:
-                async with client.pubsub(retry_policy=NoRetryPolicy()) as pubsub:
-                    if self._down_logged or not self.connected:
-                        logger.info("subscriber connected to Redis at %s", self.url)
+                async with client.pubsub(
+                    retry_policy=NoRetryPolicy(), subscription_timeout=SUBSCRIBE_TIMEOUT
+                ) as pubsub:
+                    logger.info("subscriber connected to Redis at %s", self.url)
                     self.connected = True
-                    self._down_logged = False
+                    self._down = False
                     delay = BACKOFF_FIRST
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._reconcile, pubsub)
                         nursery.start_soon(self._drain, pubsub, resync)
             except* _REDIS_DOWN as group:
                 failure = _first_leaf(group)
+            except* Exception as group:  # a bug must not stop the server: log, reconnect
+                failure = _first_leaf(group)
+                logger.exception("RedisBroker subscriber failed; reconnecting", exc_info=failure)
             self.connected = False
+            self._down = True
             for name in list(self._live):
                 self._set_live(name, False)
             logger.error(
@@ -431,7 +461,8 @@ class RedisBroker:
                     )
             except _REDIS_DOWN as exc:
                 logger.warning("presence not written to Redis at %s: %s", self.url, exc)
-                self._presence_dirty |= changed  # written again once Redis is back
+                if not beat:
+                    self._presence_dirty |= changed  # the next heartbeat writes it again
             look = changed | recheck | (set(self._groups.presence_groups()) if beat else set())
             for group in sorted(look):
                 await self._announce(group)
