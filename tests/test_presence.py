@@ -14,7 +14,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 import tests.redis_handlers  # noqa: F401  (registers /redis/presence/... in this process)
 from tests.redis_server import RedisServer
-from tests.test_redis_broker import servers, ws_url
+from tests.test_redis_broker import server_url, servers
 from trio_djws import presence
 from trio_djws.asgi import get_asgi_application
 from trio_djws.testing import WebSocketTestClient
@@ -68,7 +68,7 @@ async def test_presence_across_processes_expires_a_killed_workers_members(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with servers(2, redis_server.url, WEBSOCKET_PRESENCE_TTL=TTL) as (one, two):
-            url_one, url_two = await ws_url(one), await ws_url(two)
+            url_one, url_two = await server_url(one), await server_url(two)
             async with open_websocket_url(f"{url_one}/redis/presence/p/?name=alice") as alice:
                 await wait_for_users(alice, ["alice"])
                 async with open_websocket_url(f"{url_two}/redis/presence/p/?name=bob") as bob:
@@ -89,3 +89,20 @@ async def test_presence_across_processes_expires_a_killed_workers_members(
                     with trio.fail_after(3 * TTL):
                         await wait_for_users(alice, ["alice"])
             assert one.process.poll() is None
+
+
+async def test_a_server_that_stops_normally_removes_its_presence_at_once(
+    redis_server: RedisServer,
+) -> None:
+    # A TTL far beyond the deadline: only the shutdown's own cleanup can pass this test.
+    with trio.fail_after(TIMEOUT):
+        async with servers(2, redis_server.url, WEBSOCKET_PRESENCE_TTL=300) as (one, two):
+            url_one, url_two = await server_url(one), await server_url(two)
+            async with open_websocket_url(f"{url_one}/redis/presence/q/?name=alice") as alice:
+                async with open_websocket_url(f"{url_two}/redis/presence/q/?name=bob") as bob:
+                    await wait_for_users(alice, ["alice", "bob"])
+                    await wait_for_users(bob, ["alice", "bob"])
+                    two.process.send_signal(signal.SIGTERM)
+                    with trio.fail_after(10):
+                        await wait_for_users(alice, ["alice"])
+                    assert await two.wait_exit() == 0

@@ -17,8 +17,7 @@ from trio_websocket import open_websocket_url
 import tests.redis_handlers  # noqa: F401  (registers /redis/... for the in-process server)
 from tests.redis_server import RedisServer
 from tests.test_launcher import REPO_ROOT
-from tests.test_redis_broker import redis_settings, servers
-from tests.test_redis_broker import ws_url as server_url
+from tests.test_redis_broker import redis_settings, server_url, servers
 from trio_djws import ConfigurationError, publish, publish_json
 from trio_djws.publish import (
     ENVELOPE_VERSION,

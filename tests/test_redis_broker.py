@@ -66,7 +66,7 @@ async def servers(count: int, url: str, **extra: object) -> AsyncIterator[list[S
         yield started
 
 
-async def ws_url(server: Server) -> str:
+async def server_url(server: Server) -> str:
     return (await server.urls())[0]
 
 
@@ -113,7 +113,7 @@ async def test_message_reaches_members_on_two_processes_exactly_once_and_in_orde
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with servers(2, redis_server.url) as (one, two):
-            url_one, url_two = await ws_url(one), await ws_url(two)
+            url_one, url_two = await server_url(one), await server_url(two)
             async with (
                 open_websocket_url(f"{url_one}/redis/group/g/") as a,
                 open_websocket_url(f"{url_one}/redis/group/g/") as a2,
@@ -143,7 +143,7 @@ async def test_process_without_members_is_not_subscribed(redis_server: RedisServ
     client = redis.Redis.from_url(redis_server.url)
     with trio.fail_after(TIMEOUT):
         async with servers(1, redis_server.url) as (one,):
-            url = await ws_url(one)
+            url = await server_url(one)
             async with open_websocket_url(f"{url}/redis/group/only-here/") as ws:
                 assert await ws.get_message() == "ready"
                 channels = await trio.to_thread.run_sync(client.pubsub_channels)
@@ -161,7 +161,7 @@ async def test_server_starts_without_redis_and_catches_up_when_it_comes(
     redis_server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port())
     with trio.fail_after(TIMEOUT):
         async with servers(2, redis_server.url) as (one, two):
-            url_one, url_two = await ws_url(one), await ws_url(two)  # lifespan started
+            url_one, url_two = await server_url(one), await server_url(two)  # lifespan started
             await one.stderr.wait_for(f"Redis at {redis_server.url} unreachable")
             async with (
                 open_websocket_url(f"{url_one}/redis/group/g/?wait=0") as a,
@@ -197,7 +197,7 @@ async def test_redis_restart_resubscribes_calls_on_resync_and_closes_nothing(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with servers(2, redis_server.url) as (one, two):
-            url_one, url_two = await ws_url(one), await ws_url(two)
+            url_one, url_two = await server_url(one), await server_url(two)
             async with (
                 open_websocket_url(f"{url_one}/redis/group/g/") as a,
                 open_websocket_url(f"{url_two}/redis/group/g/") as b,
@@ -232,7 +232,7 @@ async def test_two_workers_of_one_server_share_a_group(redis_server: RedisServer
     settings = redis_settings(redis_server.url)
     with trio.fail_after(TIMEOUT):
         async with run_serve("--workers", "2", settings=settings) as server:
-            url = await ws_url(server)
+            url = await server_url(server)
             await server.stderr.wait_for(r"worker \d \(pid \d+\) starting", 2)
             by_pid: dict[str, WebSocketConnection] = {}
             async with AsyncExitStack() as stack:

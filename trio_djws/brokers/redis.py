@@ -63,6 +63,7 @@ DEFAULT_PREFIX: Final = "trio_djws"
 PUBLISH_QUEUE_SIZE: Final = 1024  # envelopes waiting for Redis; then publishers wait
 PUBLISH_BATCH: Final = 256  # envelopes per pipeline round trip at most
 SUBSCRIBE_TIMEOUT: Final = 10.0  # seconds for Redis to acknowledge a SUBSCRIBE
+PRESENCE_CLEANUP_TIMEOUT: Final = 2.0  # seconds at shutdown to remove this process's presence
 CONNECT_TIMEOUT: Final = 5.0  # seconds per connection attempt
 BACKOFF_FIRST: Final = 0.1  # seconds before the first reconnection attempt
 BACKOFF_MAX: Final = 16.0  # seconds, as coredis' own pub/sub retry policy
@@ -140,6 +141,7 @@ class RedisBroker:
         self._presence_recheck: set[str] = set()
         self._presence_wake = trio.Event()
         self._announced: dict[str, dict[str, int]] = {}
+        self._written: set[str] = set()  # groups with this process's presence in Redis
         self._live: set[str] = set()  # groups whose subscription Redis has acknowledged
         self._live_changed = trio.Event()
         self._down = False  # the subscriber lost Redis (or never reached it) and retries
@@ -285,6 +287,11 @@ class RedisBroker:
                     nursery.start_soon(self._presence, client)
             finally:
                 self._client = None
+                with trio.move_on_after(PRESENCE_CLEANUP_TIMEOUT, shield=True):
+                    try:
+                        await self._remove_presence(client)
+                    except _REDIS_DOWN as exc:
+                        logger.warning("presence left in Redis until it expires: %s", exc)
 
     # -- publisher ----------------------------------------------------------------------------
 
@@ -468,19 +475,38 @@ class RedisBroker:
                 await self._announce(group)
 
     async def _write_presence(self, client: coredis.Redis[bytes], groups: set[str]) -> None:
+        # One pipeline (one round trip) for every group's key, index and expiry.
+        if not groups:
+            return
         origin = process_origin().decode()
         ttl_ms = max(1, int(self._ttl * 1000))
-        for group in sorted(groups):
-            counts = self._groups.presence(group)
-            key = self._presence_key(group, origin)
-            index = self._presence_index(group)
-            if counts:
-                await client.set(key, json.dumps(counts), px=ttl_ms)
-                await client.sadd(index, [origin])
-                await client.pexpire(index, 3 * ttl_ms)
-            else:
-                await client.delete([key])
-                await client.srem(index, [origin])
+        async with client.pipeline(transaction=False) as pipe:
+            for group in sorted(groups):
+                counts = self._groups.presence(group)
+                key = self._presence_key(group, origin)
+                index = self._presence_index(group)
+                if counts:
+                    pipe.set(key, json.dumps(counts), px=ttl_ms)
+                    pipe.sadd(index, [origin])
+                    pipe.pexpire(index, 3 * ttl_ms)
+                    self._written.add(group)
+                else:
+                    pipe.delete([key])
+                    pipe.srem(index, [origin])
+                    self._written.discard(group)
+
+    async def _remove_presence(self, client: coredis.Redis[bytes]) -> None:
+        # At shutdown: remove this process's presence at once (rather than after the TTL)
+        # and tell the other processes to look again.
+        origin = process_origin().decode()
+        groups, self._written = sorted(self._written), set()
+        if not groups:
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for group in groups:
+                pipe.delete([self._presence_key(group, origin)])
+                pipe.srem(self._presence_index(group), [origin])
+                pipe.publish(self.channel(group), encode_envelope("", kind=KIND_PRESENCE))
 
     async def _announce(self, group: str) -> None:
         if group not in self._groups.presence_groups():
