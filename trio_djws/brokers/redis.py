@@ -73,6 +73,10 @@ BACKOFF_MAX: Final = 16.0  # seconds, as coredis' own pub/sub retry policy
 _REDIS_DOWN: Final = (coredis.exceptions.RedisError, OSError, TimeoutError)
 
 
+def _channel(prefix: str, group: str) -> str:
+    return f"{prefix}:group:{group}"
+
+
 def _first_leaf(error: BaseException) -> BaseException:
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
@@ -155,18 +159,21 @@ class RedisBroker:
     # -- names --------------------------------------------------------------------------------
 
     def channel(self, group: str) -> str:
-        """The Redis channel that carries ``group``."""
-        return f"{self.prefix}:group:{group}"
+        """The Redis channel that carries ``group``: ``<prefix>:group:<group>``."""
+        return _channel(self.prefix, group)
 
     def _group_of(self, channel: bytes | str) -> str:
         name = channel.decode() if isinstance(channel, bytes) else channel
         return name.removeprefix(f"{self.prefix}:group:")
 
+    # Presence keys: a set of the processes with members in a group, and one key per process
+    # and group holding its counts (with a TTL). The origin has no ":", so neither kind of
+    # name can equal another whatever the group names are.
     def _presence_index(self, group: str) -> str:
-        return f"{self.prefix}:presence:{group}"
+        return f"{self.prefix}:presence-index:{group}"
 
     def _presence_key(self, group: str, origin: str) -> str:
-        return f"{self.prefix}:presence:{group}:{origin}"
+        return f"{self.prefix}:presence:{origin}:{group}"
 
     # -- the Groups watcher (sync, trio thread) ------------------------------------------------
 
@@ -207,7 +214,7 @@ class RedisBroker:
 
         url, prefix = _options(config)
         try:
-            sync_client(url).publish(f"{prefix}:group:{group}", encode_envelope(message))
+            sync_client(url).publish(_channel(prefix, group), encode_envelope(message))
         except redis.exceptions.RedisError as exc:
             raise BrokerError(f"could not publish to group {group!r} on {url}: {exc}") from exc
 
