@@ -4,7 +4,7 @@ Ids are ``trio_djws.E001``... and are never reused. Each message's hint names th
 
 - E001 a ``WEBSOCKET_*`` setting has the wrong type or range;
 - E010 a handler module fails to import;
-- E040 ``WEBSOCKET_BROKER['BACKEND']`` does not import;
+- E030 ``WEBSOCKET_BROKER['BACKEND']`` does not import; E031 the broker refuses its ``CONFIG``;
 - E041 the origin settings (``WEBSOCKET_ALLOWED_ORIGINS``, else ``ALLOWED_HOSTS``) refuse every
   browser; W041 one ``WEBSOCKET_ALLOWED_ORIGINS`` entry can never match;
 - E042 ``WEBSOCKET_MIDDLEWARE`` lists middleware Django has removed; E043 an entry does not
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Final
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULT_MIDDLEWARE, PREFIX, Settings, validate
+from .exceptions import ConfigurationError
 from .origins import _allowed_hosts  # the same DEBUG defaults as the handshake check
 
 __all__ = [
@@ -90,6 +91,40 @@ def check_handler_modules(
     return errors
 
 
+@register("trio_djws")
+def check_broker(app_configs: Sequence[AppConfig] | None, **kwargs: object) -> list[CheckMessage]:
+    """trio_djws.E030: ``WEBSOCKET_BROKER['BACKEND']`` does not import (e.g. RedisBroker
+    without the ``redis`` extra); trio_djws.E031: the broker refuses its ``CONFIG``."""
+    value = getattr(settings, "WEBSOCKET_BROKER", None)
+    if value is None or validate("broker", value) is not None:
+        return []  # absent (the default) or malformed: check_settings reports it
+    backend = value["BACKEND"]
+    try:
+        broker_class = import_string(backend)
+    except ImportError as exc:
+        return [
+            Error(
+                f"WEBSOCKET_BROKER['BACKEND'] {backend!r} cannot be imported: {exc}.",
+                hint="Use trio_djws.brokers.InMemoryBroker or trio_djws.brokers.RedisBroker "
+                "(pip install 'trio-djws[redis]').",
+                id="trio_djws.E030",
+            )
+        ]
+    from .groups import Groups
+
+    try:
+        broker_class(Groups(), value.get("CONFIG", {}))
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        return [
+            Error(
+                f"WEBSOCKET_BROKER['CONFIG'] is not valid for {backend}: {exc}.",
+                hint="Fix WEBSOCKET_BROKER['CONFIG'] (RedisBroker reads 'url' and 'prefix').",
+                id="trio_djws.E031",
+            )
+        ]
+    return []
+
+
 # Django middleware that Django has removed, with what replaces it (djwebsockets' README lists
 # SessionAuthenticationMiddleware in its WEBSOCKET_MIDDLEWARE example).
 _REMOVED_MIDDLEWARE: Final = {
@@ -135,27 +170,6 @@ def check_unknown_settings(
                 )
             )
     return warnings
-
-
-@register("trio_djws")
-def check_broker(app_configs: Sequence[AppConfig] | None, **kwargs: object) -> list[CheckMessage]:
-    """trio_djws.E040: ``WEBSOCKET_BROKER['BACKEND']`` is not an importable dotted path."""
-    broker = _setting("WEBSOCKET_BROKER", None)
-    if not isinstance(broker, Mapping) or not isinstance(broker.get("BACKEND"), str):
-        return []  # a wrong type is E001's
-    path = broker["BACKEND"]
-    try:
-        import_string(path)
-    except ImportError as exc:
-        return [
-            Error(
-                f"WEBSOCKET_BROKER['BACKEND'] {path!r} does not import: {exc}",
-                hint="Use 'trio_djws.brokers.InMemoryBroker' (one process) or a broker class "
-                "such as the Redis one (several processes), or remove WEBSOCKET_BROKER.",
-                id="trio_djws.E040",
-            )
-        ]
-    return []
 
 
 def _is_origin(value: str) -> bool:

@@ -55,6 +55,7 @@ class Settings:
     middleware: tuple[str, ...] = DEFAULT_MIDDLEWARE  # Django middleware for DjangoMiddlewareMixin
     accept_all: bool = False  # every ROOT_URLCONF view accepts WebSockets (dwebsocket's setting)
     view_threads: int = 20  # threads for dwebsocket-style views: one per open view connection
+    presence_ttl: float = 30 * SECONDS  # a dead process's presence expires after this
 
 
 _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -71,7 +72,8 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "db_threads": (int, "an int >= 1 (threads)"),
     "ping_interval": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "tcp_user_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
-    "broker": (Mapping, "a dict with a 'BACKEND' dotted path"),
+    "broker": (Mapping, "a dict with a 'BACKEND' dotted path and an optional 'CONFIG' dict"),
+    "presence_ttl": ((int, float), "a number > 0 (seconds)"),
     "middleware": ((list, tuple), "a list of middleware dotted paths"),
     "accept_all": (bool, "a bool"),
     "view_threads": (int, "an int >= 1 (threads)"),
@@ -89,7 +91,11 @@ def validate(name: str, value: object) -> str | None:
     if not bad and name == "middleware":
         bad = not isinstance(value, list | tuple) or not all(isinstance(i, str) for i in value)
     if not bad and name == "broker":
-        bad = not isinstance(value, Mapping) or not isinstance(value.get("BACKEND"), str)
+        bad = (
+            not isinstance(value, Mapping)
+            or not isinstance(value.get("BACKEND"), str)
+            or not isinstance(value.get("CONFIG", {}), Mapping)
+        )
     if bad:
         return f"{PREFIX}{name.upper()} must be {expected}, got {value!r}"
     return None

@@ -34,7 +34,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.module_loading import import_string
 
 from .conf import get_settings
-from .exceptions import Reject
+from .exceptions import ConfigurationError, Reject
 from .http import _build_environ  # shared with the HTTP bridge: one environ builder
 from .threads import to_thread
 from .typing import HTTPScope, WebSocketScope
@@ -89,6 +89,11 @@ def _chain(paths: tuple[str, ...]) -> Callable[[HttpRequest], HttpResponseBase]:
     )
     for path in reversed(paths):
         factory = import_string(path)
+        if not getattr(factory, "sync_capable", True):
+            raise ConfigurationError(
+                f"WEBSOCKET_MIDDLEWARE entry {path!r} is async-only (sync_capable = False); "
+                "handshake middleware runs synchronously in a worker thread"
+            )
         try:
             instance = factory(handler)
         except MiddlewareNotUsed:
@@ -107,6 +112,7 @@ def middleware_chain(paths: Sequence[str]) -> Callable[[HttpRequest], HttpRespon
 
     Raises:
         ImportError: a path does not import (also a system check error).
+        ConfigurationError: a middleware is async-only (``sync_capable = False``).
     """
     with _chain_lock:  # functools.cache alone may load a chain twice when calls race
         return _chain(tuple(paths))
