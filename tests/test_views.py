@@ -251,3 +251,20 @@ async def test_shutdown_drain_ends_a_view_blocked_in_wait_with_1001(ws_url: str)
                 await ws.get_message()
     assert info.value.reason.code == 1001
     assert ws_views.VIEW_RESULTS["wait_forever"] == ("returned", None, True)
+
+
+async def test_publish_to_user_group_from_a_view_reaches_every_window(ws_url: str) -> None:
+    cookie = await login("grace")
+    headers = cookie_header(cookie)
+    async with (
+        open_websocket_url(f"{ws_url}/auth/whoami/", extra_headers=headers) as window_a,
+        open_websocket_url(f"{ws_url}/auth/whoami/", extra_headers=headers) as window_b,
+        open_websocket_url(f"{ws_url}/dws/notify/", extra_headers=headers) as sender,
+    ):
+        with trio.fail_after(WAIT):
+            for window in (window_a, window_b):
+                await window.get_message()  # who-am-I on connect
+            await sender.send_message("you have mail")
+            assert await sender.get_message() == "published"
+            assert await window_a.get_message() == "you have mail"
+            assert await window_b.get_message() == "you have mail"

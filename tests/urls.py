@@ -23,5 +23,6 @@ urlpatterns: list[URLPattern] = [
     path("dws/forbidden/", ws_views.forbidden),
     path("dws/plain/", ws_views.plain),
     path("dws/flagged/", ws_views.flagged),
+    path("dws/notify/", ws_views.notify),
     path("echo/", ws_views.echo_once),  # shadowed by the @Namespace("/echo/") handler
 ]

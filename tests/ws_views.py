@@ -143,3 +143,13 @@ def flagged(request: HttpRequest) -> HttpResponse:
 
 
 flagged.accept_websocket = True  # type: ignore[attr-defined]  # dwebsocket's view attribute
+
+
+@require_websocket
+def notify(request: HttpRequest) -> None:
+    """Publishes every message to the logged-in user's group, from this view thread."""
+    from trio_djws import publish, user_group
+
+    for message in request.websocket:  # type: ignore[attr-defined]
+        publish(user_group(request.user), message)
+        request.websocket.send("published")  # type: ignore[attr-defined]
