@@ -73,12 +73,18 @@ class BaseWSClass:
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         mro = cls.__mro__
+
+        def is_mixin(klass: type) -> bool:
+            # A handler class that inherits a mixin is a handler, not a mixin: its hooks are
+            # the handler's own, overridden by its subclasses rather than run as well.
+            return (
+                issubclass(klass, BaseMixin)
+                and not issubclass(klass, BaseWSClass)
+                and klass is not BaseMixin
+            )
+
         # Right to left: the mixin nearest BaseWSClass in the bases runs first.
-        mixins = [
-            klass
-            for klass in reversed(mro)
-            if issubclass(klass, BaseMixin) and klass is not BaseMixin
-        ]
+        mixins = [klass for klass in reversed(mro) if is_mixin(klass)]
         cls._mixin_hooks = {
             name: tuple(
                 (klass.__dict__[name], not _is_async(klass.__dict__[name]))
@@ -90,7 +96,7 @@ class BaseWSClass:
         own: dict[str, _Hook] = {}
         for name in _HOOKS:
             for klass in mro:
-                if not issubclass(klass, BaseMixin) and name in klass.__dict__:
+                if not is_mixin(klass) and name in klass.__dict__:
                     own[name] = (klass.__dict__[name], not _is_async(klass.__dict__[name]))
                     break
         cls._own_hooks = own
