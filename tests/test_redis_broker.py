@@ -345,3 +345,42 @@ async def test_while_redis_is_down_local_delivery_goes_on_and_the_rest_is_counte
                 await member.send("back")
                 assert await member.receive() == "back"
             shutdown.set()
+
+
+async def test_a_hung_redis_never_stalls_publishers_or_local_delivery(
+    redis_server: RedisServer,
+) -> None:
+    # A Redis that stops answering without closing its sockets (SIGSTOP here; a network
+    # partition in production) must not block send_to_group for good: the publisher's round
+    # trips time out (counted lost), so a burst larger than the publish queue still reaches
+    # the local member.
+    burst = 1500  # more than PUBLISH_QUEUE_SIZE + PUBLISH_BATCH envelopes
+    settings = redis_settings(redis_server.url)
+    with (
+        trio.fail_after(TIMEOUT),
+        override_settings(
+            WEBSOCKET_BROKER=settings["WEBSOCKET_BROKER"], WEBSOCKET_SEND_QUEUE_SIZE=2 * burst
+        ),
+    ):
+        app = get_asgi_application()
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(hypercorn_serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
+            )
+            broker = current_server().broker
+            assert isinstance(broker, RedisBroker)
+            async with WebSocketTestClient(
+                app, "/redis/group/h/", receive_buffer=2 * burst
+            ) as member:
+                assert await member.receive() == "ready"
+                assert redis_server.process is not None
+                redis_server.process.send_signal(signal.SIGSTOP)
+                try:
+                    await member.send(f"burst {burst}")
+                    received = [await member.receive() for _ in range(burst + 1)]
+                    assert received == [*(str(i) for i in range(burst)), "end"]
+                    assert broker.lost >= 1
+                finally:
+                    redis_server.process.send_signal(signal.SIGCONT)
+            shutdown.set()

@@ -16,7 +16,8 @@ Delivery is at most once. A message published on this process reaches its local 
 directly and the others through Redis; this process skips its own copy coming back (the
 envelope's origin). While Redis is unreachable, local delivery goes on, messages published
 here do not reach other processes and messages published elsewhere do not reach this one:
-they are lost, counted in ``lost`` and logged. The subscriber reconnects with backoff
+they are lost, counted in ``lost`` and logged. A Redis that stops answering without closing
+its sockets counts as unreachable once a command waits ``COMMAND_TIMEOUT`` (5 s). The subscriber reconnects with backoff
 (0.1 s doubling to 16 s), resubscribes every group that has members, and on each fresh
 subscribe acknowledgement calls ``on_resync(websocket, group)`` of the group's local members
 so that they can reload what they missed (channels_redis loses such messages silently: its
@@ -65,6 +66,10 @@ PUBLISH_BATCH: Final = 256  # envelopes per pipeline round trip at most
 SUBSCRIBE_TIMEOUT: Final = 10.0  # seconds for Redis to acknowledge a SUBSCRIBE
 PRESENCE_CLEANUP_TIMEOUT: Final = 2.0  # seconds at shutdown to remove this process's presence
 CONNECT_TIMEOUT: Final = 5.0  # seconds per connection attempt
+# Seconds for Redis to answer a command. Without it a Redis that stops answering but keeps its
+# sockets open (a network partition, a stopped process) blocks the publisher for good, and
+# with it every send_to_group once the publish queue is full.
+COMMAND_TIMEOUT: Final = 5.0
 BACKOFF_FIRST: Final = 0.1  # seconds before the first reconnection attempt
 BACKOFF_MAX: Final = 16.0  # seconds, as coredis' own pub/sub retry policy
 
@@ -282,7 +287,10 @@ class RedisBroker:
         Reports started at once, before any connection to Redis.
         """
         client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            self.url, connect_timeout=CONNECT_TIMEOUT, retry_policy=NoRetryPolicy()
+            self.url,
+            connect_timeout=CONNECT_TIMEOUT,
+            stream_timeout=COMMAND_TIMEOUT,
+            retry_policy=NoRetryPolicy(),
         )
         async with client:
             self._client = client
