@@ -17,11 +17,12 @@ directly and the others through Redis; this process skips its own copy coming ba
 envelope's origin). While Redis is unreachable, local delivery goes on, messages published
 here do not reach other processes and messages published elsewhere do not reach this one:
 they are lost, counted in ``lost`` and logged. A Redis that stops answering without closing
-its sockets counts as unreachable once a command waits ``COMMAND_TIMEOUT`` (5 s). The subscriber reconnects with backoff
-(0.1 s doubling to 16 s), resubscribes every group that has members, and on each fresh
-subscribe acknowledgement calls ``on_resync(websocket, group)`` of the group's local members
-so that they can reload what they missed (channels_redis loses such messages silently: its
-issue 256). Nothing here closes a connection or stops the server because Redis is away.
+its sockets counts as unreachable once a command waits ``COMMAND_TIMEOUT`` (5 s). The
+subscriber reconnects with backoff (0.1 s doubling to 16 s), resubscribes every group that
+has members, and on each fresh subscribe acknowledgement calls ``on_resync(websocket,
+group)`` of the group's local members so that they can reload what they missed
+(channels_redis loses such messages silently: its issue 256). Nothing here closes a
+connection or stops the server because Redis is away.
 
 Connecting never sits on the ASGI lifespan startup path: ``serve`` reports started at once
 (coredis' ``pubsub()`` would wait without limit while Redis is down, and Hypercorn kills a
