@@ -258,4 +258,5 @@ async def test_djwebsockets_classmethod_hooks_keep_working(ws_url: str) -> None:
             assert await ws.get_message() == "Legacy:HI"  # the mixin's classmethod ran first
     with trio.fail_after(WAIT):
         await current_server().wait_idle()
+    assert LEGACY_CLOSED == ["Legacy"]  # the classmethod on_close ran, once
     assert LEGACY_CLOSED == ["Legacy"]
