@@ -162,3 +162,56 @@ async def test_publish_from_a_separate_process_without_redis_raises_broker_error
         )
     assert result.returncode != 0
     assert f"could not publish to group 'g' on {redis_server.url}" in result.stderr.decode()
+
+
+async def test_publish_from_a_plain_thread_of_a_server_process_reaches_its_members(
+    redis_server: RedisServer,
+) -> None:
+    # A thread trio did not start (threading.Thread, a thread pool, a scheduler) in a process
+    # that runs a server on the RedisBroker publishes through redis-py. That process has not
+    # delivered the message locally, so its own subscriber must not skip it as its own.
+    from functools import partial
+
+    from django.test import override_settings
+    from hypercorn.trio import serve as hypercorn_serve
+
+    from tests.conftest import hypercorn_config
+    from trio_djws.asgi import get_asgi_application
+    from trio_djws.testing import WebSocketTestClient
+
+    settings = redis_settings(redis_server.url)
+    with trio.fail_after(TIMEOUT), override_settings(WEBSOCKET_BROKER=settings["WEBSOCKET_BROKER"]):
+        app = get_asgi_application()
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(hypercorn_serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
+            )
+            async with WebSocketTestClient(app, "/redis/group/p/") as member:
+                assert await member.receive() == "ready"
+                await trio.to_thread.run_sync(
+                    _in_a_plain_thread, partial(publish, "p", "from a plain thread")
+                )
+                with trio.fail_after(10):
+                    assert await member.receive() == "from a plain thread"
+            shutdown.set()
+    reset_sync_clients()
+
+
+def _in_a_plain_thread(fn: object) -> None:
+    # Run fn in a threading.Thread (not one of trio's worker threads) and wait for it.
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()  # type: ignore[operator]
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller below)
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]

@@ -6,10 +6,10 @@ Three paths, chosen at call time:
 - in a worker thread started by our server (a plain ``def`` hook, ``to_thread``, Django's
   WSGI views served by trio_djws): the message is handed to the trio loop with
   ``trio.from_thread.run`` and sent like ``send_to_group``;
-- in any other process (``manage.py shell``, gunicorn, a Celery task) with the
-  ``RedisBroker``: published with redis-py's sync client, no event loop involved (calling
-  ``async_to_sync`` from Celery is what breaks channels_redis with "Event loop is closed", its
-  issues 332 and 125); one client per process and URL, pooled, not opened per call;
+- in any other process (``manage.py shell``, gunicorn, a Celery task), or a thread trio did
+  not start, with the ``RedisBroker``: published with redis-py's sync client, no event loop
+  involved (calling ``async_to_sync`` from Celery is what breaks channels_redis with "Event
+  loop is closed", its issues 332 and 125); one client per process and URL, pooled;
 - anywhere else with a broker that has no sync path (the in-memory default):
   ``ConfigurationError`` naming ``WEBSOCKET_BROKER``.
 
@@ -23,7 +23,9 @@ The envelope (version 1), serialised once per publish, whatever the number of me
 
 The origin lets the publishing process skip its own copy coming back from Redis (it has
 delivered locally already); the random part tells apart processes on different machines that
-happen to share a pid.
+happen to share a pid. The redis-py path delivers nothing locally, so its envelopes carry
+``sync_origin()`` instead, which no subscriber skips: a plain thread of a server process
+(``threading.Thread``, a thread pool) reaches that process's members too.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ __all__ = [
     "publish_json",
     "reset_sync_clients",
     "sync_client",
+    "sync_origin",
 ]
 
 ENVELOPE_VERSION: Final = 1
@@ -80,6 +83,12 @@ def process_origin() -> bytes:
     return _origin[1]
 
 
+def sync_origin() -> bytes:
+    """The origin of envelopes published with redis-py's sync client (``publish()`` outside
+    the server's trio threads): ``process_origin() + b"+sync"``, never a subscriber's own."""
+    return process_origin() + b"+sync"
+
+
 @dataclass(frozen=True)
 class Envelope:
     """One decoded envelope."""
@@ -92,10 +101,14 @@ class Envelope:
     """The frame to deliver (``""`` for presence)."""
 
 
-def encode_envelope(message: Message, *, kind: bytes | None = None) -> bytes:
+def encode_envelope(
+    message: Message, *, kind: bytes | None = None, origin: bytes | None = None
+) -> bytes:
     """Wrap ``message`` (``str`` → text frame, ``bytes`` → binary) in a version-1 envelope
-    stamped with this process's origin."""
-    origin = process_origin()
+    stamped with ``origin`` (default: this process's origin, which its own subscriber skips
+    because it delivered locally already)."""
+    if origin is None:
+        origin = process_origin()
     if kind is None:
         kind = KIND_TEXT if isinstance(message, str) else KIND_BYTES
     payload = message.encode("utf-8") if isinstance(message, str) else message

@@ -50,6 +50,7 @@ from ..publish import (
     encode_envelope,
     process_origin,
     sync_client,
+    sync_origin,
 )
 from ..typing import Message
 
@@ -220,7 +221,10 @@ class RedisBroker:
 
         url, prefix = _options(config)
         try:
-            sync_client(url).publish(_channel(prefix, group), encode_envelope(message))
+            # Not process_origin(): nothing was delivered locally, so this process's own
+            # subscriber (if it runs a server) must not skip the message.
+            envelope = encode_envelope(message, origin=sync_origin())
+            sync_client(url).publish(_channel(prefix, group), envelope)
         except redis.exceptions.RedisError as exc:
             raise BrokerError(f"could not publish to group {group!r} on {url}: {exc}") from exc
 
