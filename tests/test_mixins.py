@@ -4,6 +4,9 @@ against a live Hypercorn trio server, logged in with Django's test client."""
 from __future__ import annotations
 
 import json
+import ssl
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,9 +15,12 @@ import trio
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.test import Client, override_settings
+from hypercorn.trio import serve as hypercorn_serve
 from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
 
+from tests.conftest import hypercorn_config
 from trio_djws import user_group
+from trio_djws.asgi import get_asgi_application
 from trio_djws.handshake import build_request
 from trio_djws.state import current_server
 from trio_djws.threads import to_thread
@@ -260,3 +266,45 @@ async def test_djwebsockets_classmethod_hooks_keep_working(ws_url: str) -> None:
         await current_server().wait_idle()
     assert LEGACY_CLOSED == ["Legacy"]  # the classmethod on_close ran, once
     assert LEGACY_CLOSED == ["Legacy"]
+
+
+async def _tls_server(nursery: trio.Nursery, directory: Path) -> tuple[str, ssl.SSLContext]:
+    # Hypercorn over TLS with a throw-away self-signed certificate for 127.0.0.1.
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    openssl = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1"
+    command = [*openssl.split(), "-addext", "subjectAltName=IP:127.0.0.1"]
+    command += ["-keyout", str(key), "-out", str(cert)]
+    await trio.run_process(command, capture_stdout=True, capture_stderr=True)
+    config = hypercorn_config()
+    config.certfile, config.keyfile = str(cert), str(key)
+    binds = await nursery.start(
+        partial(
+            hypercorn_serve, get_asgi_application(), config, shutdown_trigger=trio.sleep_forever
+        )
+    )
+    client_context = ssl.create_default_context(cafile=str(cert))
+    return binds[0].replace("https://", "wss://"), client_context
+
+
+@override_settings(
+    SECURE_SSL_REDIRECT=True,
+    WEBSOCKET_MIDDLEWARE=[
+        "django.middleware.security.SecurityMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+    ],
+    MIDDLEWARE=["django.middleware.security.SecurityMiddleware", *settings.MIDDLEWARE],
+)
+async def test_wss_handshakes_are_secure_requests(tmp_path: Path) -> None:
+    # A wss:// handshake is an https request to Django (request.is_secure()): with
+    # SECURE_SSL_REDIRECT, SecurityMiddleware must let it through instead of answering 301,
+    # for DjangoMiddlewareMixin handlers and for dwebsocket-style views alike.
+    async with trio.open_nursery() as nursery:
+        url, context = await _tls_server(nursery, tmp_path)
+        with trio.fail_after(WAIT):
+            async with open_websocket_url(f"{url}/auth/whoami/", ssl_context=context) as ws:
+                assert (await receive_json(ws))["authenticated"] is False
+            async with open_websocket_url(f"{url}/dws/echo_once/", ssl_context=context) as ws:
+                await ws.send_message("over TLS")
+                assert await ws.get_message() == "over TLS"
+        nursery.cancel_scope.cancel()

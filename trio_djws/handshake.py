@@ -62,10 +62,19 @@ _USER_GROUP_PREFIX: Final = "trio_djws.user."
 _chain_lock = threading.Lock()
 
 
+_HTTP_SCHEMES: Final = {"ws": "http", "wss": "https"}
+
+
 def build_environ(scope: WebSocketScope) -> dict[str, Any]:
     """The PEP 3333 environ of a handshake: a ``GET`` with the handshake's headers (cookies
-    included), path, query string and client address, and an empty body."""
-    http_scope = cast("HTTPScope", {**scope, "type": "http", "method": "GET"})
+    included), path, query string and client address, and an empty body. The scheme is
+    the handshake's HTTP one (``wss`` → ``https``), so ``request.is_secure()`` holds over
+    TLS and ``SecurityMiddleware`` (``SECURE_SSL_REDIRECT``) does not redirect it."""
+    scheme = scope.get("scheme", "ws")
+    http_scope = cast(
+        "HTTPScope",
+        {**scope, "type": "http", "method": "GET", "scheme": _HTTP_SCHEMES.get(scheme, scheme)},
+    )
     return dict(_build_environ(http_scope, cast("Any", io.BytesIO())))
 
 
