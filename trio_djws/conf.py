@@ -16,12 +16,13 @@ from django.core.signals import setting_changed
 
 from .exceptions import ConfigurationError
 
-__all__ = ["PREFIX", "Settings", "get_settings"]
+__all__ = ["ENGINES", "PREFIX", "Settings", "get_settings"]
 
 PREFIX: Final = "WEBSOCKET_"
 SECONDS: Final = 1.0
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
+ENGINES: Final = ("websockets", "trio_websocket")  # WEBSOCKET_ENGINE values (trio_djws.engines)
 
 
 def _default_broker() -> Mapping[str, object]:
@@ -46,6 +47,9 @@ class Settings:
     ping_interval: float | None = 20 * SECONDS  # Hypercorn's websocket_ping_interval
     tcp_user_timeout: float | None = 30 * SECONDS  # TCP_USER_TIMEOUT on listening sockets
     broker: Mapping[str, object] = field(default_factory=_default_broker)
+    engine: str = "websockets"  # standalone server's protocol engine: see ENGINES
+    host: str = "127.0.0.1"  # standalone server (runwebsocket, trio_djws.wsgi): address
+    port: int = 8001  # standalone server: TCP port (0: any free port)
 
 
 _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -63,6 +67,9 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "ping_interval": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "tcp_user_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "broker": (Mapping, "a dict with a 'BACKEND' dotted path"),
+    "engine": (str, "one of " + ", ".join(repr(name) for name in ENGINES)),
+    "host": (str, "a host name or IP address (str)"),
+    "port": (int, "an int in 0-65535 (TCP port)"),
 }
 
 
@@ -72,8 +79,12 @@ def validate(name: str, value: object) -> str | None:
     bad = not isinstance(value, expected_type) or (
         isinstance(value, bool) and expected_type in (int, (int, float))
     )
-    if not bad and isinstance(value, int | float) and not isinstance(value, bool):
+    if name == "port":
+        bad = bad or not (isinstance(value, int) and 0 <= value <= 65535)
+    elif not bad and isinstance(value, int | float) and not isinstance(value, bool):
         bad = value < 1 if isinstance(value, int) and expected_type is int else value <= 0
+    if not bad and name == "engine":
+        bad = value not in ENGINES
     if not bad and name == "broker":
         bad = not isinstance(value, Mapping) or not isinstance(value.get("BACKEND"), str)
     if bad:
