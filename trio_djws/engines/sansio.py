@@ -13,6 +13,7 @@ also lets ``close`` read the peer's answer to our close frame after the reader h
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -88,6 +89,8 @@ class SansIOTransport:
                 if message is not None:
                     return message
                 if self._done is not None:
+                    with contextlib.suppress(ConnectionClosed):
+                        await self._flush()  # the close frame after a failure (1007)
                     raise self._done
                 await self._read()
 
@@ -282,7 +285,7 @@ async def _send_status(stream: trio.SocketStream, protocol: ServerProtocol, stat
         ]
     )
     response = Response(status, phrase, headers, body)
-    if protocol.state is State.CONNECTING:
+    if not protocol.eof_sent:
         protocol.send_response(response)
         data = protocol.data_to_send()
     else:  # the protocol gave up on the request (not HTTP at all): answer it ourselves

@@ -92,10 +92,6 @@ class TrioWebsocketTransport:
                     self._stream.peer,
                     self._max_size,
                 )
-            elif self._stream.failure is not None:
-                logger.warning(
-                    "%s from %s; closed with %d", self._stream.failure, self._stream.peer, code
-                )
             raise ConnectionClosed(code, reason) from None
 
     async def send(self, message: Message) -> None:
@@ -190,7 +186,6 @@ class _Stream(trio.abc.HalfCloseableStream):
         self._close_timeout = close_timeout
         self.peer = peer(stream)
         self.connection: trio_websocket.WebSocketConnection | None = None
-        self.failure: str | None = None  # why wsproto failed the connection, once it has
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
@@ -213,7 +208,9 @@ class _Stream(trio.abc.HalfCloseableStream):
         code = _failed_without_close_frame(connection) if connection is not None else None
         if code is not None and connection is not None and connection.closed is not None:
             reason = connection.closed.reason or ""
-            self.failure = reason or f"close code {code}"
+            logger.warning(
+                "%s from %s (wsproto); closing with %d", reason or "protocol error", self.peer, code
+            )
             frame = bytes(FrameProtocol(client=False, extensions=[]).close(code, reason))
             with trio.move_on_after(self._close_timeout, shield=True):
                 try:
