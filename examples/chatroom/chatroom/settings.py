@@ -9,6 +9,9 @@ Environment variables:
 - ``DJANGO_SECRET_KEY``: required in any real deployment; a fixed demo key otherwise.
 - ``DJANGO_ALLOWED_HOSTS``: comma-separated; also decides which ``Origin`` a WebSocket
   handshake may carry (``trio_djws.origins``).
+- ``CHAT_WEBSOCKET_PORT``: the port of a separate WebSocket server (``manage.py
+  runwebsocket`` beside gunicorn: ``nox -s chatroom_standalone``); the room page connects its
+  socket there, on its own host name. Unset: the page's own host and port (``manage.py serve``).
 """
 
 from __future__ import annotations
@@ -47,7 +50,12 @@ TEMPLATES = [
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "chat.context_processors.websocket",
+            ]
+        },
     }
 ]
 
@@ -83,6 +91,10 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # A chat message is at most 2000 characters; 64 KiB leaves room for JSON escapes.
 # Larger frames are closed with 1009 (RFC 6455 §7.4.1) by Hypercorn itself.
 WEBSOCKET_MAX_MESSAGE_SIZE = 64 * 1024
+
+# Standalone mode: the WebSocket server's port, if not the page's own (see the docstring).
+_ws_port = os.environ.get("CHAT_WEBSOCKET_PORT", "")
+CHAT_WEBSOCKET_PORT = int(_ws_port) if _ws_port else None
 
 LOGGING = {
     "version": 1,
