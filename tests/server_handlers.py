@@ -19,6 +19,8 @@ class Record:
         self.flood_close: int | None = None
         self.flood_closed = trio.Event()
         self.queued = trio.Event()
+        self.in_on_close = trio.Event()
+        self.release = trio.Event()
 
 
 RECORD = Record()
@@ -65,3 +67,12 @@ class Queue(_Recording):
             await websocket.send(f"queued {i}")
         RECORD.queued.set()
         await trio.sleep_forever()
+
+
+@Namespace("/server/slow-close/")
+class SlowClose(BaseWSClass):
+    """on_close waits for RECORD.release (at most WEBSOCKET_CLOSE_TIMEOUT): keeps a drain going."""
+
+    async def on_close(self, websocket: WebSocket) -> None:
+        RECORD.in_on_close.set()
+        await RECORD.release.wait()

@@ -10,6 +10,7 @@ import socket
 
 import pytest
 import trio
+import trio.testing
 from django.core import checks
 from django.test import override_settings
 from trio_websocket import ConnectionClosed, open_websocket_url
@@ -256,6 +257,31 @@ async def test_shutdown_delivers_queued_messages_then_closes_with_1001(
     assert info.value.reason.code == 1001
     assert server_handlers.RECORD.close is not None
     assert server_handlers.RECORD.close[0] == 1001
+
+
+async def test_handshake_during_shutdown_gets_503(engine: str, nursery: trio.Nursery) -> None:
+    server, stop, stopped = await start_stoppable(nursery, engine)
+    host, port = server.rsplit(":", 1)
+    async with (
+        open_websocket_url(f"ws://{server}/server/slow-close/"),
+        await trio.open_tcp_stream(host, int(port)) as late,
+    ):
+        await trio.testing.wait_all_tasks_blocked()  # the server has accepted ``late``
+        stop.cancel()  # the drain starts; the slow on_close keeps it going
+        with trio.fail_after(WAIT):
+            await server_handlers.RECORD.in_on_close.wait()
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        await late.send_all(
+            f"GET /server/echo/ HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        with trio.fail_after(WAIT):
+            response = await late.receive_some(65536)
+        assert response.startswith(b"HTTP/1.1 503 "), response
+        server_handlers.RECORD.release.set()
+    with trio.fail_after(WAIT):
+        await stopped.wait()
 
 
 @override_settings(WEBSOCKET_PING_INTERVAL=0.05)
