@@ -15,7 +15,16 @@ from django.core import checks
 from django.test import override_settings
 from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Request
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
 
 from tests import server_handlers
 from tests.conftest import start_standalone
@@ -190,6 +199,25 @@ async def test_stray_byte_after_the_handshake_harms_only_that_connection(server:
         response = await stream.receive_some(65536)
         assert response.startswith(b"HTTP/1.1 101 ")
     await assert_echo(server)
+
+
+async def test_fragmented_messages_are_reassembled_and_pings_answered(server: str) -> None:
+    client = await RawClient.connect(server, "/server/echo/")
+    async with client.stream:
+        for part, last in (("frag", False), ("mented ", False), ("text", True)):
+            await client.stream.send_all(client.ws.send(TextMessage(part, message_finished=last)))
+        await client.stream.send_all(client.ws.send(Ping(b"are you there")))
+        for part, last in ((b"\x00", False), (b"\x01", True)):
+            await client.stream.send_all(client.ws.send(BytesMessage(part, message_finished=last)))
+        events: list[Event] = []
+        with trio.fail_after(WAIT):
+            while len([e for e in events if isinstance(e, TextMessage | BytesMessage)]) < 2:
+                events.extend(await client.read())
+    pongs = [e.payload for e in events if isinstance(e, Pong)]
+    messages = [e.data for e in events if isinstance(e, TextMessage | BytesMessage)]
+    assert pongs == [b"are you there"]
+    assert messages == ["fragmented text", b"\x00\x01"]
+    assert all(e.message_finished for e in events if isinstance(e, TextMessage | BytesMessage))
 
 
 async def test_client_close_code_and_reason_reach_the_app(server: str) -> None:
