@@ -17,6 +17,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from tests.redis_server import redis_server  # noqa: F401  (a fixture for every test module)
 from trio_djws.asgi import get_asgi_application
 from trio_djws.conf import ENGINES, get_settings
 from trio_djws.server import serve as serve_standalone

@@ -6,13 +6,13 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
-from trio_djws import send_to_group
-from trio_djws.wsgi import run_in_server
+import trio_djws
 
 
 def publish(request: HttpRequest, group: str) -> HttpResponse:
-    # In-process hand-over to the server thread's trio run (the in-memory broker lives there).
-    run_in_server(send_to_group, group, request.GET["text"])
+    # trio_djws.publish() hands the message to the server thread's trio run in this process
+    # (the in-memory broker lives there).
+    trio_djws.publish(group, request.GET["text"])
     return HttpResponse("sent", content_type="text/plain")
 
 

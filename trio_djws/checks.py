@@ -13,10 +13,12 @@ from dataclasses import fields
 from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
+from django.utils.module_loading import import_string
 
 from .conf import PREFIX, Settings, validate
+from .exceptions import ConfigurationError
 
-__all__ = ["check_handler_modules", "check_settings"]
+__all__ = ["check_broker", "check_handler_modules", "check_settings"]
 
 
 @register("trio_djws")
@@ -68,3 +70,37 @@ def check_handler_modules(
                 )
             )
     return errors
+
+
+@register("trio_djws")
+def check_broker(app_configs: Sequence[AppConfig] | None, **kwargs: object) -> list[CheckMessage]:
+    """trio_djws.E030: ``WEBSOCKET_BROKER['BACKEND']`` does not import (e.g. RedisBroker
+    without the ``redis`` extra); trio_djws.E031: the broker refuses its ``CONFIG``."""
+    value = getattr(settings, "WEBSOCKET_BROKER", None)
+    if value is None or validate("broker", value) is not None:
+        return []  # absent (the default) or malformed: check_settings reports it
+    backend = value["BACKEND"]
+    try:
+        broker_class = import_string(backend)
+    except ImportError as exc:
+        return [
+            Error(
+                f"WEBSOCKET_BROKER['BACKEND'] {backend!r} cannot be imported: {exc}.",
+                hint="Use trio_djws.brokers.InMemoryBroker or trio_djws.brokers.RedisBroker "
+                "(pip install 'trio-djws[redis]').",
+                id="trio_djws.E030",
+            )
+        ]
+    from .groups import Groups
+
+    try:
+        broker_class(Groups(), value.get("CONFIG", {}))
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        return [
+            Error(
+                f"WEBSOCKET_BROKER['CONFIG'] is not valid for {backend}: {exc}.",
+                hint="Fix WEBSOCKET_BROKER['CONFIG'] (RedisBroker reads 'url' and 'prefix').",
+                id="trio_djws.E031",
+            )
+        ]
+    return []

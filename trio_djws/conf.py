@@ -47,6 +47,7 @@ class Settings:
     ping_interval: float | None = 20 * SECONDS  # Hypercorn's websocket_ping_interval
     tcp_user_timeout: float | None = 30 * SECONDS  # TCP_USER_TIMEOUT on listening sockets
     broker: Mapping[str, object] = field(default_factory=_default_broker)
+    presence_ttl: float = 30 * SECONDS  # a dead process's presence expires after this
     engine: str = "websockets"  # standalone server's protocol engine: see ENGINES
     host: str = "127.0.0.1"  # standalone server (runwebsocket, trio_djws.wsgi): address
     port: int = 8001  # standalone server: TCP port (0: any free port)
@@ -66,7 +67,8 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "db_threads": (int, "an int >= 1 (threads)"),
     "ping_interval": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "tcp_user_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
-    "broker": (Mapping, "a dict with a 'BACKEND' dotted path"),
+    "broker": (Mapping, "a dict with a 'BACKEND' dotted path and an optional 'CONFIG' dict"),
+    "presence_ttl": ((int, float), "a number > 0 (seconds)"),
     "engine": (str, "one of " + ", ".join(repr(name) for name in ENGINES)),
     "host": (str, "a host name or IP address (str)"),
     "port": (int, "an int in 0-65535 (TCP port)"),
@@ -86,7 +88,11 @@ def validate(name: str, value: object) -> str | None:
     if not bad and name == "engine":
         bad = value not in ENGINES
     if not bad and name == "broker":
-        bad = not isinstance(value, Mapping) or not isinstance(value.get("BACKEND"), str)
+        bad = (
+            not isinstance(value, Mapping)
+            or not isinstance(value.get("BACKEND"), str)
+            or not isinstance(value.get("CONFIG", {}), Mapping)
+        )
     if bad:
         return f"{PREFIX}{name.upper()} must be {expected}, got {value!r}"
     return None

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BaseMixin", "BaseWSClass"]
 
-_HOOKS = ("on_connect", "on_message", "on_close")
+_HOOKS = ("on_connect", "on_message", "on_close", "on_resync")
 
 
 class _Descriptor(Protocol):
@@ -52,6 +52,7 @@ class BaseMixin:
     - ``on_message(self, websocket, message)``: return a replacement message, ``None`` to keep
       it, or raise ``Block`` to drop it.
     - ``on_close(self, websocket)``.
+    - ``on_resync(self, websocket, group)``.
     - ``connection(self, websocket)``: an async context manager wrapping the whole connection
       (entered before ``on_connect``, exited after ``on_close``).
     """
@@ -111,6 +112,11 @@ class BaseWSClass:
         """Called once when an accepted connection ends, within WEBSOCKET_CLOSE_TIMEOUT
         seconds; ``websocket.close_code`` says why."""
 
+    async def on_resync(self, websocket: WebSocket, group: str) -> None:
+        """Called after the broker reconnected to Redis and resubscribed ``group`` (a group
+        this connection is in): messages published meanwhile were lost, so reload state here.
+        Runs as a ``websocket.start_soon`` task: an exception closes with 1011."""
+
     # -- the hook chain, called by serve_connection -----------------------------------------
 
     async def _call(self, hook: _Hook, *args: object) -> object:
@@ -125,6 +131,7 @@ class BaseWSClass:
         Raises:
             Reject: the handshake must be refused (``Block`` from a mixin becomes 403).
         """
+        websocket._server.handlers[websocket] = self  # for on_resync
         try:
             for hook in self._mixin_hooks["on_connect"]:
                 await self._call(hook, websocket, path)
@@ -157,6 +164,15 @@ class BaseWSClass:
             except Block:
                 return
         await self._call(self._own_hooks["on_close"], websocket)
+
+    async def run_on_resync(self, websocket: WebSocket, group: str) -> None:
+        """Run the mixins' then the handler's ``on_resync`` (``Block`` from a mixin stops it)."""
+        for hook in self._mixin_hooks["on_resync"]:
+            try:
+                await self._call(hook, websocket, group)
+            except Block:
+                return
+        await self._call(self._own_hooks["on_resync"], websocket, group)
 
     def mixin_connections(self, websocket: WebSocket) -> AbstractAsyncContextManager[None]:
         """Enter every mixin's ``connection(websocket)`` context, right to left."""

@@ -9,7 +9,7 @@ made on first use, without background tasks.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from .exceptions import ConfigurationError
 from .groups import Groups
 
 if TYPE_CHECKING:
+    from .handler import BaseWSClass
     from .websocket import WebSocket
 
 __all__ = ["ServerState", "current_server", "drain_connections", "open_server"]
@@ -33,15 +34,19 @@ _server: trio.lowlevel.RunVar[ServerState] = trio.lowlevel.RunVar("trio_djws.ser
 
 
 def _make_broker(groups: Groups) -> Broker:
-    options = dict(get_settings().broker)
-    path = str(options.pop("BACKEND"))
+    # WEBSOCKET_BROKER = {"BACKEND": dotted path, "CONFIG": {...}}, as Channels' CHANNEL_LAYERS.
+    options = get_settings().broker
+    path = str(options["BACKEND"])
+    config = options.get("CONFIG", {})
     try:
         factory = import_string(path)
     except ImportError as exc:
         raise ConfigurationError(
             f"WEBSOCKET_BROKER['BACKEND'] must be an importable dotted path, got {path!r}: {exc}"
         ) from exc
-    broker: Broker = factory(groups, options)
+    if not isinstance(config, Mapping):
+        raise ConfigurationError(f"WEBSOCKET_BROKER['CONFIG'] must be a dict, got {config!r}")
+    broker: Broker = factory(groups, config)
     return broker
 
 
@@ -50,6 +55,8 @@ class ServerState:
 
     def __init__(self) -> None:
         self.connections: set[WebSocket] = set()
+        # Each accepted connection's handler, for hooks the server calls (on_resync).
+        self.handlers: dict[WebSocket, BaseWSClass] = {}
         self.groups = Groups()
         self.broker: Broker = _make_broker(self.groups)
         self.draining = False
@@ -65,6 +72,7 @@ class ServerState:
     def discard(self, websocket: WebSocket) -> None:
         """Forget a connection that has ended."""
         self.connections.discard(websocket)
+        self.handlers.pop(websocket, None)
         if not self.connections:
             self._idle.set()
 

@@ -10,7 +10,11 @@ Every frame is a JSON object in a text frame:
   ``WEBSOCKET_MAX_MESSAGE_SIZE`` (64 KiB here) are closed with 1009 instead.
 - server → client: on connect ``{"type": "history", "messages": [M, ...]}`` (the room's last
   50 messages, oldest first), then ``{"type": "message", **M}`` for every new message, where
-  ``M = {"id": int, "author": str, "text": str, "created": ISO 8601 str}``.
+  ``M = {"id": int, "author": str, "text": str, "created": ISO 8601 str}``;
+  ``{"type": "presence", "users": [str, ...]}`` (who is in the room on every server process,
+  sorted) right after joining and on every change (``trio_djws.presence``); and the history
+  again after the server lost Redis for a while (``on_resync``: messages broadcast meanwhile
+  did not reach this process; clients merge by ``id``).
 
 The author is the ``?nick=`` query parameter (1 to 32 characters after stripping), else
 ``"anonymous"``. An unknown room slug refuses the handshake with HTTP 404.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Final
 
 import trio
@@ -39,13 +44,21 @@ from trio_djws import (
     Reject,
     WebSocket,
     database_sync_to_thread,
+    presence,
     send_group_json,
 )
 from trio_djws.typing import Message as Frame  # one WebSocket message; Message is the model
 
 from .models import Message, MessagePayload, Room
 
-__all__ = ["ChatHandler", "ProtocolError", "group_name", "nickname", "parse_text"]
+__all__ = [
+    "ChatHandler",
+    "ProtocolError",
+    "group_name",
+    "nickname",
+    "parse_text",
+    "presence_frame",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +132,11 @@ def nickname(query: QueryDict) -> str:
     return nick if 1 <= len(nick) <= MAX_NICK_LENGTH else ANONYMOUS
 
 
+def presence_frame(members: Mapping[str, int]) -> str:
+    """The ``presence`` frame for a room's members (identity → connections)."""
+    return json.dumps({"type": "presence", "users": sorted(members)})
+
+
 def group_name(slug: str) -> str:
     """The trio_djws group of a room's connections."""
     return f"chat.{slug}"
@@ -164,12 +182,21 @@ class ChatHandler(BaseWSClass):
         self.group = group_name(slug)
         self.author = nickname(websocket.query)
         # Join first: anything saved after the history read below is broadcast to us too.
-        await websocket.join(self.group)
+        # Present in the room under the nickname (trio_djws.presence: the username once
+        # logged in); the presence frame may come before or after the history.
+        await presence.join(websocket, self.group, self.author, announce=presence_frame)
         found = await _room_and_history(slug)
         if found is None:
             raise Reject(404, f"no room with slug {slug!r}")
         self.room_id, history = found
         await websocket.send_json({"type": "history", "messages": history})
+
+    async def on_resync(self, websocket: WebSocket, group: str) -> None:
+        """Messages broadcast while the server had lost Redis never reached this process:
+        send the history again (clients merge it by ``id``)."""
+        found = await _room_and_history(websocket.kwargs["room"])
+        if found is not None:
+            await websocket.send_json({"type": "history", "messages": found[1]})
 
     async def on_message(self, websocket: WebSocket, message: Frame) -> None:
         """Save a valid chat message, then broadcast it to the room; answer anything else

@@ -9,6 +9,10 @@ Environment variables:
 - ``DJANGO_SECRET_KEY``: required in any real deployment; a fixed demo key otherwise.
 - ``DJANGO_ALLOWED_HOSTS``: comma-separated; also decides which ``Origin`` a WebSocket
   handshake may carry (``trio_djws.origins``).
+- ``REDIS_URL``: e.g. ``redis://127.0.0.1:6379/0``; when set, rooms and presence are shared
+  by every server process through Redis (``trio_djws.brokers.RedisBroker``), so
+  ``manage.py serve --workers 2`` (or several machines) behave as one chatroom. Unset: the
+  in-memory broker, one process.
 - ``CHAT_WEBSOCKET_PORT``: the port of a separate WebSocket server (``manage.py
   runwebsocket`` beside gunicorn: ``nox -s chatroom_standalone``); the room page connects its
   socket there, on its own host name. Unset: the page's own host and port (``manage.py serve``).
@@ -91,6 +95,12 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # A chat message is at most 2000 characters; 64 KiB leaves room for JSON escapes.
 # Larger frames are closed with 1009 (RFC 6455 §7.4.1) by Hypercorn itself.
 WEBSOCKET_MAX_MESSAGE_SIZE = 64 * 1024
+
+if os.environ.get("REDIS_URL"):
+    WEBSOCKET_BROKER = {
+        "BACKEND": "trio_djws.brokers.RedisBroker",
+        "CONFIG": {"url": os.environ["REDIS_URL"], "prefix": "chatroom"},
+    }
 
 # Standalone mode: the WebSocket server's port, if not the page's own (see the docstring).
 _ws_port = os.environ.get("CHAT_WEBSOCKET_PORT", "")

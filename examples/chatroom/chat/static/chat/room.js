@@ -17,6 +17,7 @@
   const nickInput = document.getElementById("nick");
   const textInput = document.getElementById("text");
   const sendButton = document.getElementById("send");
+  const presenceBox = document.getElementById("presence");
   const slug = root.dataset.slug;
 
   const shown = new Set(); // ids of the messages on the page: history is merged, not repeated
@@ -121,6 +122,8 @@
       addMessage(frame);
     } else if (frame.type === "error") {
       showError(frame.error);
+    } else if (frame.type === "presence") {
+      presenceBox.textContent = frame.users.join(", "); // who is in the room, every process
     }
   }
 
