@@ -32,12 +32,7 @@ async def test_database_sync_to_thread_runs_the_orm_in_a_worker_thread() -> None
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_handlers_see_the_guard_and_the_thread_path(hypercorn_ws_url: str) -> None:
-    # One transport only: the thread path is the connection model's, the same on every
-    # transport, and each run leaves a Django connection object in one of trio's cached
-    # worker threads (pytest-django's in-memory SQLite never really closes), which a later
-    # HTTP test without DB access may reuse and be refused by pytest-django's DB blocker.
-    ws_url = hypercorn_ws_url
+async def test_handlers_see_the_guard_and_the_thread_path(ws_url: str) -> None:
     async with open_websocket_url(f"{ws_url}/orm-on-trio-thread/") as ws:
         await ws.send_message("go")
         assert await ws.get_message() == "SynchronousOnlyOperation"
