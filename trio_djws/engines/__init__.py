@@ -13,7 +13,8 @@ engine adds only protocol I/O:
   behind ``trio_websocket.serve_websocket``; wsproto inside).
 
 Both engines: send every queued message with a write deadline of ``WEBSOCKET_SEND_TIMEOUT``
-seconds, after which the stream is aborted (a client that stops reading blocks neither other
+seconds (per 256 KiB piece on ``websockets``, per message on ``trio_websocket``), after which
+the stream is aborted (a client that stops reading blocks neither other
 connections nor shutdown); ping every ``WEBSOCKET_PING_INTERVAL`` seconds (a peer that stops
 acknowledging is then aborted by the kernel at ``WEBSOCKET_TCP_USER_TIMEOUT``); report the
 client's own close code and reason to the application; close with 1007 on a text message that

@@ -41,6 +41,7 @@ __all__ = ["ENGINE", "SansIOEngine", "SansIOTransport"]
 logger = logging.getLogger(__name__)
 
 RECEIVE_BYTES: Final = 64 * KIB  # one read; also bounds the frames buffered from one read
+WRITE_CHUNK_BYTES: Final = 256 * KIB  # the write deadline applies to each piece this large
 _BAD_REQUEST: Final = 400
 
 
@@ -250,19 +251,28 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _write(stream: trio.SocketStream, data: list[bytes], seconds: float) -> None:
-    # One send_all for all of ``data``; an empty chunk (websockets' SEND_EOF) half-closes.
-    # A peer that takes nothing for ``seconds`` (WEBSOCKET_SEND_TIMEOUT) has its
-    # stream aborted, which also wakes every other task blocked on it.
+    # All of ``data`` in one send_all (in WRITE_CHUNK_BYTES pieces when larger); an empty
+    # chunk (websockets' SEND_EOF) half-closes. A peer that takes no piece for ``seconds``
+    # (WEBSOCKET_SEND_TIMEOUT) has its stream aborted, which also wakes every other task
+    # blocked on it; a slow but reading peer makes progress piece by piece and is kept.
     eof = data[-1] == b""
     payload = b"".join(data)
-    with trio.move_on_after(seconds) as deadline:
-        try:
-            if payload:
-                await stream.send_all(payload)
+    view = memoryview(payload)
+    deadline = trio.CancelScope()
+    try:
+        for start in range(0, len(payload), WRITE_CHUNK_BYTES):
+            deadline = trio.move_on_after(seconds)
+            with deadline:
+                await stream.send_all(view[start : start + WRITE_CHUNK_BYTES])
+            if deadline.cancelled_caught:
+                break
+        else:
             if eof:
-                await stream.send_eof()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, "connection lost") from None
+                deadline = trio.move_on_after(seconds)
+                with deadline:
+                    await stream.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, "connection lost") from None
     if deadline.cancelled_caught:
         logger.warning(
             "%s took no data for %.1f s (WEBSOCKET_SEND_TIMEOUT); aborting the connection",
