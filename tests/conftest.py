@@ -14,7 +14,6 @@ from functools import partial
 
 import pytest
 import trio
-from django.conf import settings
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
@@ -50,14 +49,14 @@ async def _deadline(nursery: trio.Nursery) -> None:
 def django_db_modify_db_settings(
     django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Put the SQLite test database in a file, as tests/chatroom/conftest.py does: with
-    Django's in-memory test database ``close()`` does nothing, so every trio worker thread
-    that ran the ORM keeps a connection object, and a later test without DB access whose
-    request lands on that cached thread is refused by pytest-django's DB blocker
-    (``close_old_connections`` on ``request_started`` touches it). A file database really
-    closes after each call (CONN_MAX_AGE 0)."""
+    """Put the SQLite test database in a file. Django never closes a connection to an
+    in-memory SQLite database (closing would destroy it), so worker threads that ran views
+    (trio_djws.views) or ORM calls would keep theirs open into later tests that may not touch
+    the database; a file database is closed by request_finished like any other."""
+    from django.conf import settings
+
     database = settings.DATABASES["default"]
-    if database["ENGINE"] == "django.db.backends.sqlite3":
+    if database["ENGINE"] == "django.db.backends.sqlite3" and database["NAME"] == ":memory:":
         path = tmp_path_factory.mktemp("tests-db") / "test.sqlite3"
         database.setdefault("TEST", {})["NAME"] = str(path)
 

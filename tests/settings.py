@@ -28,7 +28,7 @@ DATABASES = {
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-WEBSOCKET_HANDLERS = ["tests.handlers"]
+WEBSOCKET_HANDLERS = ["tests.handlers", "tests.auth_handlers"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

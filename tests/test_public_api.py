@@ -25,6 +25,7 @@ def test_public_names() -> None:
         "send_group_json",
         "send_to_group",
         "to_thread",
+        "user_group",
     ]
     for name in trio_djws.__all__:
         assert hasattr(trio_djws, name)

@@ -15,6 +15,7 @@ from .exceptions import (
 )
 from .groups import send_group_json, send_to_group
 from .handler import BaseMixin, BaseWSClass
+from .handshake import user_group
 from .publish import publish, publish_json
 from .routing import Namespace
 from .threads import database_sync_to_thread, to_thread
@@ -39,6 +40,7 @@ __all__ = [
     "send_group_json",
     "send_to_group",
     "to_thread",
+    "user_group",
 ]
 
 __version__ = "0.1.0"

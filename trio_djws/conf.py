@@ -29,6 +29,12 @@ def _default_broker() -> Mapping[str, object]:
     return {"BACKEND": "trio_djws.brokers.InMemoryBroker"}
 
 
+DEFAULT_MIDDLEWARE: Final = (
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The library's settings; field ``x`` is the Django setting ``WEBSOCKET_X``."""
@@ -47,6 +53,9 @@ class Settings:
     ping_interval: float | None = 20 * SECONDS  # Hypercorn's websocket_ping_interval
     tcp_user_timeout: float | None = 30 * SECONDS  # TCP_USER_TIMEOUT on listening sockets
     broker: Mapping[str, object] = field(default_factory=_default_broker)
+    middleware: tuple[str, ...] = DEFAULT_MIDDLEWARE  # Django middleware for DjangoMiddlewareMixin
+    accept_all: bool = False  # every ROOT_URLCONF view accepts WebSockets (dwebsocket's setting)
+    view_threads: int = 20  # threads for dwebsocket-style views: one per open view connection
     presence_ttl: float = 30 * SECONDS  # a dead process's presence expires after this
     engine: str = "websockets"  # standalone server's protocol engine: see ENGINES
     host: str = "127.0.0.1"  # standalone server (runwebsocket, trio_djws.wsgi): address
@@ -69,6 +78,9 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "tcp_user_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "broker": (Mapping, "a dict with a 'BACKEND' dotted path and an optional 'CONFIG' dict"),
     "presence_ttl": ((int, float), "a number > 0 (seconds)"),
+    "middleware": ((list, tuple), "a list of middleware dotted paths"),
+    "accept_all": (bool, "a bool"),
+    "view_threads": (int, "an int >= 1 (threads)"),
     "engine": (str, "one of " + ", ".join(repr(name) for name in ENGINES)),
     "host": (str, "a host name or IP address (str)"),
     "port": (int, "an int in 0-65535 (TCP port)"),
@@ -85,6 +97,8 @@ def validate(name: str, value: object) -> str | None:
         bad = bad or not (isinstance(value, int) and 0 <= value <= 65535)
     elif not bad and isinstance(value, int | float) and not isinstance(value, bool):
         bad = value < 1 if isinstance(value, int) and expected_type is int else value <= 0
+    if not bad and name == "middleware":
+        bad = not isinstance(value, list | tuple) or not all(isinstance(i, str) for i in value)
     if not bad and name == "engine":
         bad = value not in ENGINES
     if not bad and name == "broker":

@@ -16,8 +16,10 @@ Every frame is a JSON object in a text frame:
   again after the server lost Redis for a while (``on_resync``: messages broadcast meanwhile
   did not reach this process; clients merge by ``id``).
 
-The author is the ``?nick=`` query parameter (1 to 32 characters after stripping), else
-``"anonymous"``. An unknown room slug refuses the handshake with HTTP 404.
+The author is the logged-in user's username (the session cookie on the handshake, read by
+``DjangoMiddlewareMixin``; log in at ``/accounts/login/``), else the ``?nick=`` query parameter
+(1 to 32 characters after stripping), else ``"anonymous"``. An unknown room slug refuses the
+handshake with HTTP 404.
 
 Ordering: a connection joins the room's group *before* it reads the history, so no message is
 lost in between; a message broadcast while the history is being read can therefore arrive
@@ -47,6 +49,7 @@ from trio_djws import (
     presence,
     send_group_json,
 )
+from trio_djws.mixins import DjangoMiddlewareMixin
 from trio_djws.typing import Message as Frame  # one WebSocket message; Message is the model
 
 from .models import Message, MessagePayload, Room
@@ -54,6 +57,7 @@ from .models import Message, MessagePayload, Room
 __all__ = [
     "ChatHandler",
     "ProtocolError",
+    "author_of",
     "group_name",
     "nickname",
     "parse_text",
@@ -132,6 +136,15 @@ def nickname(query: QueryDict) -> str:
     return nick if 1 <= len(nick) <= MAX_NICK_LENGTH else ANONYMOUS
 
 
+def author_of(websocket: WebSocket) -> str:
+    """The author name of a connection: the logged-in user's username (cut to 32 characters,
+    the model's limit), else ``nickname(websocket.query)``."""
+    user = websocket.user
+    if user is not None and user.is_authenticated:
+        return user.get_username()[:MAX_NICK_LENGTH]
+    return nickname(websocket.query)
+
+
 def presence_frame(members: Mapping[str, int]) -> str:
     """The ``presence`` frame for a room's members (identity → connections)."""
     return json.dumps({"type": "presence", "users": sorted(members)})
@@ -161,9 +174,11 @@ def _save_message(room_id: int, author: str, text: str) -> MessagePayload:
 
 
 @Namespace("/ws/chat/<slug:room>/")
-class ChatHandler(BaseWSClass):
+class ChatHandler(DjangoMiddlewareMixin, BaseWSClass):
     """One chat connection: history on connect, then every message of the room.
 
+    ``DjangoMiddlewareMixin`` runs ``WEBSOCKET_MIDDLEWARE`` (sessions and auth) on the
+    handshake first, so ``websocket.user`` is the logged-in user or ``AnonymousUser``.
     Handshake: HTTP 404 for an unknown room slug (``Reject(404)``).
     """
 
@@ -180,7 +195,7 @@ class ChatHandler(BaseWSClass):
         """
         slug: str = websocket.kwargs["room"]
         self.group = group_name(slug)
-        self.author = nickname(websocket.query)
+        self.author = author_of(websocket)
         # Join first: anything saved after the history read below is broadcast to us too.
         # Present in the room under the nickname (trio_djws.presence: the username once
         # logged in); the presence frame may come before or after the history.

@@ -195,7 +195,8 @@
     if (retryTimer !== null) connect();
   });
 
-  nickInput.value = loadNick();
+  // Logged in: the server takes the author from the session (websocket.user), not ?nick=.
+  nickInput.value = root.dataset.user || loadNick();
   connect();
   textInput.focus();
 })();
