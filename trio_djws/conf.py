@@ -16,12 +16,13 @@ from django.core.signals import setting_changed
 
 from .exceptions import ConfigurationError
 
-__all__ = ["PREFIX", "Settings", "get_settings"]
+__all__ = ["ENGINES", "PREFIX", "Settings", "get_settings"]
 
 PREFIX: Final = "WEBSOCKET_"
 SECONDS: Final = 1.0
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
+ENGINES: Final = ("websockets", "trio_websocket")  # WEBSOCKET_ENGINE values (trio_djws.engines)
 
 
 def _default_broker() -> Mapping[str, object]:
@@ -56,6 +57,9 @@ class Settings:
     accept_all: bool = False  # every ROOT_URLCONF view accepts WebSockets (dwebsocket's setting)
     view_threads: int = 20  # threads for dwebsocket-style views: one per open view connection
     presence_ttl: float = 30 * SECONDS  # a dead process's presence expires after this
+    engine: str = "websockets"  # standalone server's protocol engine: see ENGINES
+    host: str = "127.0.0.1"  # standalone server (runwebsocket, trio_djws.wsgi): address
+    port: int = 8001  # standalone server: TCP port (0: any free port)
 
 
 _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -77,6 +81,9 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "middleware": ((list, tuple), "a list of middleware dotted paths"),
     "accept_all": (bool, "a bool"),
     "view_threads": (int, "an int >= 1 (threads)"),
+    "engine": (str, "one of " + ", ".join(repr(name) for name in ENGINES)),
+    "host": (str, "a host name or IP address (str)"),
+    "port": (int, "an int in 0-65535 (TCP port)"),
 }
 
 
@@ -86,10 +93,14 @@ def validate(name: str, value: object) -> str | None:
     bad = not isinstance(value, expected_type) or (
         isinstance(value, bool) and expected_type in (int, (int, float))
     )
-    if not bad and isinstance(value, int | float) and not isinstance(value, bool):
+    if name == "port":
+        bad = bad or not (isinstance(value, int) and 0 <= value <= 65535)
+    elif not bad and isinstance(value, int | float) and not isinstance(value, bool):
         bad = value < 1 if isinstance(value, int) and expected_type is int else value <= 0
     if not bad and name == "middleware":
         bad = not isinstance(value, list | tuple) or not all(isinstance(i, str) for i in value)
+    if not bad and name == "engine":
+        bad = value not in ENGINES
     if not bad and name == "broker":
         bad = (
             not isinstance(value, Mapping)

@@ -1,15 +1,18 @@
 """``publish()``: push a message to a group from any thread or process, and the one envelope
 every cross-process message travels in.
 
-Three paths, chosen at call time:
+The paths, chosen at call time:
 
 - in a worker thread started by our server (a plain ``def`` hook, ``to_thread``, Django's
   WSGI views served by trio_djws): the message is handed to the trio loop with
   ``trio.from_thread.run`` and sent like ``send_to_group``;
+- in a process whose ``trio_djws.wsgi.get_wsgi_application()`` runs the standalone server
+  in a thread (djwebsockets' model): handed to that thread's trio loop the same way;
 - in any other process (``manage.py shell``, gunicorn, a Celery task), or a thread trio did
   not start, with the ``RedisBroker``: published with redis-py's sync client, no event loop
   involved (calling ``async_to_sync`` from Celery is what breaks channels_redis with "Event
-  loop is closed", its issues 332 and 125); one client per process and URL, pooled;
+  loop is closed", its issues 332 and 125); one client per process and URL, pooled, not
+  opened per call;
 - anywhere else with a broker that has no sync path (the in-memory default):
   ``ConfigurationError`` naming ``WEBSOCKET_BROKER``.
 
@@ -204,6 +207,12 @@ def publish(group: str, message: Message) -> None:
         )
     if _in_trio_worker_thread():
         trio.from_thread.run(send_to_group, group, message)
+        return
+    from .wsgi import server_thread  # here: trio_djws.wsgi loads Django's WSGI handler
+
+    thread = server_thread()
+    if thread is not None:  # get_wsgi_application() runs the server in this process
+        thread.run(send_to_group, group, message)
         return
     options = get_settings().broker
     backend = str(options["BACKEND"])

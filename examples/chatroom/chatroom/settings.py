@@ -13,6 +13,9 @@ Environment variables:
   by every server process through Redis (``trio_djws.brokers.RedisBroker``), so
   ``manage.py serve --workers 2`` (or several machines) behave as one chatroom. Unset: the
   in-memory broker, one process.
+- ``CHAT_WEBSOCKET_PORT``: the port of a separate WebSocket server (``manage.py
+  runwebsocket`` beside gunicorn: ``nox -s chatroom_standalone``); the room page connects its
+  socket there, on its own host name. Unset: the page's own host and port (``manage.py serve``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
+                "chat.context_processors.websocket",
             ]
         },
     }
@@ -112,6 +116,10 @@ if os.environ.get("REDIS_URL"):
         "BACKEND": "trio_djws.brokers.RedisBroker",
         "CONFIG": {"url": os.environ["REDIS_URL"], "prefix": "chatroom"},
     }
+
+# Standalone mode: the WebSocket server's port, if not the page's own (see the docstring).
+_ws_port = os.environ.get("CHAT_WEBSOCKET_PORT", "")
+CHAT_WEBSOCKET_PORT = int(_ws_port) if _ws_port else None
 
 LOGGING = {
     "version": 1,

@@ -63,7 +63,11 @@
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const nick = nickInput.value.trim();
     const query = nick ? `?nick=${encodeURIComponent(nick)}` : "";
-    return `${scheme}//${location.host}/ws/chat/${encodeURIComponent(slug)}/${query}`;
+    // Standalone mode (gunicorn + manage.py runwebsocket): the socket goes to the WebSocket
+    // port given by the page (CHAT_WEBSOCKET_PORT), on the page's own host name.
+    const wsPort = root.dataset.websocketPort;
+    const host = wsPort ? `${location.hostname}:${wsPort}` : location.host; // [::1] keeps its []
+    return `${scheme}//${host}/ws/chat/${encodeURIComponent(slug)}/${query}`;
   }
 
   function connect() {
