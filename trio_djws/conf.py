@@ -56,6 +56,11 @@ class Settings:
     accept_all: bool = False  # every ROOT_URLCONF view accepts WebSockets (dwebsocket's setting)
     view_threads: int = 20  # threads for dwebsocket-style views: one per open view connection
     presence_ttl: float = 30 * SECONDS  # a dead process's presence expires after this
+    signals_path: str | None = "/ws/signals/"  # SignalHandler's namespace; None: not served
+    topic_serializer: str = "trio_djws.signals.topics.default_serializer"  # dotted path
+    topics_max_age: float = 24 * 3600 * SECONDS  # a topics token older than this is refused
+    celery_app: str | None = None  # dotted path to a Celery app for @signal(queue=...)
+    signal_queue_threads: Mapping[str, int] = field(default_factory=dict)  # queue → threads
 
 
 _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -77,6 +82,11 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "middleware": ((list, tuple), "a list of middleware dotted paths"),
     "accept_all": (bool, "a bool"),
     "view_threads": (int, "an int >= 1 (threads)"),
+    "signals_path": ((str, type(None)), "a path starting and ending with '/', or None"),
+    "topic_serializer": (str, "a dotted path to a function"),
+    "topics_max_age": ((int, float), "a number > 0 (seconds)"),
+    "celery_app": ((str, type(None)), "a dotted path to a Celery app, or None"),
+    "signal_queue_threads": (Mapping, "a dict of queue name → int >= 1 (threads)"),
 }
 
 
@@ -96,6 +106,10 @@ def validate(name: str, value: object) -> str | None:
             or not isinstance(value.get("BACKEND"), str)
             or not isinstance(value.get("CONFIG", {}), Mapping)
         )
+    if not bad and name == "signals_path" and isinstance(value, str):
+        bad = not (value.startswith("/") and value.endswith("/"))
+    if not bad and name == "signal_queue_threads" and isinstance(value, Mapping):
+        bad = not all(isinstance(k, str) and type(v) is int and v >= 1 for k, v in value.items())
     if bad:
         return f"{PREFIX}{name.upper()} must be {expected}, got {value!r}"
     return None

@@ -1,0 +1,1 @@
+"""Template tags: ``{% load trio_djws %}``."""
