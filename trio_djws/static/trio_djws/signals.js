@@ -81,8 +81,10 @@
     stop() {
       this.stopped = true;
       clearTimeout(this.timer);
-      if (this.socket) {
-        this.socket.close(1000);
+      const socket = this.socket;
+      this.socket = null;
+      if (socket) {
+        socket.close(1000);
       }
       this.setState("closed");
     }
