@@ -14,7 +14,7 @@ import pytest
 import trio
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.core import signing
+from django.core import checks, signing
 from django.template import Context, Template
 from django.test import Client, RequestFactory, override_settings
 from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
@@ -282,6 +282,23 @@ def test_topic_serializer_setting() -> None:
         serialize_topic(3)
     with override_settings(WEBSOCKET_TOPIC_SERIALIZER="builtins.repr"):
         assert serialize_topic(3) == "3"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check_id"),
+    [
+        ({"WEBSOCKET_TOPIC_SERIALIZER": "tests.nowhere.serialize"}, "trio_djws.E050"),
+        ({"WEBSOCKET_CELERY_APP": "tests.nowhere.app"}, "trio_djws.E051"),
+        ({"WEBSOCKET_SIGNALS_PATH": "ws/signals"}, "trio_djws.E001"),
+        ({"WEBSOCKET_SIGNAL_QUEUE_THREADS": {"slow": 0}}, "trio_djws.E001"),
+        ({"WEBSOCKET_TOPICS_MAX_AGE": -1}, "trio_djws.E001"),
+    ],
+)
+def test_signals_settings_are_checked(overrides: dict[str, object], check_id: str) -> None:
+    with override_settings(**overrides):
+        found = [m for m in checks.run_checks(tags=["trio_djws"]) if m.id == check_id]
+    assert len(found) == 1, found
+    assert next(iter(overrides)) in found[0].msg
 
 
 def test_signal_decorator_refuses_async_queued_functions() -> None:
