@@ -26,7 +26,6 @@ from trio_djws.signals import (
     USER,
     WINDOW,
     SerializedForm,
-    SignalQueue,
     WindowInfo,
     atrigger,
     registry,
@@ -37,6 +36,7 @@ from trio_djws.signals import (
     window_key,
 )
 from trio_djws.signals.topics import make_token, read_token, topics_token
+from trio_djws.testing import SignalQueue
 from trio_djws.threads import to_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)  # users, sessions, groups from threads
