@@ -327,3 +327,30 @@ def test_template_tags_render_the_script_and_the_call_attributes(rf: RequestFact
     assert read_token(data["token"]).topics == ("news",)
     assert read_token(data["token"]).window_key == window_key(request)
     assert USER is not WINDOW
+
+
+async def test_queue_thread_limit_runs_one_at_a_time(ws_url: str) -> None:
+    with override_settings(WEBSOCKET_SIGNAL_QUEUE_THREADS={"slow": 1}):
+        async with open_websocket_url(f"{ws_url}/ws/signals/") as ws:
+            await receive(ws)
+            await call(ws, "tests.slow", key="one-a")  # holds the queue's only thread
+            await call(ws, "tests.slow", key="one-b")  # waits for that thread
+            await call(ws, "tests.release", key="one-b")  # released, but not running yet
+            await call(ws, "tests.release", key="one-a")
+            first, second = await receive(ws), await receive(ws)
+    assert first["kwargs"]["text"] == "slow one-a released=True"
+    assert second["kwargs"]["text"] == "slow one-b released=True"
+
+
+def test_trigger_from_a_view_thread_runs_server_functions_there(rf: RequestFactory) -> None:
+    test_signals.SERVER_CALLS.clear()
+    request = rf.get("/")
+    trigger(request, "tests.server_side", value=3)
+    assert test_signals.SERVER_CALLS == [
+        ("server_side", {"value": 3, "window": window_key(request)})
+    ]
+    # JavaScript destinations from outside a server need a cross-process broker.
+    from trio_djws.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="WEBSOCKET_BROKER"):
+        trigger(request, "tests.show", to=[BROADCAST], text="nowhere")
