@@ -122,10 +122,19 @@ def scenario(base: str, cookies: dict[str, str], red: int, blue: int) -> None:
                 }"""
             )
             expect(alice2.locator("#state")).to_have_text("reconnecting")
-            alice2.evaluate("TrioDJWS.call('tests.echo', {text: 'queued', to: 'WINDOW'})")
+            # The queue holds 100 calls: the 101st drops the oldest, with a "dropped" event.
+            alice2.evaluate(
+                """() => {
+                    TrioDJWS.call('tests.fail', {});
+                    TrioDJWS.call('tests.echo', {text: 'queued', to: 'WINDOW'});
+                    for (let i = 0; i < 99; i++) TrioDJWS.call('tests.server_side', {value: i});
+                }"""
+            )
+            expect(errors.last).to_have_text("dropped:tests.fail")
             alice2.evaluate("() => { TrioDJWS.stop(); TrioDJWS.start(window.goodConfig); }")
             expect(alice2.locator("#state")).to_have_text("open")
             expect(logs[alice2]).to_have_text(["u1", "b1", "b2", "still open", "queued"])
+            expect(errors).to_have_count(5)  # tests.fail was dropped, never sent
         finally:
             browser.close()
 

@@ -4,6 +4,7 @@ chatroom as a subprocess, three Chromium pages, signals through ``/ws/signals/``
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 
 import trio
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -26,7 +27,7 @@ def open_room(browser: Browser, url: str, nick: str) -> Page:
     return page
 
 
-def typing_in_browser(base_url: str) -> None:
+def typing_in_browser(base_url: str, stop: Callable[[], int], restart: Callable[[], str]) -> None:
     expect.set_options(timeout=BROWSER_TIMEOUT_MS)
     chromium = shutil.which("chromium")
     assert chromium is not None, "Chromium is needed: apt-get install chromium"
@@ -46,6 +47,15 @@ def typing_in_browser(base_url: str) -> None:
             expect(carol.locator("#typing")).to_have_text("dave is typing…")
             # The indicator goes away by itself.
             expect(bob.locator("#typing")).to_have_text("", timeout=BROWSER_TIMEOUT_MS)
+
+            # The server restarts: the signals sockets reconnect by themselves (backoff).
+            assert stop() == 0
+            alice.wait_for_function("TrioDJWS.state === 'reconnecting'")
+            restart()
+            for page in (alice, bob):
+                page.wait_for_function("TrioDJWS.state === 'open'")
+            alice.locator("#text").press_sequentially("lo")
+            expect(bob.locator("#typing")).to_have_text("alice is typing…")
         finally:
             browser.close()
 
@@ -56,9 +66,17 @@ async def test_typing_indicator_reaches_the_rooms_other_windows_only(
     async with trio.open_nursery() as nursery:
         server = ChatroomServer(nursery, chatroom_env)
         base_url = await server.start()
+        bind = base_url.removeprefix("http://")  # the same port again after the restart
+
+        def stop() -> int:
+            return trio.from_thread.run(server.stop)
+
+        def restart() -> str:
+            return trio.from_thread.run(server.start, bind)
+
         try:
             await trio.to_thread.run_sync(
-                typing_in_browser, base_url, limiter=trio.CapacityLimiter(1)
+                typing_in_browser, base_url, stop, restart, limiter=trio.CapacityLimiter(1)
             )
             assert await server.stop() == 0
         except BaseException:
