@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -354,3 +354,22 @@ def test_trigger_from_a_view_thread_runs_server_functions_there(rf: RequestFacto
 
     with pytest.raises(ConfigurationError, match="WEBSOCKET_BROKER"):
         trigger(request, "tests.show", to=[BROADCAST], text="nowhere")
+
+
+def test_annotated_serialized_form_parameter_is_converted() -> None:
+    # Annotations are strings here (``from __future__ import annotations``): they are
+    # evaluated in the module's globals, where Annotated is imported.
+    @signal(path="tests.annotated_form")
+    def annotated(
+        window_info: WindowInfo,
+        form: Annotated[test_signals.EchoForm, SerializedForm(test_signals.EchoForm)],
+    ) -> None:
+        pass
+
+    try:
+        [entry] = registry.get("tests.annotated_form")
+        kwargs = entry.bind(WindowInfo(), {"form": [{"name": "text", "value": "x"}]})
+        assert isinstance(kwargs["form"], test_signals.EchoForm)
+        assert kwargs["form"].data["text"] == "x"
+    finally:
+        registry._functions.pop("tests.annotated_form", None)

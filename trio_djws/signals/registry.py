@@ -14,7 +14,8 @@ A function receives the ``WindowInfo`` first, then the signal's keyword argument
 
 A parameter annotated ``SerializedForm(MyForm)`` (or ``Annotated[MyForm,
 SerializedForm(MyForm)]``) receives the form data the page sent (a list of ``{name, value}``)
-as a bound ``MyForm``.
+as a bound ``MyForm``. String annotations (``from __future__ import annotations``) are
+evaluated in the function's module globals, so import what they name at module level.
 """
 
 from __future__ import annotations

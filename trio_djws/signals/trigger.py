@@ -145,7 +145,9 @@ def trigger(
         kwargs: the keyword arguments, JSON-encodable with ``DjangoJSONEncoder``.
 
     Blocking in threads (publish, ``SERVER`` functions); on the trio thread it only
-    schedules the work on the source window's connection and returns at once.
+    schedules the work on the source window's connection and returns at once. In a thread,
+    a queued (``@signal(queue=...)``) function is handed to Celery when it is configured and
+    otherwise runs right there, in the calling thread.
 
     Raises:
         RuntimeError: on the trio thread without a live signals window as ``source`` (use
