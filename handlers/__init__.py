@@ -11,7 +11,7 @@ from trio_djws.handler import BaseWSClass
 from trio_djws.typing import Message
 from trio_djws.websocket import WebSocket
 
-__all__ = ["BroadcastHandler", "EchoHandler"]
+__all__ = ["BroadcastHandler", "EchoHandler", "SignalHandler"]
 
 
 class EchoHandler(BaseWSClass):
@@ -46,3 +46,6 @@ class BroadcastHandler(BaseWSClass):
         from trio_djws.groups import send_to_group
 
         await send_to_group(self.group_name(websocket), message)
+
+
+from .signals import SignalHandler  # noqa: E402  (the signals endpoint; imports the handler base)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from django.contrib.staticfiles.views import serve
 from django.urls import URLPattern, path
 
-from tests import views, ws_views
+from tests import signals_views, views, ws_views
 
 urlpatterns: list[URLPattern] = [
     path("meta/<str:word>/", views.meta, name="meta"),
@@ -24,5 +25,10 @@ urlpatterns: list[URLPattern] = [
     path("dws/plain/", ws_views.plain),
     path("dws/flagged/", ws_views.flagged),
     path("dws/notify/", ws_views.notify),
-    path("echo/", ws_views.echo_once),  # shadowed by the @Namespace("/echo/") handler
+    path("echo/", ws_views.echo_once),
+    path("signals/page/<int:group>/", signals_views.page),
+    path("signals/notify/<int:group>/", signals_views.notify),
+    path(
+        "static/<path:path>", serve, {"insecure": True}
+    ),  # shadowed by the @Namespace("/echo/") handler
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "check_middleware",
     "check_origins",
     "check_settings",
+    "check_signals",
     "check_unknown_settings",
 ]
 
@@ -274,4 +275,49 @@ def check_middleware(
                 id="trio_djws.E044",
             )
         )
+    return errors
+
+
+@register("trio_djws")
+def check_signals(app_configs: Sequence[AppConfig] | None, **kwargs: object) -> list[CheckMessage]:
+    """trio_djws.E050: ``WEBSOCKET_TOPIC_SERIALIZER`` does not import; trio_djws.E051:
+    ``WEBSOCKET_CELERY_APP`` does not import; trio_djws.W051: it is set but ``celery`` is not
+    installed, so ``@signal(queue=...)`` functions run in worker threads instead."""
+    errors: list[CheckMessage] = []
+    serializer = getattr(settings, "WEBSOCKET_TOPIC_SERIALIZER", None)
+    if isinstance(serializer, str):
+        try:
+            import_string(serializer)
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"WEBSOCKET_TOPIC_SERIALIZER {serializer!r} does not import: {exc}.",
+                    hint="Give the dotted path of a function (topic) -> str, or remove the "
+                    "setting for app_label.model:pk topics.",
+                    id="trio_djws.E050",
+                )
+            )
+    app = getattr(settings, "WEBSOCKET_CELERY_APP", None)
+    if isinstance(app, str):
+        if importlib.util.find_spec("celery") is None:
+            errors.append(
+                Warning(
+                    f"WEBSOCKET_CELERY_APP is {app!r} but celery is not installed.",
+                    hint="pip install 'trio-djws[celery]'; until then @signal(queue=...) "
+                    "functions run in worker threads of this process.",
+                    id="trio_djws.W051",
+                )
+            )
+        else:
+            try:
+                import_string(app)
+            except ImportError as exc:
+                errors.append(
+                    Error(
+                        f"WEBSOCKET_CELERY_APP {app!r} does not import: {exc}.",
+                        hint="Give the dotted path of your Celery app instance, e.g. "
+                        "'myproject.celery.app'.",
+                        id="trio_djws.E051",
+                    )
+                )
     return errors

@@ -60,6 +60,11 @@ class Settings:
     engine: str = "websockets"  # standalone server's protocol engine: see ENGINES
     host: str = "127.0.0.1"  # standalone server (runwebsocket, trio_djws.wsgi): address
     port: int = 8001  # standalone server: TCP port (0: any free port)
+    signals_path: str | None = "/ws/signals/"  # SignalHandler's namespace; None: not served
+    topic_serializer: str = "trio_djws.signals.topics.default_serializer"  # dotted path
+    topics_max_age: float = 24 * 3600 * SECONDS  # a topics token older than this is refused
+    celery_app: str | None = None  # dotted path to a Celery app for @signal(queue=...)
+    signal_queue_threads: Mapping[str, int] = field(default_factory=dict)  # queue → threads
 
 
 _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -84,6 +89,11 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "engine": (str, "one of " + ", ".join(repr(name) for name in ENGINES)),
     "host": (str, "a host name or IP address (str)"),
     "port": (int, "an int in 0-65535 (TCP port)"),
+    "signals_path": ((str, type(None)), "a path starting and ending with '/', or None"),
+    "topic_serializer": (str, "a dotted path to a function"),
+    "topics_max_age": ((int, float), "a number > 0 (seconds)"),
+    "celery_app": ((str, type(None)), "a dotted path to a Celery app, or None"),
+    "signal_queue_threads": (Mapping, "a dict of queue name → int >= 1 (threads)"),
 }
 
 
@@ -107,6 +117,10 @@ def validate(name: str, value: object) -> str | None:
             or not isinstance(value.get("BACKEND"), str)
             or not isinstance(value.get("CONFIG", {}), Mapping)
         )
+    if not bad and name == "signals_path" and isinstance(value, str):
+        bad = not (value.startswith("/") and value.endswith("/"))
+    if not bad and name == "signal_queue_threads" and isinstance(value, Mapping):
+        bad = not all(isinstance(k, str) and type(v) is int and v >= 1 for k, v in value.items())
     if bad:
         return f"{PREFIX}{name.upper()} must be {expected}, got {value!r}"
     return None
