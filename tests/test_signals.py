@@ -327,6 +327,16 @@ def test_template_tags_render_the_script_and_the_call_attributes(rf: RequestFact
     assert read_token(data["token"]).topics == ("news",)
     assert read_token(data["token"]).window_key == window_key(request)
     assert USER is not WINDOW
+    assert "port" not in data
+
+
+def test_websocket_script_points_at_the_standalone_port(rf: RequestFactory) -> None:
+    html = Template("{% load trio_djws %}{% websocket_script port=8001 %}").render(
+        Context({"request": rf.get("/")})
+    )
+    config = re.search(r'application/json">(.*?)</script>', html)
+    assert config is not None
+    assert json.loads(config[1])["port"] == 8001
 
 
 async def test_queue_thread_limit_runs_one_at_a_time(ws_url: str) -> None:

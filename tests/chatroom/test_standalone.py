@@ -100,6 +100,9 @@ def chat_through_the_websocket_port(base_url: str, ws_port: str, stop_websockets
             alice = open_room_page(browser, room_url, "alice")
             bob = open_room_page(browser, room_url, "bob")
             expect(alice.locator("#room")).to_have_attribute("data-websocket-port", ws_port)
+            # The signals socket ("… is typing") goes to the WebSocket port too.
+            alice.locator("#text").press_sequentially("hel")
+            expect(bob.locator("#typing")).to_have_text("alice is typing…")
             send(alice, "hello from gunicorn's page")
             bob_messages = bob.locator("#messages .message")
             expect(bob_messages.locator(".text")).to_have_text(["hello from gunicorn's page"])

@@ -1,7 +1,8 @@
 """``{% load trio_djws %}``: ``{% websocket_script %}`` and ``{% js_call %}``.
 
 ``{% websocket_script %}`` includes ``trio_djws/signals.js`` with its configuration: the
-signals endpoint's URL (``WEBSOCKET_BASE_URI`` + ``WEBSOCKET_SIGNALS_PATH``) and the signed
+signals endpoint's URL (``WEBSOCKET_BASE_URI`` + ``WEBSOCKET_SIGNALS_PATH``; on another port
+with ``{% websocket_script port=8001 %}``, for the standalone server) and the signed
 topics token of the page (its window key and the topics the view granted with
 ``set_websocket_topics``). It needs the request: ``render(request, ...)``, or ``request`` in
 the context.
@@ -35,8 +36,14 @@ register = template.Library()
 
 
 @register.simple_tag(takes_context=True)
-def websocket_script(context: template.Context) -> SafeString:
+def websocket_script(context: template.Context, port: int | str | None = None) -> SafeString:
     """The ``<script>`` elements that load ``signals.js`` and connect this page's window.
+
+    Args:
+        context: the template context; its ``request`` signs the page's topics token.
+        port: the TCP port of the WebSocket server when it is not the page's own (the
+            standalone server, ``manage.py runwebsocket``: ``WEBSOCKET_PORT``); None or
+            empty: the page's own host and port.
 
     Raises:
         ValueError: ``WEBSOCKET_SIGNALS_PATH`` is None.
@@ -45,6 +52,8 @@ def websocket_script(context: template.Context) -> SafeString:
     if settings.signals_path is None:
         raise ValueError("{% websocket_script %} needs WEBSOCKET_SIGNALS_PATH; it is None")
     config: dict[str, Any] = {"url": settings.base_uri + settings.signals_path}
+    if port:
+        config["port"] = int(port)
     request = getattr(context, "request", None) or context.get("request")  # RequestContext
     if isinstance(request, HttpRequest):
         config["token"] = topics_token(request)

@@ -70,7 +70,7 @@
       this.queue.push(frame);
     }
 
-    /** Open the socket: `config` = {url, token}, as {% websocket_script %} renders it. */
+    /** Open the socket: `config` = {url, token, port?}, as {% websocket_script %} renders it. */
     start(config) {
       this.config = config;
       this.stopped = false;
@@ -99,6 +99,9 @@
     open() {
       const url = new URL(this.config.url, root.location.href);
       url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+      if (this.config.port) {
+        url.port = String(this.config.port); // the standalone server (manage.py runwebsocket)
+      }
       if (this.config.token) {
         url.searchParams.set("token", this.config.token);
       }
