@@ -107,6 +107,20 @@ async def drain_connections(code: int = CloseReason.GOING_AWAY, reason: str = "g
     await state.wait_idle()
 
 
+def _import_urlconf() -> None:
+    from django.conf import settings
+    from django.urls import get_resolver
+
+    if not getattr(settings, "ROOT_URLCONF", None):
+        return  # settings.configure(...) without URLs: namespaces only
+    try:
+        get_resolver().url_patterns  # noqa: B018  (the property imports the URLconf)
+    except Exception:
+        # Not fatal here: @Namespace handlers keep working; a handshake that needs the
+        # URLconf raises the same error again.
+        logger.exception("ROOT_URLCONF %r failed to import", settings.ROOT_URLCONF)
+
+
 @asynccontextmanager
 async def open_server() -> AsyncIterator[ServerState]:
     """Run the server-wide nursery (the broker's tasks) for the duration of the block.
@@ -116,6 +130,10 @@ async def open_server() -> AsyncIterator[ServerState]:
     """
     state = ServerState()
     _server.set(state)
+    # Import ROOT_URLCONF now, in a worker thread: the first handshake that no @Namespace
+    # matches resolves it on the trio thread (dwebsocket-style views), and importing view
+    # modules there would stall every connection (and trip the ORM guard).
+    await trio.to_thread.run_sync(_import_urlconf)
     async with trio.open_nursery() as nursery:
         await nursery.start(state.broker.serve)
         try:

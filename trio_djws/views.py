@@ -277,8 +277,8 @@ def require_websocket(view: Callable[..., Any]) -> Callable[..., HttpResponseBas
 def resolve_view(scope: WebSocketScope) -> bool | None:
     """Resolve a handshake's path through ``ROOT_URLCONF``.
 
-    Resolution is pure Python once the URLconf is imported (the first call imports it), so it
-    runs on the trio thread.
+    Resolution is pure Python once the URLconf is imported, so it runs on the trio thread;
+    ``state.open_server`` imports the URLconf in a worker thread at startup.
 
     Returns:
         None when no URL pattern matches (the handshake gets 403), else whether the view
