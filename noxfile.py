@@ -1,6 +1,12 @@
-"""Every command a developer runs: ``nox -s tests``, ``nox -s lint``, ``nox -s chatroom``."""
+"""Every command a developer runs: ``nox -s tests``, ``nox -s lint``, ``nox -s chatroom``,
+``nox -s chatroom_standalone``."""
 
 from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
 
 import nox
 
@@ -88,3 +94,31 @@ def bench_smoke(session: nox.Session) -> None:
     asserting only that each completes with 0 lost; speed is never asserted."""
     session.install("-e", ".", *BENCH_SMOKE_DEPS)
     session.run("python", "-m", "bench", "--smoke", *session.posargs)
+
+
+@nox.session
+def chatroom_standalone(session: nox.Session) -> None:
+    """The chatroom as gunicorn (HTTP, ``chatroom.wsgi``) + ``manage.py runwebsocket``
+    (WebSockets), djwebsockets' deployment: ``-- --bind 127.0.0.1:8000 --ws-port 8001``
+    (the defaults). The room page connects its socket to the WebSocket port
+    (``CHAT_WEBSOCKET_PORT``). Ctrl-C stops both; runwebsocket closes sockets with 1001.
+    """
+    parser = argparse.ArgumentParser(prog="nox -s chatroom_standalone --")
+    parser.add_argument("--bind", default="127.0.0.1:8000", metavar="HOST:PORT")
+    parser.add_argument("--ws-port", type=int, default=8001, metavar="PORT")
+    options = parser.parse_args(session.posargs)
+    host = options.bind.rpartition(":")[0]
+    session.install("-e", ".", "-r", f"{CHATROOM}/requirements.txt", "gunicorn>=27")
+    session.chdir(CHATROOM)
+    session.run("python", "manage.py", "migrate", "--noinput")
+    env = {**os.environ, "CHAT_WEBSOCKET_PORT": str(options.ws_port)}
+    python = os.path.join(session.bin, "python")
+    ws_server = subprocess.Popen(
+        [python, "manage.py", "runwebsocket", "--bind", f"{host}:{options.ws_port}"], env=env
+    )
+    try:
+        session.run("gunicorn", "--bind", options.bind, "chatroom.wsgi:application", env=env)
+    finally:
+        if ws_server.poll() is None:
+            ws_server.send_signal(signal.SIGINT)  # drain: 1001 after the queued messages
+        ws_server.wait(timeout=60)

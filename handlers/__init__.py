@@ -12,7 +12,7 @@ from trio_djws.handler import BaseWSClass
 from trio_djws.typing import Message
 from trio_djws.websocket import WebSocket
 
-__all__ = ["BroadcastHandler", "EchoHandler"]
+__all__ = ["BroadcastHandler", "EchoHandler", "SignalHandler"]
 
 
 class EchoHandler(BaseWSClass):
@@ -48,3 +48,6 @@ class BroadcastHandler(BaseWSClass):
 
     async def on_message(self, websocket: WebSocket, message: Message) -> None:
         await send_to_group(self._group, message)
+
+
+from .signals import SignalHandler  # noqa: E402  (the signals endpoint; imports the handler base)

@@ -1,4 +1,10 @@
-"""Shared fixtures: a real Hypercorn trio server on an ephemeral port, and a per-test deadline."""
+"""Shared fixtures: real servers on ephemeral ports, and a per-test deadline.
+
+``ws_url`` is parametrised over every transport (``TRANSPORTS``): the ASGI app on Hypercorn's
+trio worker, and the standalone server (``trio_djws.server``) on each protocol engine, so the
+connection-model tests run on all of them and cannot drift apart. Tests of Hypercorn-only
+behaviour use ``hypercorn_ws_url``.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,13 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from tests.redis_server import redis_server  # noqa: F401  (a fixture for every test module)
 from trio_djws.asgi import get_asgi_application
-from trio_djws.conf import get_settings
+from trio_djws.conf import ENGINES, get_settings
+from trio_djws.server import serve as serve_standalone
 
 TEST_DEADLINE = 60.0  # seconds; a hang fails the test instead of freezing CI
+TRANSPORTS = ["hypercorn", *ENGINES]  # "hypercorn": the ASGI path; else a standalone engine
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,6 +43,22 @@ async def _deadline(nursery: trio.Nursery) -> None:
         raise trio.TooSlowError(f"test still running after {TEST_DEADLINE} s")
 
     nursery.start_soon(watchdog)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Put the SQLite test database in a file. Django never closes a connection to an
+    in-memory SQLite database (closing would destroy it), so worker threads that ran views
+    (trio_djws.views) or ORM calls would keep theirs open into later tests that may not touch
+    the database; a file database is closed by request_finished like any other."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3" and database["NAME"] == ":memory:":
+        path = tmp_path_factory.mktemp("tests-db") / "test.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(path)
 
 
 def hypercorn_config() -> Config:
@@ -58,6 +83,41 @@ async def hypercorn_server(nursery: trio.Nursery) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def ws_url(hypercorn_server: str) -> str:
-    """``ws://127.0.0.1:PORT`` of the live server."""
+def hypercorn_ws_url(hypercorn_server: str) -> str:
+    """``ws://127.0.0.1:PORT`` of the live Hypercorn server (Hypercorn-only behaviour)."""
     return f"ws://{hypercorn_server}"
+
+
+async def start_standalone(nursery: trio.Nursery, engine: str) -> str:
+    """Start ``trio_djws.server.serve`` on 127.0.0.1:0 with ``engine``; returns ``host:port``.
+    It stops (drain, then 1001) when ``nursery`` is cancelled."""
+    addresses = await nursery.start(partial(serve_standalone, "127.0.0.1", 0, engine=engine))
+    host, port = addresses[0]
+    return f"{host}:{port}"
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """The transport under test: ``"hypercorn"`` or a ``WEBSOCKET_ENGINE`` value."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def server_address(transport: str, nursery: trio.Nursery) -> AsyncIterator[str]:
+    """``host:port`` of a live server on ``transport``."""
+    if transport == "hypercorn":
+        app = get_asgi_application()
+        shutdown = trio.Event()
+        binds = await nursery.start(
+            partial(serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
+        )
+        yield binds[0].removeprefix("http://")
+        shutdown.set()
+    else:
+        yield await start_standalone(nursery, transport)
+
+
+@pytest.fixture
+def ws_url(server_address: str) -> str:
+    """``ws://127.0.0.1:PORT`` of the live server, once per transport."""
+    return f"ws://{server_address}"

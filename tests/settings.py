@@ -13,6 +13,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
+    "django.contrib.staticfiles",
     "trio_djws",
     "tests",
 ]
@@ -27,8 +28,12 @@ DATABASES = {
         "NAME": os.environ.get("TESTS_SQLITE_PATH", ":memory:"),
     }
 }
+TEMPLATES = [  # the signals tests' page (tests/templates)
+    {"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}
+]
+STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-WEBSOCKET_HANDLERS = ["tests.handlers"]
+WEBSOCKET_HANDLERS = ["tests.handlers", "tests.auth_handlers"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

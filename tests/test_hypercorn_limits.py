@@ -39,18 +39,20 @@ def _masked_frame(opcode: int, payload: bytes) -> bytes:
     return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
 
 
-async def test_client_close_code_reaches_the_app_as_1006(ws_url: str) -> None:
+async def test_client_close_code_reaches_the_app_as_1006(hypercorn_ws_url: str) -> None:
     handlers.EVENTS.clear()
     handlers.GUARD_EXITED = trio.Event()
-    async with open_websocket_url(f"{ws_url}/mixins/") as ws:
+    async with open_websocket_url(f"{hypercorn_ws_url}/mixins/") as ws:
         await ws.aclose(code=4001, reason="bye")
     await handlers.GUARD_EXITED.wait()
     # Upstream issue 127: the client's 4001 is reported to the app as 1006.
     assert "handler.close:1006" in handlers.EVENTS
 
 
-async def test_oversized_message_is_closed_with_1009_by_hypercorn(ws_url: str) -> None:
-    async with open_websocket_url(f"{ws_url}/echo/", max_message_size=4 * 1024 * 1024) as ws:
+async def test_oversized_message_is_closed_with_1009_by_hypercorn(hypercorn_ws_url: str) -> None:
+    async with open_websocket_url(
+        f"{hypercorn_ws_url}/echo/", max_message_size=4 * 1024 * 1024
+    ) as ws:
         await ws.send_message(b"x" * (1024 * 1024 + 1))  # WEBSOCKET_MAX_MESSAGE_SIZE + 1
         with pytest.raises(ConnectionClosed) as info:
             await ws.get_message()

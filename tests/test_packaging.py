@@ -48,3 +48,6 @@ def test_wheel_contains_every_package(tmp_path: pathlib.Path) -> None:
         assert f"trio_djws/{package}".replace("/./", "/") in names, package
     assert "trio_djws/handlers/__init__.py" in names
     assert "trio_djws/py.typed" in names
+    assert "trio_djws/static/trio_djws/signals.js" in names  # {% websocket_script %}
+    assert "trio_djws/static/trio_djws/signals.mjs" in names
+    assert "trio_djws/templatetags/trio_djws.py" in names

@@ -19,9 +19,13 @@ def test_public_names() -> None:
         "TrioDjwsError",
         "WebSocket",
         "database_sync_to_thread",
+        "presence",
+        "publish",
+        "publish_json",
         "send_group_json",
         "send_to_group",
         "to_thread",
+        "user_group",
     ]
     for name in trio_djws.__all__:
         assert hasattr(trio_djws, name)

@@ -86,7 +86,7 @@ async def test_on_connect_exception_gives_http_500(ws_url: str) -> None:
     assert info.value.status_code == 500
 
 
-async def test_mixins_run_right_to_left_before_the_handler(ws_url: str) -> None:
+async def test_mixins_run_right_to_left_before_the_handler(ws_url: str, transport: str) -> None:
     handlers.EVENTS.clear()
     handlers.GUARD_EXITED = trio.Event()
     async with open_websocket_url(f"{ws_url}/mixins/") as ws:
@@ -105,7 +105,10 @@ async def test_mixins_run_right_to_left_before_the_handler(ws_url: str) -> None:
         "handler",
     ]
     assert handlers.EVENTS[6:8] == ["Guard", "Guard"]  # "secret" stops at Guard
-    assert handlers.EVENTS[-2:] == ["handler.close:1006", "Guard.exit"]
+    # The client closed with 1000; Hypercorn reports every client close as 1006 (upstream
+    # issue 127), the standalone engines report the real code.
+    code = 1006 if transport == "hypercorn" else 1000
+    assert handlers.EVENTS[-2:] == [f"handler.close:{code}", "Guard.exit"]
 
 
 async def test_block_in_mixin_on_connect_rejects_with_403(ws_url: str) -> None:

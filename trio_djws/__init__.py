@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wsproto.frame_protocol import CloseReason as CloseCode
 
+from . import presence
 from .exceptions import (
     Block,
     BrokerError,
@@ -14,6 +15,8 @@ from .exceptions import (
 )
 from .groups import send_group_json, send_to_group
 from .handler import BaseMixin, BaseWSClass
+from .handshake import user_group
+from .publish import publish, publish_json
 from .routing import Namespace
 from .threads import database_sync_to_thread, to_thread
 from .websocket import WebSocket
@@ -31,9 +34,13 @@ __all__ = [
     "TrioDjwsError",
     "WebSocket",
     "database_sync_to_thread",
+    "presence",
+    "publish",
+    "publish_json",
     "send_group_json",
     "send_to_group",
     "to_thread",
+    "user_group",
 ]
 
 __version__ = "0.1.0"

@@ -1,6 +1,15 @@
 """System checks (``manage.py check``) for the ``WEBSOCKET_*`` settings.
 
-Ids are ``trio_djws.E001``... and are never reused.
+Ids are ``trio_djws.E001``... and are never reused. Each message's hint names the setting:
+
+- E001 a ``WEBSOCKET_*`` setting has the wrong type or range;
+- E010 a handler module fails to import;
+- E030 ``WEBSOCKET_BROKER['BACKEND']`` does not import; E031 the broker refuses its ``CONFIG``;
+- E041 the origin settings (``WEBSOCKET_ALLOWED_ORIGINS``, else ``ALLOWED_HOSTS``) refuse every
+  browser; W041 one ``WEBSOCKET_ALLOWED_ORIGINS`` entry can never match;
+- E042 ``WEBSOCKET_MIDDLEWARE`` lists middleware Django has removed; E043 an entry does not
+  import; E044 ``AuthenticationMiddleware`` without ``SessionMiddleware`` before it;
+- W040 an unknown ``WEBSOCKET_*`` setting (a typo, or dwebsocket's/djwebsockets' own).
 """
 
 from __future__ import annotations
@@ -9,14 +18,27 @@ import importlib
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import Final
+from urllib.parse import urlsplit
 
 from django.apps import AppConfig, apps
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error, Warning, register
+from django.utils.module_loading import import_string
 
-from .conf import PREFIX, Settings, validate
+from .conf import DEFAULT_MIDDLEWARE, PREFIX, Settings, validate
+from .exceptions import ConfigurationError
+from .origins import _allowed_hosts  # the same DEBUG defaults as the handshake check
 
-__all__ = ["check_handler_modules", "check_settings"]
+__all__ = [
+    "check_broker",
+    "check_handler_modules",
+    "check_middleware",
+    "check_origins",
+    "check_settings",
+    "check_signals",
+    "check_unknown_settings",
+]
 
 
 @register("trio_djws")
@@ -67,4 +89,235 @@ def check_handler_modules(
                     id="trio_djws.E010",
                 )
             )
+    return errors
+
+
+@register("trio_djws")
+def check_broker(app_configs: Sequence[AppConfig] | None, **kwargs: object) -> list[CheckMessage]:
+    """trio_djws.E030: ``WEBSOCKET_BROKER['BACKEND']`` does not import (e.g. RedisBroker
+    without the ``redis`` extra); trio_djws.E031: the broker refuses its ``CONFIG``."""
+    value = getattr(settings, "WEBSOCKET_BROKER", None)
+    if value is None or validate("broker", value) is not None:
+        return []  # absent (the default) or malformed: check_settings reports it
+    backend = value["BACKEND"]
+    try:
+        broker_class = import_string(backend)
+    except ImportError as exc:
+        return [
+            Error(
+                f"WEBSOCKET_BROKER['BACKEND'] {backend!r} cannot be imported: {exc}.",
+                hint="Use trio_djws.brokers.InMemoryBroker or trio_djws.brokers.RedisBroker "
+                "(pip install 'trio-djws[redis]').",
+                id="trio_djws.E030",
+            )
+        ]
+    from .groups import Groups
+
+    try:
+        broker_class(Groups(), value.get("CONFIG", {}))
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        return [
+            Error(
+                f"WEBSOCKET_BROKER['CONFIG'] is not valid for {backend}: {exc}.",
+                hint="Fix WEBSOCKET_BROKER['CONFIG'] (RedisBroker reads 'url' and 'prefix').",
+                id="trio_djws.E031",
+            )
+        ]
+    return []
+
+
+# Django middleware that Django has removed, with what replaces it (djwebsockets' README lists
+# SessionAuthenticationMiddleware in its WEBSOCKET_MIDDLEWARE example).
+_REMOVED_MIDDLEWARE: Final = {
+    "django.contrib.auth.middleware.SessionAuthenticationMiddleware": (
+        "Removed in Django 2.0: AuthenticationMiddleware has verified the session hash since "
+        "Django 1.10. Remove it from WEBSOCKET_MIDDLEWARE."
+    ),
+    "django.middleware.transaction.TransactionMiddleware": (
+        "Removed in Django 1.8: use ATOMIC_REQUESTS in DATABASES. Remove it from "
+        "WEBSOCKET_MIDDLEWARE."
+    ),
+}
+_SESSION_MIDDLEWARE: Final = "django.contrib.sessions.middleware.SessionMiddleware"
+_AUTH_MIDDLEWARE: Final = "django.contrib.auth.middleware.AuthenticationMiddleware"
+# Settings of the libraries we replace: named in the unknown-setting warning's hint.
+_FOREIGN_SETTINGS: Final = {
+    "WEBSOCKET_FACTORY_CLASS": "dwebsocket's backend setting; trio_djws has no backends",
+    "WEBSOCKET_HOST": "djwebsockets' separate server address; trio_djws serves on the ASGI server",
+    "WEBSOCKET_PORT": "djwebsockets' separate server port; trio_djws serves on the ASGI server",
+}
+
+
+def _setting(name: str, default: object) -> object:
+    return getattr(settings, name, default)
+
+
+@register("trio_djws")
+def check_unknown_settings(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
+    """trio_djws.W040: a ``WEBSOCKET_*`` setting that trio_djws does not know (a typo, or a
+    setting of dwebsocket/djwebsockets that has no effect here)."""
+    known = {PREFIX + f.name.upper() for f in fields(Settings)}
+    warnings: list[CheckMessage] = []
+    for name in sorted(dir(settings)):
+        if name.startswith(PREFIX) and name not in known:
+            hint = _FOREIGN_SETTINGS.get(name, "Check the spelling against the README's table.")
+            warnings.append(
+                Warning(
+                    f"{name} is not a trio_djws setting and has no effect.",
+                    hint=f"{hint} Known settings: {', '.join(sorted(known))}.",
+                    id="trio_djws.W040",
+                )
+            )
+    return warnings
+
+
+def _is_origin(value: str) -> bool:
+    # What a browser sends in Origin (RFC 6454 §6.1): scheme://host[:port], nothing more.
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError:
+        return False
+    return (
+        parts.scheme in {"http", "https"}
+        and bool(parts.hostname)
+        and parts.path in {"", "/"}
+        and not (parts.query or parts.fragment or parts.username)
+    )
+
+
+@register("trio_djws")
+def check_origins(app_configs: Sequence[AppConfig] | None, **kwargs: object) -> list[CheckMessage]:
+    """trio_djws.E041: the origin settings reject every browser's handshake;
+    trio_djws.W041: a ``WEBSOCKET_ALLOWED_ORIGINS`` entry can never match a browser's
+    ``Origin`` header (browsers send ``scheme://host[:port]``)."""
+    origins = _setting("WEBSOCKET_ALLOWED_ORIGINS", None)
+    if origins is None:
+        if not _allowed_hosts():
+            return [
+                Error(
+                    "ALLOWED_HOSTS is empty and DEBUG is off, so every browser's WebSocket "
+                    "handshake is refused with 403 (its Origin is checked against ALLOWED_HOSTS).",
+                    hint="Add your domain to ALLOWED_HOSTS, or list full origins in "
+                    "WEBSOCKET_ALLOWED_ORIGINS.",
+                    id="trio_djws.E041",
+                )
+            ]
+        return []
+    if not isinstance(origins, list | tuple):
+        return []  # a wrong type is E001's
+    bad = [o for o in origins if not (o == "*" or (isinstance(o, str) and _is_origin(o)))]
+    if len(bad) == len(origins):
+        return [
+            Error(
+                "WEBSOCKET_ALLOWED_ORIGINS "
+                + ("is empty" if not origins else f"has no usable origin ({bad!r})")
+                + ", so every browser's WebSocket handshake is refused with 403.",
+                hint="List full origins such as 'https://example.com' (scheme and host, port "
+                "if not the default), '*' for any, or remove the setting to use ALLOWED_HOSTS.",
+                id="trio_djws.E041",
+            )
+        ]
+    return [
+        Warning(
+            f"WEBSOCKET_ALLOWED_ORIGINS entry {origin!r} never matches a browser's Origin header.",
+            hint="Write it as a full origin, e.g. 'https://example.com' or "
+            "'http://localhost:8000', without a path.",
+            id="trio_djws.W041",
+        )
+        for origin in bad
+    ]
+
+
+@register("trio_djws")
+def check_middleware(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
+    """trio_djws.E042: a ``WEBSOCKET_MIDDLEWARE`` entry that Django has removed;
+    trio_djws.E043: an entry that does not import; trio_djws.E044: ``AuthenticationMiddleware``
+    without ``SessionMiddleware`` before it."""
+    paths = _setting("WEBSOCKET_MIDDLEWARE", DEFAULT_MIDDLEWARE)
+    if not isinstance(paths, list | tuple) or not all(isinstance(p, str) for p in paths):
+        return []  # a wrong type is E001's
+    errors: list[CheckMessage] = []
+    for path in paths:
+        if path in _REMOVED_MIDDLEWARE:
+            errors.append(
+                Error(
+                    f"WEBSOCKET_MIDDLEWARE lists {path!r}, which Django has removed.",
+                    hint=_REMOVED_MIDDLEWARE[path],
+                    id="trio_djws.E042",
+                )
+            )
+            continue
+        try:
+            import_string(path)
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"WEBSOCKET_MIDDLEWARE entry {path!r} does not import: {exc}",
+                    hint="Fix the dotted path or remove the entry from WEBSOCKET_MIDDLEWARE.",
+                    id="trio_djws.E043",
+                )
+            )
+    if _AUTH_MIDDLEWARE in paths and (
+        _SESSION_MIDDLEWARE not in paths
+        or paths.index(_SESSION_MIDDLEWARE) > paths.index(_AUTH_MIDDLEWARE)
+    ):
+        errors.append(
+            Error(
+                "WEBSOCKET_MIDDLEWARE has AuthenticationMiddleware without SessionMiddleware "
+                "before it, so websocket.user cannot be resolved.",
+                hint=f"Put {_SESSION_MIDDLEWARE!r} before {_AUTH_MIDDLEWARE!r} in "
+                "WEBSOCKET_MIDDLEWARE (the order Django's MIDDLEWARE needs too).",
+                id="trio_djws.E044",
+            )
+        )
+    return errors
+
+
+@register("trio_djws")
+def check_signals(app_configs: Sequence[AppConfig] | None, **kwargs: object) -> list[CheckMessage]:
+    """trio_djws.E050: ``WEBSOCKET_TOPIC_SERIALIZER`` does not import; trio_djws.E051:
+    ``WEBSOCKET_CELERY_APP`` does not import; trio_djws.W051: it is set but ``celery`` is not
+    installed, so ``@signal(queue=...)`` functions run in worker threads instead."""
+    errors: list[CheckMessage] = []
+    serializer = getattr(settings, "WEBSOCKET_TOPIC_SERIALIZER", None)
+    if isinstance(serializer, str):
+        try:
+            import_string(serializer)
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"WEBSOCKET_TOPIC_SERIALIZER {serializer!r} does not import: {exc}.",
+                    hint="Give the dotted path of a function (topic) -> str, or remove the "
+                    "setting for app_label.model:pk topics.",
+                    id="trio_djws.E050",
+                )
+            )
+    app = getattr(settings, "WEBSOCKET_CELERY_APP", None)
+    if isinstance(app, str):
+        if importlib.util.find_spec("celery") is None:
+            errors.append(
+                Warning(
+                    f"WEBSOCKET_CELERY_APP is {app!r} but celery is not installed.",
+                    hint="pip install 'trio-djws[celery]'; until then @signal(queue=...) "
+                    "functions run in worker threads of this process.",
+                    id="trio_djws.W051",
+                )
+            )
+        else:
+            try:
+                import_string(app)
+            except ImportError as exc:
+                errors.append(
+                    Error(
+                        f"WEBSOCKET_CELERY_APP {app!r} does not import: {exc}.",
+                        hint="Give the dotted path of your Celery app instance, e.g. "
+                        "'myproject.celery.app'.",
+                        id="trio_djws.E051",
+                    )
+                )
     return errors

@@ -16,16 +16,23 @@ from django.core.signals import setting_changed
 
 from .exceptions import ConfigurationError
 
-__all__ = ["PREFIX", "Settings", "get_settings"]
+__all__ = ["ENGINES", "PREFIX", "Settings", "get_settings"]
 
 PREFIX: Final = "WEBSOCKET_"
 SECONDS: Final = 1.0
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
+ENGINES: Final = ("websockets", "trio_websocket")  # WEBSOCKET_ENGINE values (trio_djws.engines)
 
 
 def _default_broker() -> Mapping[str, object]:
     return {"BACKEND": "trio_djws.brokers.InMemoryBroker"}
+
+
+DEFAULT_MIDDLEWARE: Final = (
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,18 @@ class Settings:
     ping_interval: float | None = 20 * SECONDS  # Hypercorn's websocket_ping_interval
     tcp_user_timeout: float | None = 30 * SECONDS  # TCP_USER_TIMEOUT on listening sockets
     broker: Mapping[str, object] = field(default_factory=_default_broker)
+    middleware: tuple[str, ...] = DEFAULT_MIDDLEWARE  # Django middleware for DjangoMiddlewareMixin
+    accept_all: bool = False  # every ROOT_URLCONF view accepts WebSockets (dwebsocket's setting)
+    view_threads: int = 20  # threads for dwebsocket-style views: one per open view connection
+    presence_ttl: float = 30 * SECONDS  # a dead process's presence expires after this
+    engine: str = "websockets"  # standalone server's protocol engine: see ENGINES
+    host: str = "127.0.0.1"  # standalone server (runwebsocket, trio_djws.wsgi): address
+    port: int = 8001  # standalone server: TCP port (0: any free port)
+    signals_path: str | None = "/ws/signals/"  # SignalHandler's namespace; None: not served
+    topic_serializer: str = "trio_djws.signals.topics.default_serializer"  # dotted path
+    topics_max_age: float = 24 * 3600 * SECONDS  # a topics token older than this is refused
+    celery_app: str | None = None  # dotted path to a Celery app for @signal(queue=...)
+    signal_queue_threads: Mapping[str, int] = field(default_factory=dict)  # queue → threads
 
 
 _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -62,7 +81,19 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "db_threads": (int, "an int >= 1 (threads)"),
     "ping_interval": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "tcp_user_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
-    "broker": (Mapping, "a dict with a 'BACKEND' dotted path"),
+    "broker": (Mapping, "a dict with a 'BACKEND' dotted path and an optional 'CONFIG' dict"),
+    "presence_ttl": ((int, float), "a number > 0 (seconds)"),
+    "middleware": ((list, tuple), "a list of middleware dotted paths"),
+    "accept_all": (bool, "a bool"),
+    "view_threads": (int, "an int >= 1 (threads)"),
+    "engine": (str, "one of " + ", ".join(repr(name) for name in ENGINES)),
+    "host": (str, "a host name or IP address (str)"),
+    "port": (int, "an int in 0-65535 (TCP port)"),
+    "signals_path": ((str, type(None)), "a path starting and ending with '/', or None"),
+    "topic_serializer": (str, "a dotted path to a function"),
+    "topics_max_age": ((int, float), "a number > 0 (seconds)"),
+    "celery_app": ((str, type(None)), "a dotted path to a Celery app, or None"),
+    "signal_queue_threads": (Mapping, "a dict of queue name → int >= 1 (threads)"),
 }
 
 
@@ -72,10 +103,24 @@ def validate(name: str, value: object) -> str | None:
     bad = not isinstance(value, expected_type) or (
         isinstance(value, bool) and expected_type in (int, (int, float))
     )
-    if not bad and isinstance(value, int | float) and not isinstance(value, bool):
+    if name == "port":
+        bad = bad or not (isinstance(value, int) and 0 <= value <= 65535)
+    elif not bad and isinstance(value, int | float) and not isinstance(value, bool):
         bad = value < 1 if isinstance(value, int) and expected_type is int else value <= 0
+    if not bad and name == "middleware":
+        bad = not isinstance(value, list | tuple) or not all(isinstance(i, str) for i in value)
+    if not bad and name == "engine":
+        bad = value not in ENGINES
     if not bad and name == "broker":
-        bad = not isinstance(value, Mapping) or not isinstance(value.get("BACKEND"), str)
+        bad = (
+            not isinstance(value, Mapping)
+            or not isinstance(value.get("BACKEND"), str)
+            or not isinstance(value.get("CONFIG", {}), Mapping)
+        )
+    if not bad and name == "signals_path" and isinstance(value, str):
+        bad = not (value.startswith("/") and value.endswith("/"))
+    if not bad and name == "signal_queue_threads" and isinstance(value, Mapping):
+        bad = not all(isinstance(k, str) and type(v) is int and v >= 1 for k, v in value.items())
     if bad:
         return f"{PREFIX}{name.upper()} must be {expected}, got {value!r}"
     return None

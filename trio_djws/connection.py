@@ -53,9 +53,13 @@ def _header(scope: WebSocketScope, name: bytes) -> str | None:
 async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
     """Check and route one handshake, then serve the connection until it ends.
 
+    Routing: a ``@Namespace`` matching the path wins; otherwise the path is resolved through
+    ``ROOT_URLCONF`` to a view that accepts WebSockets (``trio_djws.views``).
+
     Rejections (logged at WARNING, each naming its cause): HTTP 503 while the server drains
     for shutdown, 403 for an ``Origin`` that ``WEBSOCKET_ALLOWED_ORIGINS``/``ALLOWED_HOSTS``
-    does not allow, 403 for a path no ``@Namespace`` matches.
+    does not allow, 403 for a path that neither a ``@Namespace`` nor a URL pattern matches,
+    400 for a view that does not accept WebSockets, 503 when every view thread is busy.
     """
     path = scope["path"]
     server = current_server()
@@ -75,8 +79,26 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
         return
     found = registry.resolve(path)
     if found is None:
-        logger.warning("rejected handshake for %s with 403: no @Namespace matches this path", path)
-        await transport.reject(403)
+        # No @Namespace: a ROOT_URLCONF view that accepts WebSockets (trio_djws.views).
+        from .views import resolve_view, serve_view
+
+        accepts = resolve_view(scope)
+        if accepts is None:
+            logger.warning(
+                "rejected handshake for %s with 403: no @Namespace or URL pattern matches "
+                "this path",
+                path,
+            )
+            await transport.reject(403)
+        elif not accepts:
+            logger.warning(
+                "rejected handshake for %s with 400: its view does not accept WebSockets "
+                "(@accept_websocket, @require_websocket or WEBSOCKET_ACCEPT_ALL)",
+                path,
+            )
+            await transport.reject(400)
+        else:
+            await serve_view(transport, scope)
         return
     route, kwargs = found
     await serve_connection(route.handler, transport, scope, kwargs)

@@ -43,13 +43,14 @@ class Reject(TrioDjwsError):
     client sees the status (default 403) and no close frame.
 
     Args:
-        status: the HTTP status code of the refusal, 400..599.
+        status: the HTTP status code of the refusal, 300..599 (a 3xx is a Django middleware's
+            redirect: it reaches the client without its ``Location`` header).
         reason: a short text for the server log (not sent to the client).
     """
 
     def __init__(self, status: int = 403, reason: str = "") -> None:
-        if not 400 <= status <= 599:
-            raise ValueError(f"Reject status must be an HTTP error status 400..599, got {status!r}")
+        if not 300 <= status <= 599:
+            raise ValueError(f"Reject status must be an HTTP status 300..599, got {status!r}")
         super().__init__(status, reason)
         self.status = status
         self.reason = reason

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import trio
@@ -22,26 +24,54 @@ from .typing import JSONValue, Message
 if TYPE_CHECKING:
     from .websocket import WebSocket
 
-__all__ = ["Groups", "send_group_json", "send_to_group"]
+__all__ = ["Announce", "GroupWatcher", "Groups", "send_group_json", "send_to_group"]
 
 logger = logging.getLogger(__name__)
 
+Announce = Callable[[Mapping[str, int]], Message]
+"""Renders a group's presence (identity → connection count) as the frame sent on a change."""
+
+GroupWatcher = Callable[[str, bool], None]
+"""Called with (group, presence_changed) on every membership change; must not block."""
+
 
 class Groups:
-    """The groups of one server (one trio run): group name → member → its channel clone."""
+    """The groups of one server (one trio run): group name → member → its channel clone.
+
+    Attributes:
+        overflows: messages that found a member's send queue full (that member was closed
+            with 1008 "slow consumer"); counted across all groups.
+    """
 
     def __init__(self) -> None:
         self._members: dict[str, dict[WebSocket, trio.MemorySendChannel[Message]]] = {}
+        # Presence: group → member → (identity, announce renderer or None).
+        self._present: dict[str, dict[WebSocket, tuple[str, Announce | None]]] = {}
+        self._watcher: GroupWatcher | None = None
+        self.overflows = 0
+
+    def watch(self, watcher: GroupWatcher) -> None:
+        """Register the one watcher (the broker): called synchronously, on the trio thread,
+        after a group's first join and last leave and after each presence change, so it must
+        only record the change."""
+        self._watcher = watcher
+
+    def _notify(self, group: str, presence: bool) -> None:
+        if self._watcher is not None:
+            self._watcher(group, presence)
 
     def add(
         self, group: str, websocket: WebSocket, channel: trio.MemorySendChannel[Message]
     ) -> bool:
         """Add a member with its own channel clone; returns False if it was already in."""
+        first = group not in self._members
         members = self._members.setdefault(group, {})
         if websocket in members:
             channel.close()
             return False
         members[websocket] = channel
+        if first:
+            self._notify(group, False)  # the broker subscribes while a group has members
         return True
 
     def discard(self, group: str, websocket: WebSocket) -> None:
@@ -52,8 +82,55 @@ class Groups:
         channel = members.pop(websocket, None)
         if channel is not None:
             channel.close()
-        if not members:
+        last = not members
+        if last:
             del self._members[group]
+        present = self._present.get(group)
+        was_present = present is not None and present.pop(websocket, None) is not None
+        if present is not None and not present:
+            del self._present[group]
+        if channel is not None and (last or was_present):
+            self._notify(group, was_present)
+
+    def has_members(self, group: str) -> bool:
+        """Whether ``group`` has a local member."""
+        return group in self._members
+
+    # -- presence ----------------------------------------------------------------------------
+
+    def set_identity(
+        self, group: str, websocket: WebSocket, identity: str, announce: Announce | None
+    ) -> None:
+        """Count ``websocket`` (a member of ``group``) as present under ``identity``.
+
+        Raises:
+            ValueError: ``websocket`` is not a member of ``group``.
+        """
+        if websocket not in self._members.get(group, ()):
+            raise ValueError(f"{websocket!r} must join group {group!r} before presence")
+        self._present.setdefault(group, {})[websocket] = (identity, announce)
+        self._notify(group, True)
+
+    def presence(self, group: str) -> dict[str, int]:
+        """This process's present identities in ``group`` with their connection counts."""
+        return dict(Counter(identity for identity, _ in self._present.get(group, {}).values()))
+
+    def presence_groups(self) -> list[str]:
+        """The groups with at least one local present member."""
+        return list(self._present)
+
+    def announce(self, group: str, members: Mapping[str, int]) -> None:
+        """Queue each present member's rendering of ``members`` for it (rendered once per
+        renderer, never blocking; full queues close with 1008 as ``deliver`` does)."""
+        rendered: dict[Announce, Message] = {}
+        channels = self._members.get(group, {})
+        for websocket, (_, render) in list(self._present.get(group, {}).items()):
+            channel = channels.get(websocket)
+            if render is None or channel is None:
+                continue
+            if render not in rendered:
+                rendered[render] = render(members)
+            self._send(websocket, channel, rendered[render])
 
     def members(self, group: str) -> list[WebSocket]:
         """The local members of ``group``."""
@@ -76,15 +153,22 @@ class Groups:
             return 0
         delivered = 0
         for websocket, channel in list(members.items()):
-            try:
-                channel.send_nowait(message)
-            except trio.WouldBlock:
-                websocket.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                pass  # the member is closing; it leaves the group on its own
-            else:
-                delivered += 1
+            delivered += self._send(websocket, channel, message)
         return delivered
+
+    def _send(
+        self, websocket: WebSocket, channel: trio.MemorySendChannel[Message], message: Message
+    ) -> int:
+        try:
+            channel.send_nowait(message)
+        except trio.WouldBlock:
+            self.overflows += 1
+            websocket.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the member is closing; it leaves the group on its own
+        else:
+            return 1
+        return 0
 
 
 async def send_to_group(group: str, message: Message) -> None:

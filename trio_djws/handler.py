@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BaseMixin", "BaseWSClass"]
 
-_HOOKS = ("on_connect", "on_message", "on_close")
+_HOOKS = ("on_connect", "on_message", "on_close", "on_resync")
 _NO_CONNECTIONS: AbstractAsyncContextManager[None] = nullcontext()
 
 
@@ -58,6 +58,7 @@ class BaseMixin:
     - ``on_message(self, websocket, message)``: return a replacement message, ``None`` to keep
       it, or raise ``Block`` to drop it.
     - ``on_close(self, websocket)``.
+    - ``on_resync(self, websocket, group)``.
     - ``connection(self, websocket)``: an async context manager wrapping the whole connection
       (entered before ``on_connect``, exited after ``on_close``).
     """
@@ -81,12 +82,18 @@ class BaseWSClass:
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         mro = cls.__mro__
+
+        def is_mixin(klass: type) -> bool:
+            # A handler class that inherits a mixin is a handler, not a mixin: its hooks are
+            # the handler's own, overridden by its subclasses rather than run as well.
+            return (
+                issubclass(klass, BaseMixin)
+                and not issubclass(klass, BaseWSClass)
+                and klass is not BaseMixin
+            )
+
         # Right to left: the mixin nearest BaseWSClass in the bases runs first.
-        mixins = [
-            klass
-            for klass in reversed(mro)
-            if issubclass(klass, BaseMixin) and klass is not BaseMixin
-        ]
+        mixins = [klass for klass in reversed(mro) if is_mixin(klass)]
         cls._mixin_hooks = {
             name: tuple(
                 (klass.__dict__[name], not _is_async(klass.__dict__[name]))
@@ -98,7 +105,7 @@ class BaseWSClass:
         own: dict[str, _Hook] = {}
         for name in _HOOKS:
             for klass in mro:
-                if not issubclass(klass, BaseMixin) and name in klass.__dict__:
+                if not is_mixin(klass) and name in klass.__dict__:
                     own[name] = (klass.__dict__[name], not _is_async(klass.__dict__[name]))
                     break
         cls._own_hooks = own
@@ -121,6 +128,11 @@ class BaseWSClass:
         """Called once when an accepted connection ends, within WEBSOCKET_CLOSE_TIMEOUT
         seconds; ``websocket.close_code`` says why."""
 
+    async def on_resync(self, websocket: WebSocket, group: str) -> None:
+        """Called after the broker reconnected to Redis and resubscribed ``group`` (a group
+        this connection is in): messages published meanwhile were lost, so reload state here.
+        Runs as a ``websocket.start_soon`` task: an exception closes with 1011."""
+
     # -- the hook chain, called by serve_connection -----------------------------------------
 
     async def _call(self, hook: _Hook, *args: object) -> object:
@@ -135,6 +147,7 @@ class BaseWSClass:
         Raises:
             Reject: the handshake must be refused (``Block`` from a mixin becomes 403).
         """
+        websocket._server.handlers[websocket] = self  # for on_resync
         try:
             for hook in self._mixin_hooks["on_connect"]:
                 await self._call(hook, websocket, path)
@@ -170,6 +183,15 @@ class BaseWSClass:
             except Block:
                 return
         await self._call(self._own_hooks["on_close"], websocket)
+
+    async def run_on_resync(self, websocket: WebSocket, group: str) -> None:
+        """Run the mixins' then the handler's ``on_resync`` (``Block`` from a mixin stops it)."""
+        for hook in self._mixin_hooks["on_resync"]:
+            try:
+                await self._call(hook, websocket, group)
+            except Block:
+                return
+        await self._call(self._own_hooks["on_resync"], websocket, group)
 
     def mixin_connections(self, websocket: WebSocket) -> AbstractAsyncContextManager[None]:
         """Enter every mixin's ``connection(websocket)`` context, right to left."""

@@ -148,6 +148,9 @@ def autodiscover() -> None:
         except Exception as exc:
             registry.import_errors[module] = exc
             raise
+    from .signals import autodiscover as autodiscover_signals  # the signals endpoint
+
+    autodiscover_signals()
 
 
 def iter_namespaces() -> Iterator[tuple[str, type[BaseWSClass]]]:

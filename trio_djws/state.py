@@ -9,7 +9,7 @@ made on first use, without background tasks.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from .exceptions import ConfigurationError
 from .groups import Groups
 
 if TYPE_CHECKING:
+    from .handler import BaseWSClass
     from .websocket import WebSocket
 
 __all__ = ["ServerState", "current_server", "drain_connections", "open_server"]
@@ -33,15 +34,19 @@ _server: trio.lowlevel.RunVar[ServerState] = trio.lowlevel.RunVar("trio_djws.ser
 
 
 def _make_broker(groups: Groups) -> Broker:
-    options = dict(get_settings().broker)
-    path = str(options.pop("BACKEND"))
+    # WEBSOCKET_BROKER = {"BACKEND": dotted path, "CONFIG": {...}}, as Channels' CHANNEL_LAYERS.
+    options = get_settings().broker
+    path = str(options["BACKEND"])
+    config = options.get("CONFIG", {})
     try:
         factory = import_string(path)
     except ImportError as exc:
         raise ConfigurationError(
             f"WEBSOCKET_BROKER['BACKEND'] must be an importable dotted path, got {path!r}: {exc}"
         ) from exc
-    broker: Broker = factory(groups, options)
+    if not isinstance(config, Mapping):
+        raise ConfigurationError(f"WEBSOCKET_BROKER['CONFIG'] must be a dict, got {config!r}")
+    broker: Broker = factory(groups, config)
     return broker
 
 
@@ -50,6 +55,8 @@ class ServerState:
 
     def __init__(self) -> None:
         self.connections: set[WebSocket] = set()
+        # Each accepted connection's handler, for hooks the server calls (on_resync).
+        self.handlers: dict[WebSocket, BaseWSClass] = {}
         self.groups = Groups()
         self.broker: Broker = _make_broker(self.groups)
         self.draining = False
@@ -65,6 +72,7 @@ class ServerState:
     def discard(self, websocket: WebSocket) -> None:
         """Forget a connection that has ended."""
         self.connections.discard(websocket)
+        self.handlers.pop(websocket, None)
         if not self.connections:
             self._idle.set()
 
@@ -99,6 +107,20 @@ async def drain_connections(code: int = CloseReason.GOING_AWAY, reason: str = "g
     await state.wait_idle()
 
 
+def _import_urlconf() -> None:
+    from django.conf import settings
+    from django.urls import get_resolver
+
+    if not getattr(settings, "ROOT_URLCONF", None):
+        return  # settings.configure(...) without URLs: namespaces only
+    try:
+        get_resolver().url_patterns  # noqa: B018  (the property imports the URLconf)
+    except Exception:
+        # Not fatal here: @Namespace handlers keep working; a handshake that needs the
+        # URLconf raises the same error again.
+        logger.exception("ROOT_URLCONF %r failed to import", settings.ROOT_URLCONF)
+
+
 @asynccontextmanager
 async def open_server() -> AsyncIterator[ServerState]:
     """Run the server-wide nursery (the broker's tasks) for the duration of the block.
@@ -108,6 +130,10 @@ async def open_server() -> AsyncIterator[ServerState]:
     """
     state = ServerState()
     _server.set(state)
+    # Import ROOT_URLCONF now, in a worker thread: the first handshake that no @Namespace
+    # matches resolves it on the trio thread (dwebsocket-style views), and importing view
+    # modules there would stall every connection (and trip the ORM guard).
+    await trio.to_thread.run_sync(_import_urlconf)
     async with trio.open_nursery() as nursery:
         await nursery.start(state.broker.serve)
         try:

@@ -9,6 +9,9 @@ logic can be proven with trio's ``MockClock``::
     async with WebSocketTestClient(app, "/chat/lobby/") as client:
         await client.send_json({"type": "message", "text": "hi"})
         assert (await client.receive_json())["text"] == "hi"
+
+``SignalQueue`` (from ``trio_djws.signals.capture``) captures ``trigger()`` calls instead of
+delivering them.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from wsproto.frame_protocol import CloseReason
 
 from .exceptions import ConnectionClosed, TrioDjwsError
+from .signals.capture import SignalQueue
 from .typing import ASGIApp, ASGIEvent, ASGIReceive, ASGISend, JSONValue, Message, WebSocketScope
 
-__all__ = ["HandshakeRejected", "WebSocketTestClient"]
+__all__ = ["HandshakeRejected", "SignalQueue", "WebSocketTestClient"]
 
 
 class HandshakeRejected(TrioDjwsError):

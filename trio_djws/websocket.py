@@ -31,6 +31,11 @@ from .state import current_server
 from .typing import JSONValue, Message, Transport, WebSocketScope
 
 if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
+    from django.contrib.sessions.backends.base import SessionBase
+    from django.http import HttpRequest
+
     from .state import ServerState
 
 __all__ = ["SyncWebSocket", "WebSocket"]
@@ -66,6 +71,12 @@ class WebSocket:
         close_code: None while open; then the close code (RFC 6455 §7.4): the one sent, or the
             peer's (on Hypercorn a client close always reads 1006: upstream issue 127).
         close_reason: the close reason text.
+        request: Django's ``HttpRequest`` of the handshake after ``WEBSOCKET_MIDDLEWARE`` ran
+            (``DjangoMiddlewareMixin``), else None.
+        user: the handshake's user, resolved once at connect (``AnonymousUser`` without a
+            login), else None; ``refresh_user()`` reloads it.
+        session: the handshake's Django session (``save_session()`` persists changes).
+        language: the request's language code (``LocaleMiddleware``, else ``LANGUAGE_CODE``).
     """
 
     def __init__(
@@ -83,6 +94,11 @@ class WebSocket:
         self.subprotocol: str | None = None
         self.close_code: int | None = None
         self.close_reason = ""
+        # Set by DjangoMiddlewareMixin (trio_djws.handshake), in a worker thread at connect.
+        self.request: HttpRequest | None = None
+        self.user: AbstractBaseUser | AnonymousUser | None = None
+        self.session: SessionBase | None = None
+        self.language: str | None = None
         self._transport = transport
         self._server = server if server is not None else current_server()
         settings = get_settings()
@@ -159,6 +175,28 @@ class WebSocket:
                 "select_subprotocol() must be called before the handshake is accepted"
             )
         self.subprotocol = name
+
+    async def refresh_user(self) -> None:
+        """Reload ``session`` and ``user`` from the session store (in a worker thread); see
+        ``trio_djws.handshake.refresh_user``. A checkpoint.
+
+        Raises:
+            RuntimeError: the handler has no ``DjangoMiddlewareMixin``.
+        """
+        from .handshake import refresh_user
+
+        await refresh_user(self)
+
+    async def save_session(self) -> None:
+        """Persist changes to ``session`` (in a worker thread); see
+        ``trio_djws.handshake.save_session``. A checkpoint.
+
+        Raises:
+            RuntimeError: there is no session (no ``DjangoMiddlewareMixin``).
+        """
+        from .handshake import save_session
+
+        await save_session(self)
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -29,10 +29,14 @@ def rooms(transactional_db: None) -> None:
 
 
 async def receive_json(ws: WebSocketConnection) -> Any:
-    """The next frame, decoded; the protocol only sends JSON text frames."""
-    frame = await ws.get_message()
-    assert isinstance(frame, str), f"expected a text frame, got {frame!r}"
-    return json.loads(frame)
+    """The next frame other than ``presence``, decoded; the protocol only sends JSON text
+    frames (presence frames come on every join and leave: tests/chatroom/test_presence.py)."""
+    while True:
+        frame = await ws.get_message()
+        assert isinstance(frame, str), f"expected a text frame, got {frame!r}"
+        data = json.loads(frame)
+        if not (isinstance(data, dict) and data.get("type") == "presence"):
+            return data
 
 
 def chat_url(ws_url: str, room: str = "lobby", query: str = "") -> str:

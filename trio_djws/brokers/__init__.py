@@ -1,29 +1,74 @@
 """Brokers carry group messages between processes; chosen by ``WEBSOCKET_BROKER``.
 
-A broker satisfies the ``Broker`` Protocol. ``InMemoryBroker`` (the default) delivers within
-one process and needs nothing installed.
+A broker satisfies the ``Broker`` Protocol and is built by the server as
+``BACKEND(groups, CONFIG)`` from the setting (the shape of Channels' ``CHANNEL_LAYERS``)::
+
+    WEBSOCKET_BROKER = {
+        "BACKEND": "trio_djws.brokers.RedisBroker",
+        "CONFIG": {"url": "redis://127.0.0.1:6379/0", "prefix": "trio_djws"},
+    }
+
+- ``InMemoryBroker`` (the default): one process, nothing to install.
+- ``RedisBroker``: Redis pub/sub through coredis, one Redis channel per group, subscribed
+  only while this process has members in it (``pip install trio-djws[redis]``).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import trio
 
 from ..typing import Message
 from .memory import InMemoryBroker
 
-__all__ = ["Broker", "InMemoryBroker"]
+if TYPE_CHECKING:
+    from ..groups import Groups
+    from .redis import RedisBroker
+
+__all__ = ["Broker", "InMemoryBroker", "RedisBroker"]
 
 
+@runtime_checkable
 class Broker(Protocol):
-    """Carries group messages; owned by one server (one trio run)."""
+    """Carries group messages and presence; owned by one server (one trio run).
+
+    Built with ``(groups, config)``: the server's ``Groups`` (the broker watches it for
+    first joins, last leaves and presence changes) and ``WEBSOCKET_BROKER['CONFIG']``.
+    """
 
     cross_process: bool
     """Whether messages reach other processes (``manage.py serve --workers`` needs it)."""
 
     async def publish(self, group: str, message: Message) -> None:
-        """Deliver ``message`` to every member of ``group`` that this broker reaches."""
+        """Deliver ``message`` to every member of ``group`` this broker reaches, each once.
+
+        Local members get it at once, without waiting for any of them; a checkpoint.
+        """
         ...
 
-    async def serve(self, *, task_status: object = ...) -> None:
-        """Run the broker's background work until cancelled (started in the server nursery)."""
+    async def members(self, group: str) -> dict[str, int]:
+        """Presence: the identities in ``group`` across the processes this broker reaches,
+        each with its number of connections. A checkpoint."""
         ...
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the broker's background work until cancelled (started in the server
+        nursery). Reports started at once: no I/O sits on the lifespan startup path."""
+        ...
+
+
+def __getattr__(name: str) -> object:
+    # RedisBroker needs the optional coredis/redis packages: imported on first use only.
+    if name == "RedisBroker":
+        from .redis import RedisBroker
+
+        return RedisBroker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+
+    def _both_satisfy_the_protocol(groups: Groups) -> tuple[Broker, Broker]:
+        # mypy checks here that both brokers satisfy Broker (tests check it at runtime).
+        return InMemoryBroker(groups), RedisBroker(groups)

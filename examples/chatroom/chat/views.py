@@ -9,6 +9,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_safe
 
+from trio_djws.signals import set_websocket_topics
+
 from .forms import RoomForm
 from .models import Room
 
@@ -28,5 +30,8 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @require_safe
 def room(request: HttpRequest, slug: str) -> HttpResponse:
-    """A room's page; the messages arrive over the WebSocket, history first."""
-    return render(request, "chat/room.html", {"room": get_object_or_404(Room, slug=slug)})
+    """A room's page; the messages arrive over the WebSocket, history first. Its signals
+    window is granted the room's topic (the "… is typing" indicator, chat/signals.py)."""
+    room = get_object_or_404(Room, slug=slug)
+    set_websocket_topics(request, [room])
+    return render(request, "chat/room.html", {"room": room})

@@ -10,10 +10,16 @@ Every frame is a JSON object in a text frame:
   ``WEBSOCKET_MAX_MESSAGE_SIZE`` (64 KiB here) are closed with 1009 instead.
 - server → client: on connect ``{"type": "history", "messages": [M, ...]}`` (the room's last
   50 messages, oldest first), then ``{"type": "message", **M}`` for every new message, where
-  ``M = {"id": int, "author": str, "text": str, "created": ISO 8601 str}``.
+  ``M = {"id": int, "author": str, "text": str, "created": ISO 8601 str}``;
+  ``{"type": "presence", "users": [str, ...]}`` (who is in the room on every server process,
+  sorted) right after joining and on every change (``trio_djws.presence``); and the history
+  again after the server lost Redis for a while (``on_resync``: messages broadcast meanwhile
+  did not reach this process; clients merge by ``id``).
 
-The author is the ``?nick=`` query parameter (1 to 32 characters after stripping), else
-``"anonymous"``. An unknown room slug refuses the handshake with HTTP 404.
+The author is the logged-in user's username (the session cookie on the handshake, read by
+``DjangoMiddlewareMixin``; log in at ``/accounts/login/``), else the ``?nick=`` query parameter
+(1 to 32 characters after stripping), else ``"anonymous"``. An unknown room slug refuses the
+handshake with HTTP 404.
 
 Ordering: a connection joins the room's group *before* it reads the history, so no message is
 lost in between; a message broadcast while the history is being read can therefore arrive
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Final
 
 import trio
@@ -39,13 +46,23 @@ from trio_djws import (
     Reject,
     WebSocket,
     database_sync_to_thread,
+    presence,
     send_group_json,
 )
+from trio_djws.mixins import DjangoMiddlewareMixin
 from trio_djws.typing import Message as Frame  # one WebSocket message; Message is the model
 
 from .models import Message, MessagePayload, Room
 
-__all__ = ["ChatHandler", "ProtocolError", "group_name", "nickname", "parse_text"]
+__all__ = [
+    "ChatHandler",
+    "ProtocolError",
+    "author_of",
+    "group_name",
+    "nickname",
+    "parse_text",
+    "presence_frame",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +136,20 @@ def nickname(query: QueryDict) -> str:
     return nick if 1 <= len(nick) <= MAX_NICK_LENGTH else ANONYMOUS
 
 
+def author_of(websocket: WebSocket) -> str:
+    """The author name of a connection: the logged-in user's username (cut to 32 characters,
+    the model's limit), else ``nickname(websocket.query)``."""
+    user = websocket.user
+    if user is not None and user.is_authenticated:
+        return user.get_username()[:MAX_NICK_LENGTH]
+    return nickname(websocket.query)
+
+
+def presence_frame(members: Mapping[str, int]) -> str:
+    """The ``presence`` frame for a room's members (identity → connections)."""
+    return json.dumps({"type": "presence", "users": sorted(members)})
+
+
 def group_name(slug: str) -> str:
     """The trio_djws group of a room's connections."""
     return f"chat.{slug}"
@@ -143,9 +174,11 @@ def _save_message(room_id: int, author: str, text: str) -> MessagePayload:
 
 
 @Namespace("/ws/chat/<slug:room>/")
-class ChatHandler(BaseWSClass):
+class ChatHandler(DjangoMiddlewareMixin, BaseWSClass):
     """One chat connection: history on connect, then every message of the room.
 
+    ``DjangoMiddlewareMixin`` runs ``WEBSOCKET_MIDDLEWARE`` (sessions and auth) on the
+    handshake first, so ``websocket.user`` is the logged-in user or ``AnonymousUser``.
     Handshake: HTTP 404 for an unknown room slug (``Reject(404)``).
     """
 
@@ -162,14 +195,23 @@ class ChatHandler(BaseWSClass):
         """
         slug: str = websocket.kwargs["room"]
         self.group = group_name(slug)
-        self.author = nickname(websocket.query)
+        self.author = author_of(websocket)
         # Join first: anything saved after the history read below is broadcast to us too.
-        await websocket.join(self.group)
+        # Present in the room under the nickname (trio_djws.presence: the username once
+        # logged in); the presence frame may come before or after the history.
+        await presence.join(websocket, self.group, self.author, announce=presence_frame)
         found = await _room_and_history(slug)
         if found is None:
             raise Reject(404, f"no room with slug {slug!r}")
         self.room_id, history = found
         await websocket.send_json({"type": "history", "messages": history})
+
+    async def on_resync(self, websocket: WebSocket, group: str) -> None:
+        """Messages broadcast while the server had lost Redis never reached this process:
+        send the history again (clients merge it by ``id``)."""
+        found = await _room_and_history(websocket.kwargs["room"])
+        if found is not None:
+            await websocket.send_json({"type": "history", "messages": found[1]})
 
     async def on_message(self, websocket: WebSocket, message: Frame) -> None:
         """Save a valid chat message, then broadcast it to the room; answer anything else

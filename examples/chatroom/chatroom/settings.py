@@ -9,6 +9,13 @@ Environment variables:
 - ``DJANGO_SECRET_KEY``: required in any real deployment; a fixed demo key otherwise.
 - ``DJANGO_ALLOWED_HOSTS``: comma-separated; also decides which ``Origin`` a WebSocket
   handshake may carry (``trio_djws.origins``).
+- ``REDIS_URL``: e.g. ``redis://127.0.0.1:6379/0``; when set, rooms and presence are shared
+  by every server process through Redis (``trio_djws.brokers.RedisBroker``), so
+  ``manage.py serve --workers 2`` (or several machines) behave as one chatroom. Unset: the
+  in-memory broker, one process.
+- ``CHAT_WEBSOCKET_PORT``: the port of a separate WebSocket server (``manage.py
+  runwebsocket`` beside gunicorn: ``nox -s chatroom_standalone``); the room page connects its
+  socket there, on its own host name. Unset: the page's own host and port (``manage.py serve``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
 
 INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
     "django.contrib.staticfiles",
     "trio_djws",
     "chat",
@@ -33,8 +43,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -47,7 +59,13 @@ TEMPLATES = [
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "chat.context_processors.websocket",
+            ]
+        },
     }
 ]
 
@@ -80,9 +98,28 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# Django's login page (django.contrib.auth.urls at /accounts/); the chat handler reads the
+# session cookie on the handshake through WEBSOCKET_MIDDLEWARE (its default: SessionMiddleware
+# and AuthenticationMiddleware) and uses websocket.user.username as the author.
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+# Tests only: post_migrate recreates these after each flush, so a serialized_rollback test
+# must not restore them too (Django's documented setting for this clash).
+TEST_NON_SERIALIZED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
+
 # A chat message is at most 2000 characters; 64 KiB leaves room for JSON escapes.
 # Larger frames are closed with 1009 (RFC 6455 §7.4.1) by Hypercorn itself.
 WEBSOCKET_MAX_MESSAGE_SIZE = 64 * 1024
+
+if os.environ.get("REDIS_URL"):
+    WEBSOCKET_BROKER = {
+        "BACKEND": "trio_djws.brokers.RedisBroker",
+        "CONFIG": {"url": os.environ["REDIS_URL"], "prefix": "chatroom"},
+    }
+
+# Standalone mode: the WebSocket server's port, if not the page's own (see the docstring).
+_ws_port = os.environ.get("CHAT_WEBSOCKET_PORT", "")
+CHAT_WEBSOCKET_PORT = int(_ws_port) if _ws_port else None
 
 LOGGING = {
     "version": 1,

@@ -1,10 +1,15 @@
-"""URLs of the HTML pages; the WebSocket path ``/ws/chat/<slug>/`` is a ``@Namespace`` in
-``chat.websockets``, not a URL pattern."""
+"""URLs of the HTML pages and Django's login page; the WebSocket path ``/ws/chat/<slug>/`` is a
+``@Namespace`` in ``chat.websockets``, not a URL pattern. ``/dws/...`` are dwebsocket-style
+views (``chat.dws``): WebSocket handshakes reach them through this URLconf."""
 
 from __future__ import annotations
 
+from chat import dws
 from django.urls import include, path
 
 urlpatterns = [
     path("", include("chat.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("dws/echo_once/", dws.echo_once),
+    path("dws/lower_case/", dws.lower_case),
 ]

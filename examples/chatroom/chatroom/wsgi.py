@@ -1,5 +1,7 @@
-"""WSGI entry point: the HTML pages only. The chat's WebSockets need the ASGI application
-(``chatroom.asgi``) on Hypercorn's trio worker."""
+"""WSGI entry point: the HTML pages only, e.g. ``gunicorn chatroom.wsgi:application``. The
+chat's WebSockets then come from ``manage.py runwebsocket`` on another port, with
+``CHAT_WEBSOCKET_PORT`` set for both (``nox -s chatroom_standalone``), or from the ASGI
+application (``chatroom.asgi``) on Hypercorn's trio worker (``nox -s chatroom``)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@
   const nickInput = document.getElementById("nick");
   const textInput = document.getElementById("text");
   const sendButton = document.getElementById("send");
+  const presenceBox = document.getElementById("presence");
   const slug = root.dataset.slug;
 
   const shown = new Set(); // ids of the messages on the page: history is merged, not repeated
@@ -62,7 +63,11 @@
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const nick = nickInput.value.trim();
     const query = nick ? `?nick=${encodeURIComponent(nick)}` : "";
-    return `${scheme}//${location.host}/ws/chat/${encodeURIComponent(slug)}/${query}`;
+    // Standalone mode (gunicorn + manage.py runwebsocket): the socket goes to the WebSocket
+    // port given by the page (CHAT_WEBSOCKET_PORT), on the page's own host name.
+    const wsPort = root.dataset.websocketPort;
+    const host = wsPort ? `${location.hostname}:${wsPort}` : location.host; // [::1] keeps its []
+    return `${scheme}//${host}/ws/chat/${encodeURIComponent(slug)}/${query}`;
   }
 
   function connect() {
@@ -117,6 +122,8 @@
       addMessage(frame);
     } else if (frame.type === "error") {
       showError(frame.error);
+    } else if (frame.type === "presence") {
+      presenceBox.textContent = frame.users.join(", "); // who is in the room, every process
     }
   }
 
@@ -188,7 +195,8 @@
     if (retryTimer !== null) connect();
   });
 
-  nickInput.value = loadNick();
+  // Logged in: the server takes the author from the session (websocket.user), not ?nick=.
+  nickInput.value = root.dataset.user || loadNick();
   connect();
   textInput.focus();
 })();

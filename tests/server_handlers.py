@@ -1,0 +1,78 @@
+"""Handlers for tests/test_server.py, registered when that module imports this one (not through
+WEBSOCKET_HANDLERS: tests/test_conf.py pins that setting)."""
+
+from __future__ import annotations
+
+import trio
+
+from trio_djws import BaseWSClass, Namespace
+from trio_djws.typing import Message
+from trio_djws.websocket import WebSocket
+
+
+class Record:
+    """What the handlers saw; reset by each test."""
+
+    def __init__(self) -> None:
+        self.close: tuple[int | None, str] | None = None
+        self.closed = trio.Event()
+        self.flood_close: int | None = None
+        self.flood_closed = trio.Event()
+        self.queued = trio.Event()
+        self.in_on_close = trio.Event()
+        self.release = trio.Event()
+
+
+RECORD = Record()
+
+
+class _Recording(BaseWSClass):
+    async def on_close(self, websocket: WebSocket) -> None:
+        RECORD.close = (websocket.close_code, websocket.close_reason)
+        RECORD.closed.set()
+
+
+@Namespace("/server/echo/")
+class Echo(_Recording):
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        await websocket.send(message)
+
+
+FLOOD_MESSAGE = b"x" * (64 * 1024)
+FLOOD_COUNT = 400  # 25 MiB: more than any socket buffer pair holds
+
+
+@Namespace("/server/flood/")
+class Flood(_Recording):
+    """Sends FLOOD_COUNT messages of 64 KiB from a background task, reading nothing."""
+
+    async def on_connect(self, websocket: WebSocket, path: str) -> None:
+        websocket.start_soon(self.flood, websocket)
+
+    async def flood(self, websocket: WebSocket) -> None:
+        for _ in range(FLOOD_COUNT):
+            await websocket.send(FLOOD_MESSAGE)
+
+    async def on_close(self, websocket: WebSocket) -> None:
+        RECORD.flood_close = websocket.close_code
+        RECORD.flood_closed.set()
+
+
+@Namespace("/server/queue/")
+class Queue(_Recording):
+    """on_message(n): queues n messages, then waits until the connection closes."""
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        for i in range(int(message)):
+            await websocket.send(f"queued {i}")
+        RECORD.queued.set()
+        await trio.sleep_forever()
+
+
+@Namespace("/server/slow-close/")
+class SlowClose(BaseWSClass):
+    """on_close waits for RECORD.release (at most WEBSOCKET_CLOSE_TIMEOUT): keeps a drain going."""
+
+    async def on_close(self, websocket: WebSocket) -> None:
+        RECORD.in_on_close.set()
+        await RECORD.release.wait()

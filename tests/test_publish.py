@@ -1,0 +1,217 @@
+"""publish()/publish_json() (trio_djws/publish.py), its envelope and the
+``websocket_publish`` command: from a server's worker thread, from a separate process through
+Redis, and the clear error with the in-memory broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Final
+
+import pytest
+import trio
+from django.core.management import CommandError, call_command
+from trio_websocket import open_websocket_url
+
+import tests.redis_handlers  # noqa: F401  (registers /redis/... for the in-process server)
+from tests.redis_server import RedisServer
+from tests.test_launcher import REPO_ROOT
+from tests.test_redis_broker import redis_settings, server_url, servers
+from trio_djws import ConfigurationError, publish, publish_json
+from trio_djws.publish import (
+    ENVELOPE_VERSION,
+    KIND_PRESENCE,
+    decode_envelope,
+    encode_envelope,
+    process_origin,
+    reset_sync_clients,
+    sync_client,
+)
+
+TIMEOUT: Final = 45.0  # seconds per test
+
+
+def test_envelope_round_trips_text_and_bytes_with_this_process_as_origin() -> None:
+    text = decode_envelope(encode_envelope("héllo"))
+    assert (text.kind, text.message, text.origin) == (b"t", "héllo", process_origin())
+    binary = decode_envelope(encode_envelope(b"\x00\xff"))
+    assert (binary.kind, binary.message) == (b"b", b"\x00\xff")
+    presence = decode_envelope(encode_envelope("", kind=KIND_PRESENCE))
+    assert (presence.kind, presence.message) == (KIND_PRESENCE, "")
+    assert encode_envelope("x")[0] == ENVELOPE_VERSION == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "version 1, got None"),
+        (b"\x02t\x00hi", "version 1, got 2"),
+        (b"\x01x\x00hi", "kind in b't', b'b', b'p', got b'x'"),
+        (b"\x01t\x00\xff", "utf-8"),
+    ],
+)
+def test_bad_envelopes_raise_value_error(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        decode_envelope(data)
+
+
+def test_origin_is_pid_and_random_token_and_changes_in_a_forked_child() -> None:
+    origin = process_origin()
+    assert origin == process_origin()
+    pid, token = origin.decode().split("-")
+    assert int(pid) == os.getpid() and len(token) == 16
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report its origin and leave at once
+        os.write(write, process_origin())
+        os._exit(0)
+    os.close(write)
+    child_origin = os.read(read, 100)
+    os.close(read)
+    os.waitpid(child, 0)
+    assert child_origin.startswith(f"{child}-".encode()) and child_origin != origin
+
+
+def test_publish_outside_a_server_with_the_in_memory_broker_names_the_setting() -> None:
+    with pytest.raises(ConfigurationError, match=r"WEBSOCKET_BROKER\['BACKEND'\] is"):
+        publish("g", "hello")
+    with pytest.raises(ConfigurationError, match="WEBSOCKET_BROKER"):
+        publish_json("g", {"a": 1})
+    with pytest.raises(CommandError, match="WEBSOCKET_BROKER"):
+        call_command("websocket_publish", "g", "hello")
+
+
+def test_publish_rejects_other_types() -> None:
+    with pytest.raises(TypeError, match="str or bytes, got dict"):
+        publish("g", {"a": 1})  # type: ignore[arg-type]
+
+
+async def test_publish_on_the_trio_thread_points_to_send_to_group() -> None:
+    with pytest.raises(RuntimeError, match="send_to_group"):
+        publish("g", "x")
+
+
+def test_sync_clients_are_pooled_per_process_and_url() -> None:
+    reset_sync_clients()
+    first = sync_client("redis://127.0.0.1:1/0")
+    assert sync_client("redis://127.0.0.1:1/0") is first
+    assert sync_client("redis://127.0.0.1:1/1") is not first
+    reset_sync_clients()
+    assert sync_client("redis://127.0.0.1:1/0") is not first
+    reset_sync_clients()
+
+
+async def test_publish_from_a_server_worker_thread_reaches_the_group(ws_url: str) -> None:
+    # In-memory broker: the plain def hook runs in a worker thread of this trio run.
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_websocket_url(f"{ws_url}/redis/sync-publish/t/") as a,
+            open_websocket_url(f"{ws_url}/redis/sync-publish/t/") as b,
+        ):
+            await a.send_message("from a thread")
+            assert await a.get_message() == "from a thread"
+            assert await b.get_message() == "from a thread"
+
+
+async def test_publish_from_a_separate_process_reaches_clients(redis_server: RedisServer) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.launcher_settings",
+        "PYTHONPATH": REPO_ROOT,
+        "LAUNCHER_TEST_SETTINGS": json.dumps(redis_settings(redis_server.url)),
+    }
+    script = (
+        "import django; django.setup()\n"
+        "from trio_djws import publish, publish_json\n"
+        "publish('g', 'plain')\n"
+        "publish('g', b'\\x00bytes')\n"
+        "publish_json('g', {'n': 1})\n"
+    )
+    with trio.fail_after(TIMEOUT):
+        async with servers(2, redis_server.url) as (one, two):
+            url_one, url_two = await server_url(one), await server_url(two)
+            async with (
+                open_websocket_url(f"{url_one}/redis/group/g/") as a,
+                open_websocket_url(f"{url_two}/redis/group/g/") as b,
+            ):
+                for ws in (a, b):
+                    assert await ws.get_message() == "ready"
+                await trio.run_process([sys.executable, "-c", script], env=env, cwd=REPO_ROOT)
+                command = [sys.executable, "-m", "django", "websocket_publish", "g", "by command"]
+                await trio.run_process(command, env=env, cwd=REPO_ROOT)
+                for ws in (a, b):
+                    received = [await ws.get_message() for _ in range(4)]
+                    assert received == ["plain", b"\x00bytes", '{"n": 1}', "by command"]
+
+
+async def test_publish_from_a_separate_process_without_redis_raises_broker_error(
+    redis_server: RedisServer,
+) -> None:
+    await redis_server.stop()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.launcher_settings",
+        "PYTHONPATH": REPO_ROOT,
+        "LAUNCHER_TEST_SETTINGS": json.dumps(redis_settings(redis_server.url)),
+    }
+    command = [sys.executable, "-m", "django", "websocket_publish", "g", "lost"]
+    with trio.fail_after(TIMEOUT):
+        result = await trio.run_process(
+            command, env=env, cwd=REPO_ROOT, check=False, capture_stderr=True
+        )
+    assert result.returncode != 0
+    assert f"could not publish to group 'g' on {redis_server.url}" in result.stderr.decode()
+
+
+async def test_publish_from_a_plain_thread_of_a_server_process_reaches_its_members(
+    redis_server: RedisServer,
+) -> None:
+    # A thread trio did not start (threading.Thread, a thread pool, a scheduler) in a process
+    # that runs a server on the RedisBroker publishes through redis-py. That process has not
+    # delivered the message locally, so its own subscriber must not skip it as its own.
+    from functools import partial
+
+    from django.test import override_settings
+    from hypercorn.trio import serve as hypercorn_serve
+
+    from tests.conftest import hypercorn_config
+    from trio_djws.asgi import get_asgi_application
+    from trio_djws.testing import WebSocketTestClient
+
+    settings = redis_settings(redis_server.url)
+    with trio.fail_after(TIMEOUT), override_settings(WEBSOCKET_BROKER=settings["WEBSOCKET_BROKER"]):
+        app = get_asgi_application()
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(hypercorn_serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
+            )
+            async with WebSocketTestClient(app, "/redis/group/p/") as member:
+                assert await member.receive() == "ready"
+                await trio.to_thread.run_sync(
+                    _in_a_plain_thread, partial(publish, "p", "from a plain thread")
+                )
+                with trio.fail_after(10):
+                    assert await member.receive() == "from a plain thread"
+            shutdown.set()
+    reset_sync_clients()
+
+
+def _in_a_plain_thread(fn: object) -> None:
+    # Run fn in a threading.Thread (not one of trio's worker threads) and wait for it.
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()  # type: ignore[operator]
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller below)
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]

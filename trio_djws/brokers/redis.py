@@ -1,0 +1,545 @@
+"""``RedisBroker``: groups across processes and machines through Redis pub/sub (coredis).
+
+One broker per server process, with three tasks in the server nursery:
+
+- the **subscriber**: one pub/sub connection, subscribed to a group's Redis channel
+  (``<prefix>:group:<name>``) only while this process has members in it; it drains coredis'
+  unbounded buffer as messages arrive and queues each for the local members at once (their
+  send queues are the bounded queues; a full one closes that member with 1008 and counts in
+  ``overflows``). A process with no member in a group never receives that group's messages.
+- the **publisher**: takes envelopes from a bounded queue (``PUBLISH_QUEUE_SIZE``) in order
+  and publishes them, so messages from one publisher to one group keep their order;
+- the **presence** task: heartbeats (every ``WEBSOCKET_PRESENCE_TTL / 3`` seconds) and
+  announces presence changes.
+
+Delivery is at most once. A message published on this process reaches its local members
+directly and the others through Redis; this process skips its own copy coming back (the
+envelope's origin). While Redis is unreachable, local delivery goes on, messages published
+here do not reach other processes and messages published elsewhere do not reach this one:
+they are lost, counted in ``lost`` and logged. A Redis that stops answering without closing
+its sockets counts as unreachable once a command waits ``COMMAND_TIMEOUT`` (5 s). The
+subscriber reconnects with backoff (0.1 s doubling to 16 s), resubscribes every group that
+has members, and on each fresh subscribe acknowledgement calls ``on_resync(websocket,
+group)`` of the group's local members so that they can reload what they missed
+(channels_redis loses such messages silently: its issue 256). Nothing here closes a
+connection or stops the server because Redis is away.
+
+Connecting never sits on the ASGI lifespan startup path: ``serve`` reports started at once
+(coredis' ``pubsub()`` would wait without limit while Redis is down, and Hypercorn kills a
+server whose startup takes over 60 s).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
+
+import coredis
+import coredis.exceptions
+import trio
+from coredis.patterns.pubsub import PubSub
+from coredis.retry import NoRetryPolicy
+
+from ..conf import get_settings
+from ..exceptions import BrokerError, ConfigurationError
+from ..publish import (
+    KIND_PRESENCE,
+    decode_envelope,
+    encode_envelope,
+    process_origin,
+    sync_client,
+    sync_origin,
+)
+from ..typing import Message
+
+if TYPE_CHECKING:
+    from ..groups import Groups
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "RedisBroker"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
+DEFAULT_PREFIX: Final = "trio_djws"
+PUBLISH_QUEUE_SIZE: Final = 1024  # envelopes waiting for Redis; then publishers wait
+PUBLISH_BATCH: Final = 256  # envelopes per pipeline round trip at most
+SUBSCRIBE_TIMEOUT: Final = 10.0  # seconds for Redis to acknowledge a SUBSCRIBE
+PRESENCE_CLEANUP_TIMEOUT: Final = 2.0  # seconds at shutdown to remove this process's presence
+CONNECT_TIMEOUT: Final = 5.0  # seconds per connection attempt
+# Seconds for Redis to answer a command. Without it a Redis that stops answering but keeps its
+# sockets open (a network partition, a stopped process) blocks the publisher for good, and
+# with it every send_to_group once the publish queue is full.
+COMMAND_TIMEOUT: Final = 5.0
+BACKOFF_FIRST: Final = 0.1  # seconds before the first reconnection attempt
+BACKOFF_MAX: Final = 16.0  # seconds, as coredis' own pub/sub retry policy
+
+# What an unreachable or restarting Redis raises through coredis (connection refused,
+# reset, a subscribe never acknowledged).
+_REDIS_DOWN: Final = (coredis.exceptions.RedisError, OSError, TimeoutError)
+
+
+def _channel(prefix: str, group: str) -> str:
+    return f"{prefix}:group:{group}"
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _options(config: Mapping[str, object]) -> tuple[str, str]:
+    url = config.get("url", DEFAULT_URL)
+    prefix = config.get("prefix", DEFAULT_PREFIX)
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            f"WEBSOCKET_BROKER['CONFIG']['url'] must be a redis:// URL, got {url!r}"
+        )
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigurationError(
+            f"WEBSOCKET_BROKER['CONFIG']['prefix'] must be a non-empty str, got {prefix!r}"
+        )
+    unknown = set(config) - {"url", "prefix"}
+    if unknown:
+        raise ConfigurationError(
+            f"WEBSOCKET_BROKER['CONFIG'] has unknown keys {sorted(unknown)}; "
+            "RedisBroker reads 'url' and 'prefix'"
+        )
+    return url, prefix
+
+
+class RedisBroker:
+    """Group messages and presence across processes through Redis.
+
+    Args:
+        groups: the server's group registry.
+        config: ``WEBSOCKET_BROKER['CONFIG']``: ``url`` (default
+            ``redis://127.0.0.1:6379/0``) and ``prefix`` of every Redis key and channel
+            (default ``trio_djws``; two projects sharing one Redis use different prefixes).
+
+    Attributes:
+        connected: whether the subscriber is connected to Redis now.
+        lost: envelopes that could not be published to Redis (Redis unreachable).
+        undecodable: envelopes received that were not a version-1 envelope (dropped).
+        resyncs: ``on_resync`` rounds started (one per group resubscribed after a gap).
+
+    Raises:
+        ConfigurationError: a bad ``url`` or ``prefix``, or an unknown key.
+    """
+
+    cross_process = True
+
+    def __init__(self, groups: Groups, config: Mapping[str, object] | None = None) -> None:
+        self.url, self.prefix = _options(config or {})
+        self._groups = groups
+        self._ttl = get_settings().presence_ttl
+        self.connected = False
+        self.lost = 0
+        self.undecodable = 0
+        self.resyncs = 0
+        self._client: coredis.Redis[bytes] | None = None
+        self._outgoing_send, self._outgoing = trio.open_memory_channel[tuple[str, bytes]](
+            PUBLISH_QUEUE_SIZE
+        )
+        # Groups whose subscription may have to change, and groups whose presence changed
+        # here, since the tasks last looked. Sets, not queues: bounded by the number of
+        # groups this process has touched, and repeated joins/leaves coalesce.
+        self._dirty: set[str] = set()
+        self._wake = trio.Event()
+        self._presence_dirty: set[str] = set()
+        self._presence_recheck: set[str] = set()
+        self._presence_wake = trio.Event()
+        self._announced: dict[str, dict[str, int]] = {}
+        self._written: set[str] = set()  # groups with this process's presence in Redis
+        self._live: set[str] = set()  # groups whose subscription Redis has acknowledged
+        self._live_changed = trio.Event()
+        self._down = False  # the subscriber lost Redis (or never reached it) and retries
+        groups.watch(self._changed)
+
+    @property
+    def overflows(self) -> int:
+        """Messages that found a local member's send queue full (it was closed with 1008)."""
+        return self._groups.overflows
+
+    # -- names --------------------------------------------------------------------------------
+
+    def channel(self, group: str) -> str:
+        """The Redis channel that carries ``group``: ``<prefix>:group:<group>``."""
+        return _channel(self.prefix, group)
+
+    def _group_of(self, channel: bytes | str) -> str:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        return name.removeprefix(f"{self.prefix}:group:")
+
+    # Presence keys: a set of the processes with members in a group, and one key per process
+    # and group holding its counts (with a TTL). The origin has no ":", so neither kind of
+    # name can equal another whatever the group names are.
+    def _presence_index(self, group: str) -> str:
+        return f"{self.prefix}:presence-index:{group}"
+
+    def _presence_key(self, group: str, origin: str) -> str:
+        return f"{self.prefix}:presence:{origin}:{group}"
+
+    # -- the Groups watcher (sync, trio thread) ------------------------------------------------
+
+    def _changed(self, group: str, presence: bool) -> None:
+        self._dirty.add(group)
+        self._wake.set()
+        if presence:
+            self._presence_dirty.add(group)
+            self._presence_wake.set()
+
+    # -- Broker -----------------------------------------------------------------------------
+
+    async def publish(self, group: str, message: Message) -> None:
+        """Queue ``message`` for the local members of ``group`` at once, then hand one
+        envelope to the publisher task for the other processes.
+
+        Waits only while ``PUBLISH_QUEUE_SIZE`` envelopes wait for Redis (backpressure); if
+        cancelled there, the local members have it and the other processes do not.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        envelope = encode_envelope(message)
+        self._groups.deliver(group, message)
+        if self._client is None:
+            # Not serving (no lifespan, e.g. the in-memory test client): nothing would drain
+            # the queue, and no other process is reachable from here.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        await self._outgoing_send.send((self.channel(group), envelope))
+
+    @classmethod
+    def publish_sync(cls, config: Mapping[str, object], group: str, message: Message) -> None:
+        """``publish()`` from a process that runs no server: redis-py's pooled sync client.
+
+        Raises:
+            BrokerError: Redis could not be reached; the message is lost.
+        """
+        import redis.exceptions
+
+        url, prefix = _options(config)
+        try:
+            # Not process_origin(): nothing was delivered locally, so this process's own
+            # subscriber (if it runs a server) must not skip the message.
+            envelope = encode_envelope(message, origin=sync_origin())
+            sync_client(url).publish(_channel(prefix, group), envelope)
+        except redis.exceptions.RedisError as exc:
+            raise BrokerError(f"could not publish to group {group!r} on {url}: {exc}") from exc
+
+    async def wait_subscribed(self, group: str, subscribed: bool = True) -> None:
+        """Wait until Redis has acknowledged this process's subscription to ``group`` (or,
+        with ``subscribed=False``, until this process is no longer subscribed to it).
+
+        ``websocket.join`` returns at once and the subscription follows in the background;
+        until it is acknowledged, messages published to the group on other processes do not
+        reach this one. Waits without limit while Redis is down: callers bound it with
+        ``trio.fail_after``. A checkpoint.
+        """
+        await trio.lowlevel.checkpoint()
+        while (group in self._live) is not subscribed:
+            await self._live_changed.wait()
+
+    def _set_live(self, group: str, live: bool) -> None:
+        if live:
+            self._live.add(group)
+        else:
+            self._live.discard(group)
+        self._live_changed.set()
+        self._live_changed = trio.Event()
+
+    async def members(self, group: str) -> dict[str, int]:
+        """Presence of ``group`` across every process that shares this Redis: identity →
+        number of connections. Entries of a process that stopped heartbeating vanish after
+        ``WEBSOCKET_PRESENCE_TTL`` seconds.
+
+        Raises:
+            BrokerError: Redis is unreachable.
+        """
+        client = self._require_client()
+        own = process_origin().decode()
+        local = self._groups.presence(group)
+        try:
+            origins = [o.decode() for o in await client.smembers(self._presence_index(group))]
+            others = [o for o in origins if o != own]
+            values = (
+                await client.mget([self._presence_key(group, o) for o in others]) if others else []
+            )
+            stale = [o for o, v in zip(others, values, strict=True) if v is None]
+            if stale:
+                await client.srem(self._presence_index(group), stale)
+        except _REDIS_DOWN as exc:
+            raise BrokerError(f"presence of group {group!r}: Redis at {self.url}: {exc}") from exc
+        counts = dict(local)
+        for value in values:
+            try:
+                entries = json.loads(value) if value is not None else {}
+                for identity, count in entries.items():
+                    counts[str(identity)] = counts.get(str(identity), 0) + int(count)
+            except (ValueError, TypeError, AttributeError):
+                logger.warning("ignored a malformed presence entry in group %s", group)
+        return counts
+
+    def _require_client(self) -> coredis.Redis[bytes]:
+        if self._client is None:
+            raise BrokerError("the RedisBroker is not running (no server lifespan)")
+        return self._client
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the subscriber, publisher and presence tasks until cancelled.
+
+        Reports started at once, before any connection to Redis.
+        """
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            self.url,
+            connect_timeout=CONNECT_TIMEOUT,
+            stream_timeout=COMMAND_TIMEOUT,
+            retry_policy=NoRetryPolicy(),
+        )
+        async with client:
+            self._client = client
+            task_status.started()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._publisher, client)
+                    nursery.start_soon(self._subscriber, client)
+                    nursery.start_soon(self._presence, client)
+            finally:
+                self._client = None
+                with trio.move_on_after(PRESENCE_CLEANUP_TIMEOUT, shield=True):
+                    try:
+                        await self._remove_presence(client)
+                    except _REDIS_DOWN as exc:
+                        logger.warning("presence left in Redis until it expires: %s", exc)
+
+    # -- publisher ----------------------------------------------------------------------------
+
+    async def _publisher(self, client: coredis.Redis[bytes]) -> None:
+        # One task, one Redis connection at a time, batches in queue order: messages from one
+        # publisher keep their order. A batch of what has queued up meanwhile goes out as one
+        # pipeline (one round trip instead of one per message).
+        async with self._outgoing:
+            async for first in self._outgoing:
+                batch = [first]
+                while len(batch) < PUBLISH_BATCH:
+                    try:
+                        batch.append(self._outgoing.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if self._down:
+                    # The subscriber knows Redis is away: drop at once rather than make every
+                    # publisher wait for a connection attempt per batch.
+                    self.lost += len(batch)
+                    continue
+                try:
+                    if len(batch) == 1:
+                        await client.publish(*first)
+                    else:
+                        async with client.pipeline(transaction=False) as pipe:
+                            for channel, envelope in batch:
+                                pipe.publish(channel, envelope)
+                except _REDIS_DOWN as exc:
+                    self.lost += len(batch)
+                    logger.error(
+                        "Redis at %s unreachable: %d messages published here did not reach "
+                        "other processes (%s)",
+                        self.url,
+                        len(batch),
+                        exc,
+                    )
+
+    # -- subscriber ---------------------------------------------------------------------------
+
+    async def _subscriber(self, client: coredis.Redis[bytes]) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            failure: BaseException | None = None
+            # Groups with members before this connection exists missed what was published
+            # meanwhile: their first acknowledgement on it triggers on_resync.
+            resync = set(self._groups.names())
+            try:
+                async with client.pubsub(
+                    retry_policy=NoRetryPolicy(), subscription_timeout=SUBSCRIBE_TIMEOUT
+                ) as pubsub:
+                    logger.info("subscriber connected to Redis at %s", self.url)
+                    self.connected = True
+                    self._down = False
+                    delay = BACKOFF_FIRST
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._reconcile, pubsub)
+                        nursery.start_soon(self._drain, pubsub, resync)
+            except* _REDIS_DOWN as group:
+                failure = _first_leaf(group)
+            except* Exception as group:  # a bug must not stop the server: log, reconnect
+                failure = _first_leaf(group)
+                logger.exception("RedisBroker subscriber failed; reconnecting", exc_info=failure)
+            self.connected = False
+            self._down = True
+            for name in list(self._live):
+                self._set_live(name, False)
+            logger.error(
+                "Redis at %s unreachable (%s: %s); retrying in %.1f s; local delivery goes on",
+                self.url,
+                type(failure).__name__,
+                failure,
+                delay,
+            )
+            await trio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _reconcile(self, pubsub: PubSub[bytes]) -> None:
+        # Subscribe the groups that have members, unsubscribe those that lost their last.
+        subscribed: set[str] = set()
+        pending = set(self._groups.names())
+        while True:
+            self._wake = trio.Event()
+            pending |= self._dirty
+            self._dirty = set()
+            join = sorted(g for g in pending if self._groups.has_members(g) and g not in subscribed)
+            leave = sorted(
+                g for g in pending if not self._groups.has_members(g) and g in subscribed
+            )
+            pending = set()
+            if join:
+                await pubsub.subscribe(*(self.channel(g) for g in join))
+                subscribed.update(join)
+            if leave:
+                await pubsub.unsubscribe(*(self.channel(g) for g in leave))
+                subscribed.difference_update(leave)
+            await self._wake.wait()
+
+    async def _drain(self, pubsub: PubSub[bytes], resync: set[str]) -> None:
+        own = process_origin()
+        while True:
+            message = await pubsub.get_message()
+            if message is None:
+                continue
+            kind = message["type"]
+            group = self._group_of(message["channel"])
+            if kind == "unsubscribe":
+                self._set_live(group, False)
+                continue
+            if kind == "subscribe":
+                self._set_live(group, True)
+                if group in resync:
+                    resync.discard(group)
+                    self._resync(group)
+                continue
+            if kind != "message":
+                continue
+            data = message["data"]
+            try:
+                envelope = decode_envelope(data if isinstance(data, bytes) else str(data).encode())
+            except ValueError as exc:
+                self.undecodable += 1
+                logger.warning("dropped a message on group %s: %s", group, exc)
+                continue
+            if envelope.origin == own:
+                continue  # delivered locally when published
+            if envelope.kind == KIND_PRESENCE:
+                self._presence_recheck.add(group)
+                self._presence_wake.set()
+                continue
+            self._groups.deliver(group, envelope.message)
+
+    def _resync(self, group: str) -> None:
+        from ..state import current_server
+
+        self.resyncs += 1
+        handlers = current_server().handlers
+        members = self._groups.members(group)
+        logger.info("resubscribed group %s after a gap: on_resync for %d", group, len(members))
+        for websocket in members:
+            handler = handlers.get(websocket)
+            if handler is None:
+                continue
+            try:
+                websocket.start_soon(handler.run_on_resync, websocket, group)
+            except RuntimeError:
+                pass  # the connection has ended
+        # Presence written while Redis was away is gone too: rewrite it.
+        if group in self._groups.presence_groups():
+            self._presence_dirty.add(group)
+            self._presence_wake.set()
+
+    # -- presence -----------------------------------------------------------------------------
+
+    async def _presence(self, client: coredis.Redis[bytes]) -> None:
+        interval = self._ttl / 3
+        next_beat = trio.current_time() + interval
+        while True:
+            with trio.move_on_at(next_beat):
+                await self._presence_wake.wait()
+            self._presence_wake = trio.Event()
+            changed, self._presence_dirty = self._presence_dirty, set()
+            recheck, self._presence_recheck = self._presence_recheck, set()
+            beat = trio.current_time() >= next_beat
+            if beat:
+                next_beat = trio.current_time() + interval
+            write = set(changed)
+            if beat:
+                write.update(self._groups.presence_groups())
+            try:
+                await self._write_presence(client, write)
+                for group in sorted(changed):  # tell the other processes to look again
+                    await client.publish(
+                        self.channel(group), encode_envelope("", kind=KIND_PRESENCE)
+                    )
+            except _REDIS_DOWN as exc:
+                logger.warning("presence not written to Redis at %s: %s", self.url, exc)
+                if not beat:
+                    self._presence_dirty |= changed  # the next heartbeat writes it again
+            look = changed | recheck | (set(self._groups.presence_groups()) if beat else set())
+            for group in sorted(look):
+                await self._announce(group)
+
+    async def _write_presence(self, client: coredis.Redis[bytes], groups: set[str]) -> None:
+        # One pipeline (one round trip) for every group's key, index and expiry.
+        if not groups:
+            return
+        origin = process_origin().decode()
+        ttl_ms = max(1, int(self._ttl * 1000))
+        async with client.pipeline(transaction=False) as pipe:
+            for group in sorted(groups):
+                counts = self._groups.presence(group)
+                key = self._presence_key(group, origin)
+                index = self._presence_index(group)
+                if counts:
+                    pipe.set(key, json.dumps(counts), px=ttl_ms)
+                    pipe.sadd(index, [origin])
+                    pipe.pexpire(index, 3 * ttl_ms)
+                    self._written.add(group)
+                else:
+                    pipe.delete([key])
+                    pipe.srem(index, [origin])
+                    self._written.discard(group)
+
+    async def _remove_presence(self, client: coredis.Redis[bytes]) -> None:
+        # At shutdown: remove this process's presence at once (rather than after the TTL)
+        # and tell the other processes to look again.
+        origin = process_origin().decode()
+        groups, self._written = sorted(self._written), set()
+        if not groups:
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for group in groups:
+                pipe.delete([self._presence_key(group, origin)])
+                pipe.srem(self._presence_index(group), [origin])
+                pipe.publish(self.channel(group), encode_envelope("", kind=KIND_PRESENCE))
+
+    async def _announce(self, group: str) -> None:
+        if group not in self._groups.presence_groups():
+            self._announced.pop(group, None)
+            return
+        try:
+            members = await self.members(group)
+        except BrokerError:
+            members = self._groups.presence(group)
+        if self._announced.get(group) == members:
+            return
+        self._announced[group] = members
+        try:
+            self._groups.announce(group, members)
+        except Exception:  # an app's announce renderer: never stop the broker
+            logger.exception("announcing presence in group %s failed", group)

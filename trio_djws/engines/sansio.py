@@ -1,0 +1,417 @@
+"""The ``websockets`` engine: ``websockets.server.ServerProtocol`` (sans-I/O) on trio streams.
+
+The library parses the handshake and the frames, validates the close handshake, answers pings
+and enforces ``WEBSOCKET_MAX_MESSAGE_SIZE`` (1009); this module moves bytes, reassembles
+fragmented messages and decodes text (strict UTF-8: RFC 6455 §8.1 → 1007), as the library's
+own trio and asyncio connections do. Writes are batched: whatever the protocol has to send
+after one read (pongs, the echo of a close frame) leaves in one ``send_all``.
+
+Tasks of one connection: the connection model's reader (``receive``), its writer (``send``)
+and the keepalive pinger share the stream through a send lock and a read lock; the read lock
+also lets ``close`` read the peer's answer to our close frame after the reader has stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Final
+
+import trio
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidMessage, PayloadTooBig, ProtocolError
+from websockets.frames import Frame, Opcode
+from websockets.headers import parse_subprotocol
+from websockets.http11 import Request, Response
+from websockets.protocol import Event, State
+from websockets.server import ServerProtocol
+from wsproto.frame_protocol import CloseReason
+
+from ..conf import KIB, get_settings
+from ..connection import serve_websocket
+from ..exceptions import ConnectionClosed
+from ..typing import Message
+from . import make_scope, peer, reason_phrase
+
+__all__ = ["ENGINE", "SansIOEngine", "SansIOTransport"]
+
+logger = logging.getLogger(__name__)
+
+RECEIVE_BYTES: Final = 64 * KIB  # one read; also bounds the frames buffered from one read
+WRITE_CHUNK_BYTES: Final = 256 * KIB  # the write deadline applies to each piece this large
+_BAD_REQUEST: Final = 400
+
+
+class SansIOTransport:
+    """The ``Transport`` of one connection on ``ServerProtocol``."""
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        protocol: ServerProtocol,
+        response: Response,
+        early: Sequence[Event],
+    ) -> None:
+        settings = get_settings()
+        self._stream = stream
+        self._protocol = protocol
+        self._response = response
+        self._write_timeout = settings.send_timeout
+        self._close_timeout = settings.close_timeout
+        self._max_size = settings.max_message_size
+        self._send_lock = trio.Lock()
+        self._read_lock = trio.Lock()
+        # Frames parsed from the last read and not handled yet: at most RECEIVE_BYTES worth.
+        self._pending: Iterator[Event] = iter(list(early))
+        self._fragments: bytearray | None = None
+        self._fragment_opcode = Opcode.TEXT
+        self._done: ConnectionClosed | None = None  # set once nothing more can be received
+        self._peer = peer(stream)
+
+    # -- Transport -----------------------------------------------------------------------------
+
+    async def accept(self, subprotocol: str | None) -> None:
+        if subprotocol is not None:
+            self._response.headers["Sec-WebSocket-Protocol"] = subprotocol
+            self._protocol.subprotocol = subprotocol  # type: ignore[assignment]  # a NewType
+        self._protocol.send_response(self._response)
+        await self._flush()
+
+    async def reject(self, status: int) -> None:
+        await _send_status(self._stream, self._protocol, status)
+
+    async def receive(self) -> Message:
+        async with self._read_lock:
+            while True:
+                message = self._next_message()
+                if message is not None:
+                    return message
+                if self._done is not None:
+                    with contextlib.suppress(ConnectionClosed):
+                        await self._flush()  # the close frame after a failure (1007)
+                    raise self._done
+                await self._read()
+
+    async def send(self, message: Message) -> None:
+        if self._protocol.state is not State.OPEN:
+            raise self._closed()
+        if isinstance(message, str):
+            self._protocol.send_text(message.encode("utf-8"))
+        else:
+            self._protocol.send_binary(message)
+        await self._flush()
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._protocol.state is State.OPEN:
+            try:
+                self._protocol.send_close(code, reason)
+            except ProtocolError:  # a code that must not be sent (1005, 1006, 1015)
+                self._protocol.send_close(CloseReason.INTERNAL_ERROR, reason)
+            await self._flush()
+        # RFC 6455 §7.1.1: wait (WEBSOCKET_CLOSE_TIMEOUT at most) for the peer's close frame;
+        # the engine then closes the TCP connection. Data frames still arriving are dropped
+        # (§1.4). The connection model's reader may hold the read lock: it sees the close
+        # frame, releases the lock, and this loop finds ``_done`` set.
+        with trio.move_on_after(self._close_timeout):
+            async with self._read_lock:
+                while self._done is None:
+                    self._pending = iter(())
+                    await self._read()
+
+    # -- keepalive -------------------------------------------------------------------------
+
+    async def keepalive(self, interval: float) -> None:
+        """Ping every ``interval`` seconds while open (RFC 6455 §5.5.2). Pongs are not
+        awaited: the ping's bytes make the kernel's ``TCP_USER_TIMEOUT`` abort a peer that
+        stopped acknowledging, and a slow handler cannot make a live peer look dead."""
+        while True:
+            await trio.sleep(interval)
+            if self._protocol.state is State.CONNECTING:
+                continue
+            if self._protocol.state is not State.OPEN:
+                return
+            self._protocol.send_ping(os.urandom(4))
+            try:
+                await self._flush()
+            except ConnectionClosed:
+                return
+
+    # -- I/O -------------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        # Everything the protocol has produced so far goes out in one send_all, in order:
+        # whoever holds the lock takes all pending bytes, including other tasks' frames.
+        async with self._send_lock:
+            data = self._protocol.data_to_send()
+            if not data:
+                return
+            await _write(self._stream, data, self._write_timeout)
+
+    async def _read(self) -> None:
+        try:
+            data = await self._stream.receive_some(RECEIVE_BYTES)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if data:
+            self._protocol.receive_data(data)
+        else:
+            self._protocol.receive_eof()
+        self._pending = iter(self._protocol.events_received())
+        try:
+            await self._flush()  # pongs, the echo of a close frame, a close after an error
+        except ConnectionClosed as exc:
+            self._done = exc
+            return
+        self._check_done()
+
+    def _check_done(self) -> None:
+        protocol = self._protocol
+        if self._done is not None:
+            return
+        if protocol.close_rcvd is not None and protocol.parser_exc is None:
+            # The peer's own close code and reason (1005 if its close frame had none).
+            self._done = ConnectionClosed(protocol.close_rcvd.code, protocol.close_rcvd.reason)
+            return
+        exc = protocol.parser_exc
+        if exc is None:
+            return
+        sent = protocol.close_sent
+        code = sent.code if sent is not None else CloseReason.ABNORMAL_CLOSURE
+        reason = sent.reason if sent is not None else "connection lost"
+        if isinstance(exc, PayloadTooBig):
+            logger.warning(
+                "message from %s exceeds WEBSOCKET_MAX_MESSAGE_SIZE (%d bytes): %s; "
+                "closing with 1009",
+                self._peer,
+                self._max_size,
+                exc,
+            )
+        elif isinstance(exc, EOFError):
+            logger.debug("connection from %s lost without a close frame", self._peer)
+        else:
+            logger.warning("%s from %s; closing with %d", _describe(exc), self._peer, code)
+        self._done = ConnectionClosed(code, reason)
+
+    def _next_message(self) -> Message | None:
+        for frame in self._pending:
+            if not isinstance(frame, Frame):
+                continue
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if frame.fin:
+                    return self._decode(opcode, frame.data)
+                self._fragments = bytearray(frame.data)
+                self._fragment_opcode = opcode
+            elif opcode is Opcode.CONT and self._fragments is not None:
+                self._fragments += frame.data
+                if frame.fin:
+                    data, self._fragments = self._fragments, None
+                    return self._decode(self._fragment_opcode, data)
+            # PING is answered by the protocol, PONG needs nothing, CLOSE sets close_rcvd.
+            if self._done is not None:
+                break
+        return None
+
+    def _decode(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> Message | None:
+        if opcode is Opcode.BINARY:
+            return data if type(data) is bytes else bytes(data)
+        try:
+            return str(data, "utf-8")
+        except UnicodeDecodeError as exc:
+            reason = f"invalid UTF-8 at byte {exc.start}"
+            logger.warning(
+                "text message from %s is not valid UTF-8 (%s); closing with 1007",
+                self._peer,
+                reason,
+            )
+            if self._protocol.state is State.OPEN:
+                self._protocol.fail(CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason)
+            self._pending = iter(())
+            self._done = ConnectionClosed(CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason)
+            return None
+
+    def _closed(self) -> ConnectionClosed:
+        if self._done is not None:
+            return self._done
+        close = self._protocol.close_rcvd or self._protocol.close_sent
+        if close is None:
+            return ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, "connection lost")
+        return ConnectionClosed(close.code, close.reason)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "close reason that is not valid UTF-8"
+    if isinstance(exc, ProtocolError):
+        return f"protocol error ({exc})"
+    return f"{type(exc).__name__} ({exc})"
+
+
+async def _write(stream: trio.SocketStream, data: list[bytes], seconds: float) -> None:
+    # All of ``data`` in one send_all (in WRITE_CHUNK_BYTES pieces when larger); an empty
+    # chunk (websockets' SEND_EOF) half-closes. A peer that takes no piece for ``seconds``
+    # (WEBSOCKET_SEND_TIMEOUT) has its stream aborted, which also wakes every other task
+    # blocked on it; a slow but reading peer makes progress piece by piece and is kept.
+    eof = data[-1] == b""
+    payload = b"".join(data)
+    view = memoryview(payload)
+    deadline = trio.CancelScope()
+    try:
+        for start in range(0, len(payload), WRITE_CHUNK_BYTES):
+            deadline = trio.move_on_after(seconds)
+            with deadline:
+                await stream.send_all(view[start : start + WRITE_CHUNK_BYTES])
+            if deadline.cancelled_caught:
+                break
+        else:
+            if eof:
+                deadline = trio.move_on_after(seconds)
+                with deadline:
+                    await stream.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, "connection lost") from None
+    if deadline.cancelled_caught:
+        logger.warning(
+            "%s took no data for %.1f s (WEBSOCKET_SEND_TIMEOUT); aborting the connection",
+            peer(stream),
+            seconds,
+        )
+        await trio.aclose_forcefully(stream)
+        raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, "write timed out")
+
+
+async def _send_status(stream: trio.SocketStream, protocol: ServerProtocol, status: int) -> None:
+    # An HTTP response refusing the handshake; the engine closes the stream afterwards.
+    phrase = reason_phrase(status)
+    body = f"{status} {phrase}\n".encode()
+    headers = Headers(
+        [
+            ("Connection", "close"),
+            ("Content-Length", str(len(body))),
+            ("Content-Type", "text/plain; charset=utf-8"),
+        ]
+    )
+    response = Response(status, phrase, headers, body)
+    if not protocol.eof_sent:
+        protocol.send_response(response)
+        data = protocol.data_to_send()
+    else:  # the protocol gave up on the request (not HTTP at all): answer it ourselves
+        data = [response.serialize(), b""]
+    try:
+        await _write(stream, data, get_settings().close_timeout)
+    except ConnectionClosed:
+        pass
+
+
+async def _read_handshake(
+    stream: trio.SocketStream, protocol: ServerProtocol
+) -> tuple[Request, list[Event]] | None:
+    # The request and any frames that arrived with it, or None once the connection has been
+    # answered (malformed request → 400; oversized lines → the library's 414/431) or lost.
+    while True:
+        try:
+            data = await stream.receive_some(RECEIVE_BYTES)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
+        if not data:
+            return None
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        if events and isinstance(events[0], Request):
+            return events[0], events[1:]
+        if protocol.handshake_exc is not None:
+            logger.warning(
+                "malformed handshake from %s (%s); HTTP %d",
+                peer(stream),
+                _handshake_cause(protocol.handshake_exc),
+                _BAD_REQUEST,
+            )
+            answer = protocol.data_to_send()
+            if any(answer[:-1]):  # the library's own 414/431 response, then EOF
+                await _write(stream, answer, get_settings().close_timeout)
+            else:
+                await _send_status(stream, protocol, _BAD_REQUEST)
+            return None
+
+
+def _handshake_cause(exc: BaseException) -> str:
+    cause = exc.__cause__ if isinstance(exc, InvalidMessage) and exc.__cause__ else exc
+    return f"{exc}: {cause}" if cause is not exc else str(exc)
+
+
+async def _serve_stream(stream: trio.SocketStream) -> None:
+    # One accepted TCP connection, from the handshake to the closed socket. Exceptions are
+    # contained here: one bad connection never ends the server.
+    settings = get_settings()
+    protocol = ServerProtocol(max_size=settings.max_message_size)
+    try:
+        with trio.move_on_after(settings.close_timeout) as handshake_deadline:
+            found = await _read_handshake(stream, protocol)
+        if handshake_deadline.cancelled_caught:
+            logger.info("no handshake from %s within WEBSOCKET_CLOSE_TIMEOUT", peer(stream))
+            return
+        if found is None:
+            return
+        request, early = found
+        response = protocol.accept(request)
+        if response.status_code != 101:
+            logger.warning(
+                "rejected handshake from %s for %s with HTTP %d: %s",
+                peer(stream),
+                request.path,
+                response.status_code,
+                protocol.handshake_exc,
+            )
+            protocol.send_response(response)
+            await _write(stream, protocol.data_to_send(), settings.close_timeout)
+            return
+        offered = [
+            item
+            for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for item in parse_subprotocol(value)
+        ]
+        transport = SansIOTransport(stream, protocol, response, early)
+        scope = make_scope(request.path, request.headers.raw_items(), offered, stream)
+        async with trio.open_nursery() as nursery:
+            if settings.ping_interval is not None:
+                nursery.start_soon(transport.keepalive, settings.ping_interval)
+            await serve_websocket(transport, scope)
+            nursery.cancel_scope.cancel()
+    except ConnectionClosed:
+        pass  # the peer left, or a write timed out (logged) before the connection model ran
+    except Exception:
+        logger.exception("connection from %s failed; closing it", peer(stream))
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+
+
+class SansIOEngine:
+    """``WEBSOCKET_ENGINE = "websockets"``: ``trio.serve_listeners`` + ``ServerProtocol``."""
+
+    name = "websockets"
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.SocketListener],
+        *,
+        handler_nursery: trio.Nursery,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """See ``trio_djws.engines.Engine.serve``."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    trio.serve_listeners,
+                    _serve_stream,
+                    list(listeners),
+                    handler_nursery=handler_nursery,
+                )
+            )
+            task_status.started()
+
+
+ENGINE: Final = SansIOEngine()

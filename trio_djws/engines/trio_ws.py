@@ -1,0 +1,288 @@
+"""The ``trio_websocket`` engine: trio-websocket (wsproto inside) under our accept loop.
+
+Each accepted stream goes through ``trio_websocket.wrap_server_stream``, the public function
+``trio_websocket.serve_websocket``'s ``WebSocketServer`` is built on; we run the accept loop
+ourselves because in ``WebSocketServer`` an exception in one connection's tasks reaches the
+handler nursery and ends the server. What trio-websocket leaves to its user, added here:
+
+- a write deadline (``WEBSOCKET_SEND_TIMEOUT`` seconds) on every send, after which the stream
+  is aborted, so a client that stops reading blocks nothing else;
+- a close frame when wsproto fails a connection (invalid UTF-8 → 1007, a protocol error →
+  1002): trio-websocket only drops the TCP connection then. That needs one private attribute
+  of trio-websocket 0.12, read in ``_failed_without_close_frame`` only;
+- keepalive pings every ``WEBSOCKET_PING_INTERVAL`` seconds (trio-websocket has none);
+- a log line naming ``WEBSOCKET_MAX_MESSAGE_SIZE`` when trio-websocket closes with 1009.
+
+trio-websocket counts a text message's size in characters, not bytes; the connection model
+then checks the UTF-8 size against the same limit, so no message over the limit gets through.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
+from typing import Final
+
+import trio
+import trio_websocket
+from wsproto.connection import ConnectionState
+from wsproto.frame_protocol import LOCAL_ONLY_CLOSE_REASONS, CloseReason, FrameProtocol
+
+from ..conf import get_settings
+from ..connection import serve_websocket
+from ..exceptions import ConnectionClosed
+from ..typing import Message
+from . import make_scope, peer, reason_phrase
+
+__all__ = ["ENGINE", "TrioWebsocketEngine", "TrioWebsocketTransport"]
+
+logger = logging.getLogger(__name__)
+
+_MESSAGE_QUEUE_SIZE: Final = 1  # trio-websocket's default; the connection model buffers
+_PING_PAYLOAD: Final = b"trio-djws"
+
+
+def _code(exc: trio_websocket.ConnectionClosed) -> tuple[int, str]:
+    reason = exc.reason
+    if reason is None:
+        return CloseReason.ABNORMAL_CLOSURE, "connection lost"
+    return reason.code, reason.reason or ""
+
+
+class TrioWebsocketTransport:
+    """The ``Transport`` of one trio-websocket connection."""
+
+    def __init__(self, request: trio_websocket.WebSocketRequest, stream: _Stream) -> None:
+        settings = get_settings()
+        self._request = request
+        self._stream = stream
+        self._connection: trio_websocket.WebSocketConnection | None = None
+        self._write_timeout = settings.send_timeout
+        self._close_timeout = settings.close_timeout
+        self._max_size = settings.max_message_size
+
+    @property
+    def connection(self) -> trio_websocket.WebSocketConnection | None:
+        """The accepted connection, or None before the accept."""
+        return self._connection
+
+    async def accept(self, subprotocol: str | None) -> None:
+        with self._write_deadline():
+            self._connection = await self._request.accept(subprotocol=subprotocol)
+        self._stream.connection = self._connection
+
+    async def reject(self, status: int) -> None:
+        body = f"{status} {reason_phrase(status)}\n".encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        with trio.move_on_after(self._close_timeout):
+            await self._request.reject(status, extra_headers=headers, body=body)
+
+    async def receive(self) -> Message:
+        assert self._connection is not None, "receive() before accept()"
+        try:
+            return await self._connection.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            code, reason = _code(exc)
+            if code == CloseReason.MESSAGE_TOO_BIG and reason.startswith("Exceeded maximum"):
+                logger.warning(
+                    "message from %s exceeds WEBSOCKET_MAX_MESSAGE_SIZE (%d bytes); "
+                    "closed with 1009",
+                    self._stream.peer,
+                    self._max_size,
+                )
+            raise ConnectionClosed(code, reason) from None
+
+    async def send(self, message: Message) -> None:
+        assert self._connection is not None, "send() before accept()"
+        with self._write_deadline():
+            try:
+                await self._connection.send_message(message)
+            except trio_websocket.ConnectionClosed as exc:
+                raise ConnectionClosed(*_code(exc)) from None
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._connection is None:
+            return
+        if code in LOCAL_ONLY_CLOSE_REASONS:  # 1005, 1006, 1015 must not be sent
+            code = CloseReason.INTERNAL_ERROR
+        # aclose() sends the close frame and waits for the peer's (RFC 6455 §7.1.1).
+        with trio.move_on_after(self._close_timeout):
+            await self._connection.aclose(code, reason or None)
+
+    async def keepalive(self, interval: float) -> None:
+        """Ping every ``interval`` seconds (RFC 6455 §5.5.2), one ping in flight at a time.
+
+        trio-websocket's ``ping()`` sends and then waits for the pong; it runs in its own
+        task, so a peer slow to answer (its reader waits while a handler is busy) delays the
+        next ping instead of failing the connection. The ping's bytes make the kernel's
+        ``TCP_USER_TIMEOUT`` abort a peer that stopped acknowledging."""
+        in_flight = False
+
+        async def ping(connection: trio_websocket.WebSocketConnection) -> None:
+            nonlocal in_flight
+            in_flight = True
+            try:
+                # No deadline: it would count the wait for the pong. A ping stuck behind a
+                # stalled peer ends when the writer's deadline aborts the stream.
+                await connection.ping(_PING_PAYLOAD)
+            except trio_websocket.ConnectionClosed:
+                pass
+            finally:
+                in_flight = False
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                await trio.sleep(interval)
+                connection = self._connection
+                if connection is None:
+                    continue
+                if connection.closed is not None:
+                    break
+                if not in_flight:
+                    nursery.start_soon(ping, connection)
+            nursery.cancel_scope.cancel()
+
+    def _write_deadline(self) -> AbstractContextManager[None]:
+        return _write_deadline(self._stream, self._write_timeout)
+
+
+@contextmanager
+def _write_deadline(stream: _Stream, timeout: float) -> Iterator[None]:
+    # A block bounded by WEBSOCKET_SEND_TIMEOUT seconds; on expiry the stream is aborted (a
+    # cancelled send_all leaves it unusable anyway) and ConnectionClosed raised.
+    with trio.move_on_after(timeout) as deadline:
+        yield
+    if deadline.cancelled_caught:
+        logger.warning(
+            "%s took no data for %.1f s (WEBSOCKET_SEND_TIMEOUT); aborting the connection",
+            stream.peer,
+            timeout,
+        )
+        stream.abort()
+        raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, "write timed out")
+
+
+def _failed_without_close_frame(connection: trio_websocket.WebSocketConnection) -> int | None:
+    # The close code to send when wsproto failed the connection (invalid UTF-8: 1007; a
+    # protocol error: 1002) and trio-websocket is closing the stream without a close frame;
+    # else None. Private API of trio-websocket 0.12: ``_wsproto`` (its wsproto connection)
+    # still OPEN means no close frame was sent or received, while ``closed`` (public) holds
+    # the failure's code. tests/test_server.py pins this for every engine.
+    reason = connection.closed
+    if reason is None or reason.code in LOCAL_ONLY_CLOSE_REASONS:
+        return None
+    state = connection._wsproto.state  # private: see above
+    return reason.code if state is ConnectionState.OPEN else None
+
+
+class _Stream(trio.abc.HalfCloseableStream):
+    """The accepted ``SocketStream`` as trio-websocket uses it, adding the close frame it
+    does not send when wsproto fails a connection, and a synchronous abort."""
+
+    def __init__(self, stream: trio.SocketStream, close_timeout: float) -> None:
+        self._stream = stream
+        self._close_timeout = close_timeout
+        self.peer = peer(stream)
+        self.connection: trio_websocket.WebSocketConnection | None = None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._stream.receive_some(max_bytes)
+
+    def abort(self) -> None:
+        """Close the socket now: every task blocked on it wakes with ClosedResourceError."""
+        self._stream.socket.close()
+
+    async def aclose(self) -> None:
+        connection = self.connection
+        code = _failed_without_close_frame(connection) if connection is not None else None
+        if code is not None and connection is not None and connection.closed is not None:
+            reason = connection.closed.reason or ""
+            logger.warning(
+                "%s from %s (wsproto); closing with %d", reason or "protocol error", self.peer, code
+            )
+            frame = bytes(FrameProtocol(client=False, extensions=[]).close(code, reason))
+            with trio.move_on_after(self._close_timeout, shield=True):
+                try:
+                    await self._stream.send_all(frame)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        await self._stream.aclose()
+
+
+async def _serve_stream(stream: trio.SocketStream) -> None:
+    # One accepted TCP connection, contained: an exception ends this connection only.
+    settings = get_settings()
+    wrapped = _Stream(stream, settings.close_timeout)
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(settings.close_timeout) as handshake_deadline:
+                request = await trio_websocket.wrap_server_stream(
+                    nursery,
+                    wrapped,
+                    message_queue_size=_MESSAGE_QUEUE_SIZE,
+                    max_message_size=settings.max_message_size,
+                    receive_buffer_size=None,
+                )
+            if handshake_deadline.cancelled_caught:
+                # No handshake in time, or a malformed one: wsproto has answered it with 400.
+                nursery.cancel_scope.cancel()
+                return
+            transport = TrioWebsocketTransport(request, wrapped)
+            offered = list(request.proposed_subprotocols)
+            scope = make_scope(
+                request.path,
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+                offered,
+                stream,
+            )
+            if settings.ping_interval is not None:
+                nursery.start_soon(transport.keepalive, settings.ping_interval)
+            await serve_websocket(transport, scope)
+            nursery.cancel_scope.cancel()
+    except ConnectionClosed:
+        pass  # a write timed out (logged) outside the connection model
+    except Exception:
+        logger.exception("connection from %s failed; closing it", wrapped.peer)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+
+
+class TrioWebsocketEngine:
+    """``WEBSOCKET_ENGINE = "trio_websocket"``: ``trio.serve_listeners`` +
+    ``trio_websocket.wrap_server_stream``."""
+
+    name = "trio_websocket"
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.SocketListener],
+        *,
+        handler_nursery: trio.Nursery,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """See ``trio_djws.engines.Engine.serve``."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    trio.serve_listeners,
+                    _serve_stream,
+                    list(listeners),
+                    handler_nursery=handler_nursery,
+                )
+            )
+            task_status.started()
+
+
+ENGINE: Final = TrioWebsocketEngine()

@@ -1,0 +1,51 @@
+"""``manage.py runwebsocket``: the standalone WebSocket server (``trio_djws.server``) in the
+foreground, beside any WSGI deployment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from trio_djws import launcher, server
+from trio_djws.conf import ENGINES, get_settings
+from trio_djws.exceptions import ConfigurationError
+
+__all__ = ["Command"]
+
+
+class Command(BaseCommand):
+    help = (
+        "Serve the @Namespace handlers on a WebSocket-only port (the standalone server; HTTP "
+        "stays with your WSGI server). Prints 'Listening on ws://HOST:PORT' per address once "
+        "serving. SIGINT/SIGTERM closes every WebSocket with 1001 after flushing its send "
+        "queue, within WEBSOCKET_SHUTDOWN_TIMEOUT seconds, then exits 0."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--bind",
+            action="append",
+            metavar="HOST:PORT",
+            help="address to listen on, repeatable; port 0 picks a free port "
+            "(default: WEBSOCKET_HOST:WEBSOCKET_PORT, 127.0.0.1:8001)",
+        )
+        parser.add_argument(
+            "--engine",
+            choices=ENGINES,
+            help="protocol engine (default: WEBSOCKET_ENGINE, 'websockets')",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            settings = get_settings()
+            binds: list[str] | None = options["bind"]
+            addresses = (
+                [launcher.parse_bind(bind) for bind in binds]
+                if binds
+                else [(settings.host, settings.port)]
+            )
+            sockets = launcher.open_sockets(addresses)
+        except (ValueError, ConfigurationError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+        server.run(sockets, engine=options["engine"], stdout=self.stdout)

@@ -1,0 +1,86 @@
+"""Signals and topics between browser and server, df_websockets' model on trio_djws.
+
+A page calls named Python functions over one WebSocket (the signals endpoint,
+``trio_djws.handlers.SignalHandler`` at ``WEBSOCKET_SIGNALS_PATH``), and the server calls named
+JavaScript functions in chosen windows (``trigger()``)::
+
+    from trio_djws.signals import signal, trigger, everyone, WINDOW
+
+    @signal(path="demo.hello", is_allowed_to=everyone)
+    async def hello(window_info, name: str):
+        trigger(window_info, "demo.greet", to=[WINDOW], text=f"Hello {name}")
+
+Modules: ``registry`` (``@signal``, permissions, ``SerializedForm``), ``topics`` (the
+destinations, the signed topics token), ``window`` (``WindowInfo``), ``trigger``, ``wire``
+(the JSON frames, version 1), ``capture`` (``SignalQueue``).
+"""
+
+from __future__ import annotations
+
+from .capture import SignalQueue
+from .registry import (
+    SerializedForm,
+    everyone,
+    is_authenticated,
+    is_staff,
+    is_superuser,
+    registry,
+    signal,
+)
+from .topics import (
+    BROADCAST,
+    SERVER,
+    USER,
+    WINDOW,
+    serialize_topic,
+    set_websocket_topics,
+    topics_token,
+    window_key,
+)
+from .trigger import atrigger, trigger
+from .window import WindowInfo
+from .wire import WIRE_VERSION
+
+__all__ = [
+    "BROADCAST",
+    "SERVER",
+    "USER",
+    "WINDOW",
+    "WIRE_VERSION",
+    "SerializedForm",
+    "SignalQueue",
+    "WindowInfo",
+    "atrigger",
+    "autodiscover",
+    "everyone",
+    "is_authenticated",
+    "is_staff",
+    "is_superuser",
+    "registry",
+    "serialize_topic",
+    "set_websocket_topics",
+    "signal",
+    "topics_token",
+    "trigger",
+    "window_key",
+]
+
+
+def autodiscover() -> None:
+    """Import every installed app's ``signals`` module and serve ``SignalHandler`` at
+    ``WEBSOCKET_SIGNALS_PATH`` (unless it is None). Called by ``trio_djws.routing.autodiscover``
+    at startup.
+
+    Raises:
+        ConfigurationError: another handler already has that path.
+    """
+    from django.utils.module_loading import autodiscover_modules, import_string
+
+    from ..conf import get_settings
+    from ..routing import registry as routes
+
+    autodiscover_modules("signals")
+    path = get_settings().signals_path
+    if path is not None:
+        # handlers/ is installed as trio_djws.handlers (pyproject package-dir).
+        routes.register(path, import_string("trio_djws.handlers.SignalHandler"))
