@@ -557,10 +557,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="echo/pipelined repetitions (median kept)"
     )
+    parser.add_argument("--receivers", help="broadcast receiver counts, e.g. 100,1000")
+    parser.add_argument("--idle", help="idle connection counts, e.g. 10000")
     parser.add_argument("--profile", action="store_true", help="py-spy flame graphs (ours)")
     parser.add_argument("--out", type=Path, help="results directory (default bench/results)")
     opts = parser.parse_args(argv)
-    cfg = SMOKE if opts.smoke else FULL
+    cfg = {k: dict(v) for k, v in (SMOKE if opts.smoke else FULL).items()}
+    if opts.receivers:
+        cfg["broadcast"]["receivers"] = [int(n) for n in opts.receivers.split(",")]
+    if opts.idle:
+        cfg["idle"]["connections"] = [int(n) for n in opts.idle.split(",")]
     default_servers = ["trio-djws", "channels-uvicorn"] if opts.smoke else list(SERVERS)
     names = opts.servers.split(",") if opts.servers else default_servers
     opts.workloads = opts.workloads.split(",") if opts.workloads else WORKLOADS

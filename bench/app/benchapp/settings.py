@@ -20,6 +20,9 @@ ROOT_URLCONF = "benchapp.urls"
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 
+# No Django middleware on WebSockets (sessions/auth need a database): the Channels app has no
+# AuthMiddlewareStack either.
+WEBSOCKET_MIDDLEWARE: list[str] = []
 WEBSOCKET_SEND_QUEUE_SIZE = int(os.environ.get("BENCH_SEND_QUEUE_SIZE", "64"))
 if os.environ.get("BENCH_REDIS_URL"):
     WEBSOCKET_BROKER = {
