@@ -35,6 +35,7 @@ _COLUMNS: dict[str, list[tuple[str, str]]] = {
     "idle": [
         ("connections", "connections"),
         ("handshakes_per_s", "handshakes/s"),
+        ("handshakes_per_cpu_s", "handshakes per server CPU-s"),
         ("rss_per_connection_kib", "RSS KiB/conn"),
         ("echo_p99_ms", "echo p99 ms (50 clients)"),
         ("echo_rate", "echo round trips/s"),
@@ -66,7 +67,9 @@ def _kind(workload: str) -> str:
 
 
 def _value(record: dict[str, Any], key: str) -> str:
-    if key == "rate_param":
+    if key == "handshakes_per_cpu_s":
+        value = _handshakes_per_cpu(record)
+    elif key == "rate_param":
         value = record["params"].get("rate", record.get("rate"))
     elif key == "db":
         value = record["params"].get("db")
@@ -81,6 +84,14 @@ def _value(record: dict[str, Any], key: str) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return "-" if value is None else str(value)
+
+
+def _handshakes_per_cpu(record: dict[str, Any]) -> float | None:
+    cpu = record.get("handshake_server_cpu_pct")
+    rate = record.get("handshakes_per_s")
+    if not cpu or not isinstance(rate, int | float):
+        return None
+    return round(rate / (cpu / 100), 1)
 
 
 def _best(records: list[dict[str, Any]], workload: str, key: str, servers: list[str], **match: Any):
@@ -139,6 +150,17 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         None if best is None else float(best["deliveries_per_s"]),
         3.0,
     )
+    for r in records:
+        if r["workload"] == "idle":
+            r.setdefault("handshakes_per_cpu_s", _handshakes_per_cpu(r))
+    best = _best(records, "broadcast", "per_server_cpu_s", CHANNELS, receivers=1000, rate=50)
+    ratio(
+        "broadcast 1,000 x R=50, per server CPU-second: ≥ 3 x best Channels"
+        + (f" ({best['server']})" if best else ""),
+        get(OURS, "broadcast", "per_server_cpu_s", receivers=1000, rate=50),
+        None if best is None else float(best["per_server_cpu_s"]),
+        3.0,
+    )
     lost = [
         r for r in records if r["server"] == OURS and r["workload"] == "broadcast" and "lost" in r
     ]
@@ -178,6 +200,15 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         None if best is None else float(best["handshakes_per_s"]),
         2.0,
     )
+    for count in (5000, 10000):
+        best = _best(records, "idle", "handshakes_per_cpu_s", CHANNELS, connections=count)
+        ratio(
+            f"handshakes per server CPU-second ({count:,} run) ≥ 2 x best Channels"
+            + (f" ({best['server']})" if best else ""),
+            get(OURS, "idle", "handshakes_per_cpu_s", connections=count),
+            None if best is None else float(best["handshakes_per_cpu_s"]),
+            2.0,
+        )
     p99 = get(OURS, "idle", "echo_p99_ms", connections=10000)
     rows.append(
         (

@@ -561,7 +561,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", help="idle connection counts, e.g. 10000")
     parser.add_argument("--profile", action="store_true", help="py-spy flame graphs (ours)")
     parser.add_argument("--out", type=Path, help="results directory (default bench/results)")
+    parser.add_argument(
+        "--report", type=Path, help="only rewrite results.md and the charts from this JSON"
+    )
     opts = parser.parse_args(argv)
+    if opts.report:
+        data = json.loads(opts.report.read_text())
+        (opts.report.parent / "results.md").write_text(
+            report.markdown(data["meta"], data["records"])
+        )
+        report.charts(data["records"], opts.report.parent)
+        return 0
     cfg = {k: dict(v) for k, v in (SMOKE if opts.smoke else FULL).items()}
     if opts.receivers:
         cfg["broadcast"]["receivers"] = [int(n) for n in opts.receivers.split(",")]
