@@ -8,7 +8,7 @@ import os
 SECRET_KEY = "bench-only-not-a-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-INSTALLED_APPS = ["daphne", "channels"]
+INSTALLED_APPS = ["channels"]  # daphne is run as a program, not an app
 MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "bench.app.benchapp.urls"
 DATABASES: dict[str, dict[str, str]] = {}
