@@ -20,7 +20,7 @@ from typing import Final, Self
 
 import trio
 
-__all__ = ["REPO_ROOT", "Output", "ServerProcess", "child_env", "run_django"]
+__all__ = ["REPO_ROOT", "Output", "ServerProcess", "child_env", "run_django", "run_serve"]
 
 REPO_ROOT: Final = str(Path(__file__).resolve().parent.parent)
 KILL_WAIT: Final = 5.0  # seconds to reap a killed process on the way out
@@ -147,3 +147,10 @@ def run_django(
     arrive as JSON in LAUNCHER_TEST_SETTINGS; see ``ServerProcess.open``."""
     env = child_env("tests.launcher_settings", LAUNCHER_TEST_SETTINGS=json.dumps(settings or {}))
     return ServerProcess.open([sys.executable, "-m", "django", *args], env)
+
+
+def run_serve(
+    *args: str, settings: dict[str, object] | None = None
+) -> AbstractAsyncContextManager[ServerProcess]:
+    """Start ``python -m django serve --bind 127.0.0.1:0 ARGS``; kill it on the way out."""
+    return run_django("serve", "--bind", "127.0.0.1:0", *args, settings=settings)

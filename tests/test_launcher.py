@@ -12,7 +12,6 @@ import inspect
 import re
 import signal
 import socket
-from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import Final
 
@@ -28,7 +27,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests import launcher_settings
 from tests.launcher_handlers import BURST_COUNT, BURST_SIZE
-from tests.processes import ServerProcess, run_django
+from tests.processes import run_serve
 from trio_djws import launcher
 from trio_djws.asgi import get_asgi_application
 
@@ -38,13 +37,6 @@ TCP_USER_TIMEOUT: Final = launcher_settings.WEBSOCKET_TCP_USER_TIMEOUT
 SLACK: Final = 3.0  # seconds: process exit, lifespan shutdown, a loaded CI machine
 GOING_AWAY: Final = 1001
 CROSS_PROCESS_BROKER: Final = {"BACKEND": "tests.launcher_handlers.CrossProcessTestBroker"}
-
-
-def run_serve(
-    *args: str, settings: dict[str, object] | None = None
-) -> AbstractAsyncContextManager[ServerProcess]:
-    """Start ``python -m django serve --bind 127.0.0.1:0 ARGS``; kill it on the way out."""
-    return run_django("serve", "--bind", "127.0.0.1:0", *args, settings=settings)
 
 
 def upgrade_request(path: str) -> bytes:
