@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from hypercorn.typing import ASGIFramework
+from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.redis_server import redis_server  # noqa: F401  (a fixture for every test module)
 from trio_djws.asgi import get_asgi_application
@@ -68,6 +71,32 @@ def hypercorn_config() -> Config:
     config.graceful_timeout = 1
     config.accesslog = None
     return config
+
+
+@asynccontextmanager
+async def open_hypercorn(app: ASGIFramework) -> AsyncIterator[str]:
+    """Serve ``app`` with ``hypercorn.trio.serve`` on 127.0.0.1:0 in a nursery of its own;
+    yields ``host:port``. On the way out, Hypercorn shuts down (graceful_timeout 1 s)."""
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            partial(serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
+        )
+        try:
+            yield binds[0].removeprefix("http://")
+        finally:
+            shutdown.set()
+
+
+async def rejected_status(
+    url: str, extra_headers: list[tuple[bytes, bytes]] | list[tuple[str, str]] | None = None
+) -> int:
+    """The HTTP status a server answers the WebSocket handshake for ``url`` with; fails the
+    test if the handshake is accepted."""
+    with pytest.raises(ConnectionRejected) as info:
+        async with open_websocket_url(url, extra_headers=extra_headers):
+            pass
+    return info.value.status_code
 
 
 @pytest.fixture

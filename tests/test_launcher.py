@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
-import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Final
 
 import h11
@@ -34,99 +27,16 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests import launcher_settings
 from tests.launcher_handlers import BURST_COUNT, BURST_SIZE
+from tests.processes import run_serve
 from trio_djws import launcher
 from trio_djws.asgi import get_asgi_application
 
-REPO_ROOT: Final = str(Path(__file__).resolve().parent.parent)
 TIMEOUT: Final = 45.0  # seconds per test; the autouse watchdog in conftest allows 60
 SHUTDOWN_TIMEOUT: Final = launcher_settings.WEBSOCKET_SHUTDOWN_TIMEOUT
 TCP_USER_TIMEOUT: Final = launcher_settings.WEBSOCKET_TCP_USER_TIMEOUT
 SLACK: Final = 3.0  # seconds: process exit, lifespan shutdown, a loaded CI machine
 GOING_AWAY: Final = 1001
 CROSS_PROCESS_BROKER: Final = {"BACKEND": "tests.launcher_handlers.CrossProcessTestBroker"}
-
-
-class _Collected:
-    """Everything one pipe of the subprocess has printed so far."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.closed = False
-        self._changed = trio.Event()
-
-    async def collect(self, stream: trio.abc.ReceiveStream) -> None:
-        async with stream:
-            async for chunk in stream:
-                self.text += chunk.decode(errors="replace")
-                self._changed.set()
-                self._changed = trio.Event()
-        self.closed = True
-        self._changed.set()
-
-    async def wait_for(self, pattern: str, count: int = 1) -> list[re.Match[str]]:
-        """Wait until ``pattern`` (a regex) has matched ``count`` times; fail at EOF."""
-        while True:
-            matches = list(re.finditer(pattern, self.text))
-            if len(matches) >= count:
-                return matches
-            if self.closed:
-                raise AssertionError(f"{pattern!r} never printed; got:\n{self.text}")
-            await self._changed.wait()
-
-
-class Server:
-    """A running ``manage.py serve`` subprocess."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.stdout = _Collected()
-        self.stderr = _Collected()
-
-    async def urls(self, count: int = 1) -> list[str]:
-        """The ``ws://HOST:PORT`` of the first ``count`` ``Listening on`` lines."""
-        matches = await self.stdout.wait_for(r"Listening on http://(\S+)\n", count)
-        return [f"ws://{match[1]}" for match in matches]
-
-    async def address(self) -> tuple[str, int]:
-        host, port = (await self.urls())[0].removeprefix("ws://").rsplit(":", 1)
-        return host, int(port)
-
-    async def wait_exit(self) -> int:
-        return await self.process.wait()
-
-
-@asynccontextmanager
-async def run_serve(*args: str, settings: dict[str, object] | None = None) -> AsyncIterator[Server]:
-    """Start ``python -m django serve --bind 127.0.0.1:0 ARGS``; kill it on the way out."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.launcher_settings",
-        "PYTHONPATH": REPO_ROOT,
-        "PYTHONUNBUFFERED": "1",
-        "LAUNCHER_TEST_SETTINGS": json.dumps(settings or {}),
-    }
-    command = [sys.executable, "-m", "django", "serve", "--bind", "127.0.0.1:0", *args]
-    process = await trio.lowlevel.open_process(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=REPO_ROOT,
-    )
-    server = Server(process)
-    assert process.stdout is not None and process.stderr is not None
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.stdout.collect, process.stdout)
-            nursery.start_soon(server.stderr.collect, process.stderr)
-            yield server
-            nursery.cancel_scope.cancel()
-    finally:
-        if process.poll() is None:
-            process.kill()
-        with trio.move_on_after(5, shield=True):
-            await process.wait()
 
 
 def upgrade_request(path: str) -> bytes:

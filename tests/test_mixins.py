@@ -16,9 +16,9 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.test import Client, override_settings
 from hypercorn.trio import serve as hypercorn_serve
-from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection, open_websocket_url
 
-from tests.conftest import hypercorn_config
+from tests.conftest import hypercorn_config, rejected_status
 from trio_djws import user_group
 from trio_djws.asgi import get_asgi_application
 from trio_djws.handshake import build_request
@@ -89,10 +89,7 @@ async def test_wsgi_mixin_is_the_old_name(ws_url: str) -> None:
 
 
 async def test_login_required_rejects_anonymous_with_403(ws_url: str) -> None:
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"{ws_url}/auth/login-required/"):
-            pass
-    assert info.value.status_code == 403
+    assert await rejected_status(f"{ws_url}/auth/login-required/") == 403
     cookie = await login("linus")
     async with open_websocket_url(
         f"{ws_url}/auth/login-required/", extra_headers=cookie_header(cookie)
@@ -102,12 +99,7 @@ async def test_login_required_rejects_anonymous_with_403(ws_url: str) -> None:
 
 async def test_permission_required(ws_url: str) -> None:
     plain = await login("plain")
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(
-            f"{ws_url}/auth/permission/", extra_headers=cookie_header(plain)
-        ):
-            pass
-    assert info.value.status_code == 403
+    assert await rejected_status(f"{ws_url}/auth/permission/", cookie_header(plain)) == 403
     staff = await login("staff", ("auth.change_user",))
     async with open_websocket_url(
         f"{ws_url}/auth/permission/", extra_headers=cookie_header(staff)
@@ -117,12 +109,8 @@ async def test_permission_required(ws_url: str) -> None:
 
 async def test_permission_required_without_the_attribute_is_a_500(ws_url: str) -> None:
     cookie = await login("someone")
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(
-            f"{ws_url}/auth/no-permission-attribute/", extra_headers=cookie_header(cookie)
-        ):
-            pass
-    assert info.value.status_code == 500
+    url = f"{ws_url}/auth/no-permission-attribute/"
+    assert await rejected_status(url, cookie_header(cookie)) == 500
 
 
 async def test_session_saved_by_a_handler_is_seen_by_the_next_http_request(
@@ -215,10 +203,7 @@ async def test_language_comes_from_locale_middleware(ws_url: str) -> None:
 async def test_a_middleware_response_rejects_with_its_status(
     ws_url: str, deny: str, status: int
 ) -> None:
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"{ws_url}/auth/whoami/?deny={deny}"):
-            pass
-    assert info.value.status_code == status
+    assert await rejected_status(f"{ws_url}/auth/whoami/?deny={deny}") == status
     async with open_websocket_url(f"{ws_url}/auth/whoami/") as ws:  # the others pass
         assert (await receive_json(ws))["authenticated"] is False
 

@@ -15,9 +15,9 @@ from django.core.management import CommandError, call_command
 from trio_websocket import open_websocket_url
 
 import tests.redis_handlers  # noqa: F401  (registers /redis/... for the in-process server)
+from tests.processes import REPO_ROOT, child_env
 from tests.redis_server import RedisServer
-from tests.test_launcher import REPO_ROOT
-from tests.test_redis_broker import redis_settings, server_url, servers
+from tests.test_redis_broker import in_process_server, redis_settings, server_url, servers
 from trio_djws import ConfigurationError, publish, publish_json
 from trio_djws.publish import (
     ENVELOPE_VERSION,
@@ -115,12 +115,10 @@ async def test_publish_from_a_server_worker_thread_reaches_the_group(ws_url: str
 
 
 async def test_publish_from_a_separate_process_reaches_clients(redis_server: RedisServer) -> None:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.launcher_settings",
-        "PYTHONPATH": REPO_ROOT,
-        "LAUNCHER_TEST_SETTINGS": json.dumps(redis_settings(redis_server.url)),
-    }
+    env = child_env(
+        "tests.launcher_settings",
+        LAUNCHER_TEST_SETTINGS=json.dumps(redis_settings(redis_server.url)),
+    )
     script = (
         "import django; django.setup()\n"
         "from trio_djws import publish, publish_json\n"
@@ -149,12 +147,10 @@ async def test_publish_from_a_separate_process_without_redis_raises_broker_error
     redis_server: RedisServer,
 ) -> None:
     await redis_server.stop()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.launcher_settings",
-        "PYTHONPATH": REPO_ROOT,
-        "LAUNCHER_TEST_SETTINGS": json.dumps(redis_settings(redis_server.url)),
-    }
+    env = child_env(
+        "tests.launcher_settings",
+        LAUNCHER_TEST_SETTINGS=json.dumps(redis_settings(redis_server.url)),
+    )
     command = [sys.executable, "-m", "django", "websocket_publish", "g", "lost"]
     with trio.fail_after(TIMEOUT):
         result = await trio.run_process(
@@ -172,21 +168,10 @@ async def test_publish_from_a_plain_thread_of_a_server_process_reaches_its_membe
     # delivered the message locally, so its own subscriber must not skip it as its own.
     from functools import partial
 
-    from django.test import override_settings
-    from hypercorn.trio import serve as hypercorn_serve
-
-    from tests.conftest import hypercorn_config
-    from trio_djws.asgi import get_asgi_application
     from trio_djws.testing import WebSocketTestClient
 
-    settings = redis_settings(redis_server.url)
-    with trio.fail_after(TIMEOUT), override_settings(WEBSOCKET_BROKER=settings["WEBSOCKET_BROKER"]):
-        app = get_asgi_application()
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(hypercorn_serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
-            )
+    with trio.fail_after(TIMEOUT):
+        async with in_process_server(redis_server.url) as app:
             async with WebSocketTestClient(app, "/redis/group/p/") as member:
                 assert await member.receive() == "ready"
                 await trio.to_thread.run_sync(
@@ -194,7 +179,6 @@ async def test_publish_from_a_plain_thread_of_a_server_process_reaches_its_membe
                 )
                 with trio.fail_after(10):
                     assert await member.receive() == "from a plain thread"
-            shutdown.set()
     reset_sync_clients()
 
 

@@ -1,7 +1,7 @@
 """RedisBroker (trio_djws/brokers/redis.py) with real server processes and a private Redis.
 
 Each test starts its own ``redis-server`` on an ephemeral port (tests/redis_server.py) and
-one or two ``manage.py serve`` subprocesses (tests/test_launcher.py's ``run_serve``) using
+one or two ``manage.py serve`` subprocesses (tests/processes.py's ``run_serve``) using
 the RedisBroker; clients connect to tests/redis_handlers.py's handlers. Tests count messages
 up to a final sentinel and wait on what the servers print or send, never on sleeps.
 """
@@ -12,7 +12,6 @@ import inspect
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from functools import partial
 from typing import Final
 
 import pytest
@@ -20,13 +19,13 @@ import redis
 import trio
 from django.core import checks
 from django.test import override_settings
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.typing import ASGIFramework
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 import tests.redis_handlers  # noqa: F401  (registers /redis/... for in-process servers)
-from tests.conftest import hypercorn_config
+from tests.conftest import open_hypercorn
+from tests.processes import ServerProcess, run_serve
 from tests.redis_server import RedisServer, free_port
-from tests.test_launcher import Server, run_serve
 from trio_djws.asgi import get_asgi_application
 from trio_djws.brokers import Broker, InMemoryBroker, RedisBroker
 from trio_djws.exceptions import ConfigurationError
@@ -56,7 +55,7 @@ def redis_settings(url: str, **extra: object) -> dict[str, object]:
 
 
 @asynccontextmanager
-async def servers(count: int, url: str, **extra: object) -> AsyncIterator[list[Server]]:
+async def servers(count: int, url: str, **extra: object) -> AsyncIterator[list[ServerProcess]]:
     """``count`` single-process servers on the RedisBroker at ``url``."""
     async with AsyncExitStack() as stack:
         started = [
@@ -66,7 +65,18 @@ async def servers(count: int, url: str, **extra: object) -> AsyncIterator[list[S
         yield started
 
 
-async def server_url(server: Server) -> str:
+@asynccontextmanager
+async def in_process_server(url: str, **overrides: object) -> AsyncIterator[ASGIFramework]:
+    """The ASGI app on Hypercorn in this trio run (so tests can reach ``current_server()``
+    and use ``WebSocketTestClient``), on the RedisBroker at ``url``, with ``overrides``."""
+    broker = redis_settings(url)["WEBSOCKET_BROKER"]
+    with override_settings(WEBSOCKET_BROKER=broker, **overrides):
+        app = get_asgi_application()
+        async with open_hypercorn(app):
+            yield app
+
+
+async def server_url(server: ServerProcess) -> str:
     return (await server.urls())[0]
 
 
@@ -259,20 +269,9 @@ async def test_slow_member_fed_through_redis_is_closed_with_1008_and_counted(
 ) -> None:
     # One in-process server on the RedisBroker; the slow member is an in-memory test client
     # of the same trio run, so its buffer (1 message) is the only thing that fills up.
-    settings = redis_settings(redis_server.url)
     client = redis.Redis.from_url(redis_server.url)
-    with (
-        trio.fail_after(TIMEOUT),
-        override_settings(
-            WEBSOCKET_BROKER=settings["WEBSOCKET_BROKER"], WEBSOCKET_SEND_QUEUE_SIZE=8
-        ),
-    ):
-        app = get_asgi_application()
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(hypercorn_serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
-            )
+    with trio.fail_after(TIMEOUT):
+        async with in_process_server(redis_server.url, WEBSOCKET_SEND_QUEUE_SIZE=8) as app:
             broker = current_server().broker
             assert isinstance(broker, RedisBroker)
             async with (
@@ -292,7 +291,6 @@ async def test_slow_member_fed_through_redis_is_closed_with_1008_and_counted(
                         await slow.receive()
                 assert info.value.code == 1008
                 assert broker.overflows >= 1
-            shutdown.set()
     client.close()
 
 
@@ -320,14 +318,8 @@ def test_broker_settings_are_system_checks() -> None:
 async def test_while_redis_is_down_local_delivery_goes_on_and_the_rest_is_counted_lost(
     redis_server: RedisServer,
 ) -> None:
-    settings = redis_settings(redis_server.url)
-    with trio.fail_after(TIMEOUT), override_settings(WEBSOCKET_BROKER=settings["WEBSOCKET_BROKER"]):
-        app = get_asgi_application()
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(hypercorn_serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
-            )
+    with trio.fail_after(TIMEOUT):
+        async with in_process_server(redis_server.url) as app:
             broker = current_server().broker
             assert isinstance(broker, RedisBroker)
             async with WebSocketTestClient(app, "/redis/group/d/") as member:
@@ -344,7 +336,6 @@ async def test_while_redis_is_down_local_delivery_goes_on_and_the_rest_is_counte
                 assert broker.connected and broker.resyncs == 1
                 await member.send("back")
                 assert await member.receive() == "back"
-            shutdown.set()
 
 
 async def test_a_hung_redis_never_stalls_publishers_or_local_delivery(
@@ -355,19 +346,8 @@ async def test_a_hung_redis_never_stalls_publishers_or_local_delivery(
     # trips time out (counted lost), so a burst larger than the publish queue still reaches
     # the local member.
     burst = 1500  # more than PUBLISH_QUEUE_SIZE + PUBLISH_BATCH envelopes
-    settings = redis_settings(redis_server.url)
-    with (
-        trio.fail_after(TIMEOUT),
-        override_settings(
-            WEBSOCKET_BROKER=settings["WEBSOCKET_BROKER"], WEBSOCKET_SEND_QUEUE_SIZE=2 * burst
-        ),
-    ):
-        app = get_asgi_application()
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(hypercorn_serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
-            )
+    with trio.fail_after(TIMEOUT):
+        async with in_process_server(redis_server.url, WEBSOCKET_SEND_QUEUE_SIZE=2 * burst) as app:
             broker = current_server().broker
             assert isinstance(broker, RedisBroker)
             async with WebSocketTestClient(
@@ -383,4 +363,3 @@ async def test_a_hung_redis_never_stalls_publishers_or_local_delivery(
                     assert broker.lost >= 1
                 finally:
                     redis_server.process.send_signal(signal.SIGCONT)
-            shutdown.set()

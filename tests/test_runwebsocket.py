@@ -7,14 +7,8 @@ synchronise on what the server prints or sends, never on sleeps.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager
 from typing import Final
 
 import pytest
@@ -23,61 +17,18 @@ from django.core.management import CommandError, call_command
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.launcher_handlers import BURST_COUNT, BURST_SIZE
-from tests.test_launcher import _Collected
+from tests.processes import ServerProcess, run_django
 from trio_djws.conf import ENGINES
 
-REPO_ROOT: Final = str(Path(__file__).resolve().parent.parent)
 TIMEOUT: Final = 45.0  # seconds per test; the autouse watchdog in conftest allows 60
 GOING_AWAY: Final = 1001
 
 
-class Server:
-    """A running ``manage.py runwebsocket`` subprocess."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.stdout = _Collected()
-        self.stderr = _Collected()
-
-    async def urls(self, count: int = 1) -> list[str]:
-        """The ``ws://HOST:PORT`` of the first ``count`` ``Listening on`` lines."""
-        matches = await self.stdout.wait_for(r"Listening on (ws://\S+)\n", count)
-        return [match[1] for match in matches]
-
-
-@asynccontextmanager
-async def run_command(
+def run_command(
     *args: str, settings: dict[str, object] | None = None
-) -> AsyncIterator[Server]:
+) -> AbstractAsyncContextManager[ServerProcess]:
     """Start ``python -m django runwebsocket ARGS``; kill it on the way out."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.launcher_settings",
-        "PYTHONPATH": REPO_ROOT,
-        "PYTHONUNBUFFERED": "1",
-        "LAUNCHER_TEST_SETTINGS": json.dumps(settings or {}),
-    }
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "django", "runwebsocket", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=REPO_ROOT,
-    )
-    server = Server(process)
-    assert process.stdout is not None and process.stderr is not None
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.stdout.collect, process.stdout)
-            nursery.start_soon(server.stderr.collect, process.stderr)
-            yield server
-            nursery.cancel_scope.cancel()
-    finally:
-        if process.poll() is None:
-            process.kill()
-        with trio.move_on_after(5, shield=True):
-            await process.wait()
+    return run_django("runwebsocket", *args, settings=settings)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -8,28 +8,17 @@ a JavaScript function in one window (WINDOW), in the user's windows (USER) or in
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import trio
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.test import Client
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+from tests.browser import chromium, new_page
 from trio_djws.threads import to_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the tests run as root
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-BROWSER_TIMEOUT_MS = 20_000  # per Playwright step; generous for a busy 2-core machine
 
 
 def _setup() -> tuple[dict[str, str], int, int]:
@@ -45,10 +34,8 @@ def _setup() -> tuple[dict[str, str], int, int]:
 
 
 def open_page(browser: Browser, base: str, cookie: str, group: int) -> Page:
-    context = browser.new_context()
-    context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": base}])
-    page = context.new_page()
-    page.set_default_timeout(BROWSER_TIMEOUT_MS)
+    page = new_page(browser)
+    page.context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": base}])
     page.goto(f"{base}/signals/page/{group}/")
     expect(page.locator("#state")).to_have_text("open")
     return page
@@ -62,81 +49,74 @@ def send(page: Page, scope: str, text: str) -> None:
 
 
 def scenario(base: str, cookies: dict[str, str], red: int, blue: int) -> None:
-    expect.set_options(timeout=BROWSER_TIMEOUT_MS)
-    chromium = shutil.which("chromium")
-    assert chromium is not None, "Chromium is needed: apt-get install chromium"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            alice1 = open_page(browser, base, cookies["alice"], red)
-            alice2 = open_page(browser, base, cookies["alice"], blue)
-            bob1 = open_page(browser, base, cookies["bob"], red)
-            logs = {page: page.locator("#log li") for page in (alice1, alice2, bob1)}
+    with chromium() as browser:
+        alice1 = open_page(browser, base, cookies["alice"], red)
+        alice2 = open_page(browser, base, cookies["alice"], blue)
+        bob1 = open_page(browser, base, cookies["bob"], red)
+        logs = {page: page.locator("#log li") for page in (alice1, alice2, bob1)}
 
-            send(alice1, "WINDOW", "w1")
-            expect(logs[alice1]).to_have_text(["w1"])
-            send(alice1, "USER", "u1")
-            expect(logs[alice1]).to_have_text(["w1", "u1"])
-            expect(logs[alice2]).to_have_text(["u1"])
-            send(bob1, "BROADCAST", "b1")
-            # Frames keep their order per window: nothing else arrived before b1.
-            expect(logs[alice1]).to_have_text(["w1", "u1", "b1"])
-            expect(logs[alice2]).to_have_text(["u1", "b1"])
-            expect(logs[bob1]).to_have_text(["b1"])
+        send(alice1, "WINDOW", "w1")
+        expect(logs[alice1]).to_have_text(["w1"])
+        send(alice1, "USER", "u1")
+        expect(logs[alice1]).to_have_text(["w1", "u1"])
+        expect(logs[alice2]).to_have_text(["u1"])
+        send(bob1, "BROADCAST", "b1")
+        # Frames keep their order per window: nothing else arrived before b1.
+        expect(logs[alice1]).to_have_text(["w1", "u1", "b1"])
+        expect(logs[alice2]).to_have_text(["u1", "b1"])
+        expect(logs[bob1]).to_have_text(["b1"])
 
-            # A view triggers to the red Group: only the pages whose view granted it.
-            reply = alice1.request.get(f"{base}/signals/notify/{red}/?text=red+news")
-            assert reply.json() == {"sent": True}
-            expect(logs[alice1]).to_have_text(["w1", "u1", "b1", "red news"])
-            expect(logs[bob1]).to_have_text(["b1", "red news"])
-            send(bob1, "BROADCAST", "b2")
-            expect(logs[alice2]).to_have_text(["u1", "b1", "b2"])
+        # A view triggers to the red Group: only the pages whose view granted it.
+        reply = alice1.request.get(f"{base}/signals/notify/{red}/?text=red+news")
+        assert reply.json() == {"sent": True}
+        expect(logs[alice1]).to_have_text(["w1", "u1", "b1", "red news"])
+        expect(logs[bob1]).to_have_text(["b1", "red news"])
+        send(bob1, "BROADCAST", "b2")
+        expect(logs[alice2]).to_have_text(["u1", "b1", "b2"])
 
-            # Refusals are error events; the socket stays open.
-            errors = alice2.locator("#errors li")
-            alice2.locator("#staff").click()
-            expect(errors).to_have_text(["tests.staff_only:forbidden"])
-            alice2.evaluate("TrioDJWS.call('tests.no_such', {})")
-            alice2.evaluate("TrioDJWS.call('tests.echo', {bogus: 1})")
-            send(alice2, "WINDOW", " ")  # blank: the bound form is invalid
-            expect(errors).to_have_text(
-                [
-                    "tests.staff_only:forbidden",
-                    "tests.no_such:unknown_signal",
-                    "tests.echo:bad_kwargs",
-                    "invalid:text",
-                ]
-            )
-            send(alice2, "WINDOW", "still open")
-            expect(logs[alice2]).to_have_text(["u1", "b1", "b2", "still open"])
+        # Refusals are error events; the socket stays open.
+        errors = alice2.locator("#errors li")
+        alice2.locator("#staff").click()
+        expect(errors).to_have_text(["tests.staff_only:forbidden"])
+        alice2.evaluate("TrioDJWS.call('tests.no_such', {})")
+        alice2.evaluate("TrioDJWS.call('tests.echo', {bogus: 1})")
+        send(alice2, "WINDOW", " ")  # blank: the bound form is invalid
+        expect(errors).to_have_text(
+            [
+                "tests.staff_only:forbidden",
+                "tests.no_such:unknown_signal",
+                "tests.echo:bad_kwargs",
+                "invalid:text",
+            ]
+        )
+        send(alice2, "WINDOW", "still open")
+        expect(logs[alice2]).to_have_text(["u1", "b1", "b2", "still open"])
 
-            # A forged token is refused (the client keeps retrying); calls made meanwhile
-            # wait in the queue and go out once a valid token connects again.
-            alice2.evaluate(
-                """() => {
-                    const config = JSON.parse(
-                        document.getElementById("trio-djws-config").textContent);
-                    window.goodConfig = config;
-                    TrioDJWS.stop();
-                    TrioDJWS.start({url: config.url, token: config.token.slice(0, -4) + "AAAA"});
-                }"""
-            )
-            expect(alice2.locator("#state")).to_have_text("reconnecting")
-            # The queue holds 100 calls: the 101st drops the oldest, with a "dropped" event.
-            alice2.evaluate(
-                """() => {
-                    TrioDJWS.call('tests.fail', {});
-                    TrioDJWS.call('tests.echo', {text: 'queued', to: 'WINDOW'});
-                    for (let i = 0; i < 99; i++) TrioDJWS.call('tests.server_side', {value: i});
-                }"""
-            )
-            expect(errors.last).to_have_text("dropped:tests.fail")
-            alice2.evaluate("() => { TrioDJWS.stop(); TrioDJWS.start(window.goodConfig); }")
-            expect(alice2.locator("#state")).to_have_text("open")
-            expect(logs[alice2]).to_have_text(["u1", "b1", "b2", "still open", "queued"])
-            expect(errors).to_have_count(5)  # tests.fail was dropped, never sent
-        finally:
-            browser.close()
+        # A forged token is refused (the client keeps retrying); calls made meanwhile
+        # wait in the queue and go out once a valid token connects again.
+        alice2.evaluate(
+            """() => {
+                const config = JSON.parse(
+                    document.getElementById("trio-djws-config").textContent);
+                window.goodConfig = config;
+                TrioDJWS.stop();
+                TrioDJWS.start({url: config.url, token: config.token.slice(0, -4) + "AAAA"});
+            }"""
+        )
+        expect(alice2.locator("#state")).to_have_text("reconnecting")
+        # The queue holds 100 calls: the 101st drops the oldest, with a "dropped" event.
+        alice2.evaluate(
+            """() => {
+                TrioDJWS.call('tests.fail', {});
+                TrioDJWS.call('tests.echo', {text: 'queued', to: 'WINDOW'});
+                for (let i = 0; i < 99; i++) TrioDJWS.call('tests.server_side', {value: i});
+            }"""
+        )
+        expect(errors.last).to_have_text("dropped:tests.fail")
+        alice2.evaluate("() => { TrioDJWS.stop(); TrioDJWS.start(window.goodConfig); }")
+        expect(alice2.locator("#state")).to_have_text("open")
+        expect(logs[alice2]).to_have_text(["u1", "b1", "b2", "still open", "queued"])
+        expect(errors).to_have_count(5)  # tests.fail was dropped, never sent
 
 
 async def test_signals_in_chromium_window_user_broadcast_topics_errors(

@@ -14,6 +14,7 @@ from django.test import RequestFactory, override_settings
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from tests import ws_views
+from tests.conftest import rejected_status
 from tests.test_mixins import cookie_header, login
 from trio_djws.middleware import WebSocketMiddleware
 from trio_djws.state import current_server, drain_connections
@@ -161,17 +162,11 @@ async def test_handshake_gets_503_when_every_view_thread_is_busy(ws_url: str) ->
 
 
 async def test_view_that_does_not_accept_websockets_gets_400(ws_url: str) -> None:
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"{ws_url}/dws/plain/"):
-            pass
-    assert info.value.status_code == 400
+    assert await rejected_status(f"{ws_url}/dws/plain/") == 400
 
 
 async def test_no_namespace_and_no_url_pattern_gets_403(ws_url: str) -> None:
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"{ws_url}/dws/nothing-here/"):
-            pass
-    assert info.value.status_code == 403
+    assert await rejected_status(f"{ws_url}/dws/nothing-here/") == 403
 
 
 @override_settings(WEBSOCKET_ACCEPT_ALL=True)
@@ -188,10 +183,7 @@ async def test_view_attribute_accept_websocket(ws_url: str) -> None:
 
 
 async def test_view_answering_without_the_socket(ws_url: str) -> None:
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"{ws_url}/dws/forbidden/"):
-            pass
-    assert info.value.status_code == 403
+    assert await rejected_status(f"{ws_url}/dws/forbidden/") == 403
     async with open_websocket_url(f"{ws_url}/dws/silent/") as ws:  # 2xx: accepted, closed
         with trio.fail_after(WAIT), pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()

@@ -6,9 +6,10 @@ import json
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests import handlers
+from tests.conftest import rejected_status
 
 
 async def test_echo_keeps_text_bytes_and_empty_messages(ws_url: str) -> None:
@@ -21,10 +22,7 @@ async def test_echo_keeps_text_bytes_and_empty_messages(ws_url: str) -> None:
 
 
 async def test_unknown_path_is_rejected_with_403(ws_url: str) -> None:
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"{ws_url}/nowhere/"):
-            pass
-    assert info.value.status_code == 403
+    assert await rejected_status(f"{ws_url}/nowhere/") == 403
 
 
 async def test_path_converters_land_in_kwargs(ws_url: str) -> None:
@@ -34,10 +32,7 @@ async def test_path_converters_land_in_kwargs(ws_url: str) -> None:
 
 @pytest.mark.parametrize("status", [403, 401, 503])
 async def test_reject_gives_the_http_status(ws_url: str, status: int) -> None:
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"{ws_url}/reject/?status={status}"):
-            pass
-    assert info.value.status_code == status
+    assert await rejected_status(f"{ws_url}/reject/?status={status}") == status
 
 
 async def test_subprotocol_is_selected_from_the_offer(ws_url: str) -> None:
@@ -80,10 +75,7 @@ async def test_hook_exception_closes_with_1011_and_server_goes_on(ws_url: str) -
 
 
 async def test_on_connect_exception_gives_http_500(ws_url: str) -> None:
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"{ws_url}/fail-connect/"):
-            pass
-    assert info.value.status_code == 500
+    assert await rejected_status(f"{ws_url}/fail-connect/") == 500
 
 
 async def test_mixins_run_right_to_left_before_the_handler(ws_url: str, transport: str) -> None:
@@ -112,10 +104,7 @@ async def test_mixins_run_right_to_left_before_the_handler(ws_url: str, transpor
 
 
 async def test_block_in_mixin_on_connect_rejects_with_403(ws_url: str) -> None:
-    with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"{ws_url}/mixins/?deny=1"):
-            pass
-    assert info.value.status_code == 403
+    assert await rejected_status(f"{ws_url}/mixins/?deny=1") == 403
 
 
 async def test_sync_hook_runs_in_a_worker_thread(ws_url: str) -> None:

@@ -5,14 +5,11 @@ same worker process."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager
 from typing import Final
 
 import httpx
@@ -21,18 +18,14 @@ import trio
 from django.test import override_settings
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from tests.test_launcher import _Collected
+from tests.processes import ServerProcess, child_env
 from trio_djws import wsgi
 
-REPO_ROOT: Final = str(Path(__file__).resolve().parent.parent)
 TIMEOUT: Final = 45.0  # seconds; the autouse watchdog in conftest allows 60
 
 
-class Gunicorn:
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.stderr = _Collected()  # gunicorn and our logging both write to stderr
-
+class Gunicorn(ServerProcess):
+    # gunicorn and our logging both write to stderr
     async def http_url(self) -> str:
         (match,) = await self.stderr.wait_for(r"Listening at: (http://\S+) ")
         return match[1]
@@ -42,42 +35,14 @@ class Gunicorn:
         return match[1]
 
 
-@asynccontextmanager
-async def run_gunicorn() -> AsyncIterator[Gunicorn]:
+def run_gunicorn() -> AbstractAsyncContextManager[Gunicorn]:
     """``gunicorn tests.wsgi_app:application`` with one sync worker on 127.0.0.1:0."""
     command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        "127.0.0.1:0",
-        "--workers",
-        "1",
-        "--no-control-socket",
-        "tests.wsgi_app:application",
+        *(sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--workers", "1"),
+        *("--no-control-socket", "tests.wsgi_app:application"),
     ]
-    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "PYTHONUNBUFFERED": "1"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)  # tests/wsgi_app.py sets tests.wsgi_settings
-    process = await trio.lowlevel.open_process(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=REPO_ROOT,
-    )
-    server = Gunicorn(process)
-    assert process.stderr is not None
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.stderr.collect, process.stderr)
-            yield server
-            nursery.cancel_scope.cancel()
-    finally:
-        if process.poll() is None:
-            process.kill()
-        with trio.move_on_after(5, shield=True):
-            await process.wait()
+    env = child_env(None)  # tests/wsgi_app.py sets tests.wsgi_settings
+    return Gunicorn.open(command, env, stdout=subprocess.DEVNULL)
 
 
 async def test_sync_view_reaches_a_websocket_client_of_the_side_server() -> None:

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
 
 from .exceptions import ConfigurationError
 
@@ -149,6 +150,26 @@ def get_settings() -> Settings:
             value = tuple(value)
         values[f.name] = value
     return Settings(**values)
+
+
+def broker_backend() -> tuple[Any, Mapping[str, object]]:
+    """The ``WEBSOCKET_BROKER`` backend class and its ``CONFIG`` mapping (empty if absent).
+
+    Raises:
+        ConfigurationError: ``BACKEND`` does not import, or ``CONFIG`` is not a dict.
+    """
+    options = get_settings().broker
+    path = str(options["BACKEND"])
+    try:
+        backend = import_string(path)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"WEBSOCKET_BROKER['BACKEND'] must be an importable dotted path, got {path!r}: {exc}"
+        ) from exc
+    config = options.get("CONFIG", {})
+    if not isinstance(config, Mapping):
+        raise ConfigurationError(f"WEBSOCKET_BROKER['CONFIG'] must be a dict, got {config!r}")
+    return backend, config
 
 
 def _clear_cache(*, setting: str, **kwargs: object) -> None:

@@ -52,7 +52,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
 
-from .conf import SECONDS, get_settings
+from .conf import SECONDS, broker_backend, get_settings
 from .exceptions import ConfigurationError
 from .state import current_server, drain_connections
 from .workers import stop_when_parent_exits, supervise
@@ -148,13 +148,8 @@ def check_workers(workers: int) -> None:
         raise ValueError(f"--workers expects an int >= 1, got {workers!r}")
     if workers == 1:
         return
+    broker_class, _ = broker_backend()
     backend = str(get_settings().broker["BACKEND"])
-    try:
-        broker_class = import_string(backend)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"WEBSOCKET_BROKER['BACKEND'] must be an importable dotted path, got {backend!r}: {exc}"
-        ) from exc
     if not getattr(broker_class, "cross_process", False):
         raise ConfigurationError(
             f"--workers {workers} needs a broker that reaches every process, but "

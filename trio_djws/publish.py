@@ -37,16 +37,15 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import trio
 from django.core.serializers.json import DjangoJSONEncoder
-from django.utils.module_loading import import_string
 
-from .conf import get_settings
+from .conf import broker_backend, get_settings
 from .exceptions import ConfigurationError
+from .threads import in_trio_worker_thread
 from .typing import JSONValue, Message
 
 if TYPE_CHECKING:
@@ -171,14 +170,6 @@ def reset_sync_clients() -> None:
 # -- publish --------------------------------------------------------------------------------
 
 
-def _in_trio_worker_thread() -> bool:
-    try:
-        trio.from_thread.run_sync(bool)
-    except RuntimeError:
-        return False
-    return True
-
-
 def publish(group: str, message: Message) -> None:
     """Send ``message`` to every member of ``group`` on every process the broker reaches.
 
@@ -205,7 +196,7 @@ def publish(group: str, message: Message) -> None:
         raise RuntimeError(
             "publish() blocks; on the trio thread use `await trio_djws.send_to_group(...)`"
         )
-    if _in_trio_worker_thread():
+    if in_trio_worker_thread():
         trio.from_thread.run(send_to_group, group, message)
         return
     from .wsgi import server_thread  # here: trio_djws.wsgi loads Django's WSGI handler
@@ -214,25 +205,16 @@ def publish(group: str, message: Message) -> None:
     if thread is not None:  # get_wsgi_application() runs the server in this process
         thread.run(send_to_group, group, message)
         return
-    options = get_settings().broker
-    backend = str(options["BACKEND"])
-    try:
-        broker_class = import_string(backend)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"WEBSOCKET_BROKER['BACKEND'] must be an importable dotted path, got {backend!r}: {exc}"
-        ) from exc
+    broker_class, config = broker_backend()
     publish_sync = getattr(broker_class, "publish_sync", None)
     if publish_sync is None:
         raise ConfigurationError(
             f"publish() outside a trio_djws server needs a cross-process broker, but "
-            f"WEBSOCKET_BROKER['BACKEND'] is {backend!r}, which reaches only its own server "
-            f"process. Set WEBSOCKET_BROKER to trio_djws.brokers.RedisBroker, or call "
-            f"publish() from the server's own worker threads."
+            f"WEBSOCKET_BROKER['BACKEND'] is {get_settings().broker['BACKEND']!r}, which "
+            f"reaches only its own server process. Set WEBSOCKET_BROKER to "
+            f"trio_djws.brokers.RedisBroker, or call publish() from the server's own worker "
+            f"threads."
         )
-    config = options.get("CONFIG", {})
-    if not isinstance(config, Mapping):
-        raise ConfigurationError(f"WEBSOCKET_BROKER['CONFIG'] must be a dict, got {config!r}")
     publish_sync(config, group, message)
 
 

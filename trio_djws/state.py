@@ -9,17 +9,15 @@ made on first use, without background tasks.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import trio
-from django.utils.module_loading import import_string
 from wsproto.frame_protocol import CloseReason
 
 from .brokers import Broker
-from .conf import get_settings
-from .exceptions import ConfigurationError
+from .conf import broker_backend, get_settings
 from .groups import Groups
 
 if TYPE_CHECKING:
@@ -35,17 +33,7 @@ _server: trio.lowlevel.RunVar[ServerState] = trio.lowlevel.RunVar("trio_djws.ser
 
 def _make_broker(groups: Groups) -> Broker:
     # WEBSOCKET_BROKER = {"BACKEND": dotted path, "CONFIG": {...}}, as Channels' CHANNEL_LAYERS.
-    options = get_settings().broker
-    path = str(options["BACKEND"])
-    config = options.get("CONFIG", {})
-    try:
-        factory = import_string(path)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"WEBSOCKET_BROKER['BACKEND'] must be an importable dotted path, got {path!r}: {exc}"
-        ) from exc
-    if not isinstance(config, Mapping):
-        raise ConfigurationError(f"WEBSOCKET_BROKER['CONFIG'] must be a dict, got {config!r}")
+    factory, config = broker_backend()
     broker: Broker = factory(groups, config)
     return broker
 

@@ -28,6 +28,7 @@ __all__ = [
     "database_sync_to_thread",
     "db_limiter",
     "http_limiter",
+    "in_trio_worker_thread",
     "install_orm_guard",
     "to_thread",
 ]
@@ -136,3 +137,13 @@ def install_orm_guard() -> None:
     connection_created.connect(_on_connection_created, dispatch_uid="trio_djws.orm_guard")
     for connection in connections.all(initialized_only=True):
         _add_guard(connection)
+
+
+def in_trio_worker_thread() -> bool:
+    """Whether the calling thread is a worker thread of a running trio loop
+    (``trio.to_thread``), so that ``trio.from_thread.run`` can reach that loop."""
+    try:
+        trio.from_thread.run_sync(bool)
+    except RuntimeError:
+        return False
+    return True

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,23 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Final
 
 import pytest
 import trio
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect
+
+from tests.browser import chromium, new_page
 
 from .conftest import CHATROOM_DIR
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the tests run as root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-BROWSER_TIMEOUT_MS = 20_000  # per Playwright step; generous for a busy 2-core machine
+VIEWPORT: Final[ViewportSize] = {"width": 900, "height": 640}
 SERVER_TIMEOUT = 30.0  # seconds to migrate, start or stop the server
 SCREENSHOT = Path("/tmp/chatroom.png")
 _LISTENING = re.compile(r"Listening on (http://\S+)")
@@ -111,8 +104,7 @@ class ChatroomServer:
 
 def open_room_page(browser: Browser, url: str, nick: str) -> Page:
     """A page in its own context (own localStorage) on a room, online as ``nick``."""
-    page = browser.new_context(viewport={"width": 900, "height": 640}).new_page()
-    page.set_default_timeout(BROWSER_TIMEOUT_MS)
+    page = new_page(browser, VIEWPORT)
     page.goto(url)
     expect(page.locator("#status")).to_have_text("online")
     page.locator("#nick").fill(nick)
@@ -129,65 +121,53 @@ def send(page: Page, text: str) -> None:
 
 def chat_in_browser(base_url: str, stop: Callable[[], int], restart: Callable[[], str]) -> None:
     """The whole browser scenario; runs in a worker thread."""
-    expect.set_options(timeout=BROWSER_TIMEOUT_MS)
-    chromium = shutil.which("chromium")
-    assert chromium is not None, "Chromium is needed: apt-get install chromium"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            # The index lists the seeded rooms; its form creates a room and goes there.
-            alice = browser.new_context(viewport={"width": 900, "height": 640}).new_page()
-            alice.set_default_timeout(BROWSER_TIMEOUT_MS)
-            alice.goto(base_url + "/")
-            expect(alice.get_by_role("link", name="#Lobby")).to_be_visible()
-            expect(alice.get_by_role("link", name="#Random")).to_be_visible()
-            alice.get_by_label("Name").fill("Trio fans")
-            alice.get_by_role("button", name="Create").click()
-            expect(alice).to_have_url(base_url + "/rooms/trio-fans/")
-            alice.close()
+    with chromium() as browser:
+        # The index lists the seeded rooms; its form creates a room and goes there.
+        alice = new_page(browser, VIEWPORT)
+        alice.goto(base_url + "/")
+        expect(alice.get_by_role("link", name="#Lobby")).to_be_visible()
+        expect(alice.get_by_role("link", name="#Random")).to_be_visible()
+        alice.get_by_label("Name").fill("Trio fans")
+        alice.get_by_role("button", name="Create").click()
+        expect(alice).to_have_url(base_url + "/rooms/trio-fans/")
+        alice.close()
 
-            room_url = base_url + "/rooms/trio-fans/"
-            alice = open_room_page(browser, room_url, "alice")
-            bob = open_room_page(browser, room_url, "bob")
+        room_url = base_url + "/rooms/trio-fans/"
+        alice = open_room_page(browser, room_url, "alice")
+        bob = open_room_page(browser, room_url, "bob")
 
-            # Typed in one page, shown in the other, as text (never as HTML).
-            send(alice, "Hello <b>bob</b> & all")
-            bob_messages = bob.locator("#messages .message")
-            expect(bob_messages).to_have_count(1)
-            expect(bob_messages.locator(".author")).to_have_text("alice")
-            expect(bob_messages.locator(".text")).to_have_text("Hello <b>bob</b> & all")
-            expect(bob.locator("#messages b")).to_have_count(0)
-            send(bob, "hi alice")
-            alice_messages = alice.locator("#messages .message")
-            expect(alice_messages.locator(".text")).to_have_text(
-                ["Hello <b>bob</b> & all", "hi alice"]
-            )
-            expect(alice_messages.first).to_have_class(re.compile(r"\bmine\b"))
+        # Typed in one page, shown in the other, as text (never as HTML).
+        send(alice, "Hello <b>bob</b> & all")
+        bob_messages = bob.locator("#messages .message")
+        expect(bob_messages).to_have_count(1)
+        expect(bob_messages.locator(".author")).to_have_text("alice")
+        expect(bob_messages.locator(".text")).to_have_text("Hello <b>bob</b> & all")
+        expect(bob.locator("#messages b")).to_have_count(0)
+        send(bob, "hi alice")
+        alice_messages = alice.locator("#messages .message")
+        expect(alice_messages.locator(".text")).to_have_text(["Hello <b>bob</b> & all", "hi alice"])
+        expect(alice_messages.first).to_have_class(re.compile(r"\bmine\b"))
 
-            # After a reload the history shows both, once each, and the nickname is kept.
-            bob.reload()
-            expect(bob.locator("#status")).to_have_text("online")
-            expect(bob.locator("#nick")).to_have_value("bob")
-            expect(bob_messages.locator(".text")).to_have_text(
-                ["Hello <b>bob</b> & all", "hi alice"]
-            )
+        # After a reload the history shows both, once each, and the nickname is kept.
+        bob.reload()
+        expect(bob.locator("#status")).to_have_text("online")
+        expect(bob.locator("#nick")).to_have_value("bob")
+        expect(bob_messages.locator(".text")).to_have_text(["Hello <b>bob</b> & all", "hi alice"])
 
-            # The server goes away: both pages say so, then reconnect on their own and merge
-            # the history without duplicates.
-            assert stop() == 0
-            expect(alice.locator("#status")).to_have_text("reconnecting")
-            expect(bob.locator("#status")).to_have_text("reconnecting")
-            restart()
-            expect(alice.locator("#status")).to_have_text("online")
-            expect(bob.locator("#status")).to_have_text("online")
-            send(bob, "back again")
-            expected = ["Hello <b>bob</b> & all", "hi alice", "back again"]
-            expect(alice_messages.locator(".text")).to_have_text(expected)
-            expect(bob_messages.locator(".text")).to_have_text(expected)
+        # The server goes away: both pages say so, then reconnect on their own and merge
+        # the history without duplicates.
+        assert stop() == 0
+        expect(alice.locator("#status")).to_have_text("reconnecting")
+        expect(bob.locator("#status")).to_have_text("reconnecting")
+        restart()
+        expect(alice.locator("#status")).to_have_text("online")
+        expect(bob.locator("#status")).to_have_text("online")
+        send(bob, "back again")
+        expected = ["Hello <b>bob</b> & all", "hi alice", "back again"]
+        expect(alice_messages.locator(".text")).to_have_text(expected)
+        expect(bob_messages.locator(".text")).to_have_text(expected)
 
-            alice.screenshot(path=str(SCREENSHOT))
-        finally:
-            browser.close()
+        alice.screenshot(path=str(SCREENSHOT))
 
 
 @pytest.fixture
@@ -209,9 +189,14 @@ async def chatroom_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-async def test_two_pages_chat_reload_and_reconnect(chatroom_env: dict[str, str]) -> None:
+async def run_with_restartable_server(
+    env: dict[str, str], scenario: Callable[[str, Callable[[], int], Callable[[], str]], None]
+) -> None:
+    """Serve the chatroom and run the browser ``scenario(base_url, stop, restart)`` in a
+    worker thread; ``stop()`` returns the exit status, ``restart()`` serves on the same port.
+    The server must then stop with status 0."""
     async with trio.open_nursery() as nursery:
-        server = ChatroomServer(nursery, chatroom_env)
+        server = ChatroomServer(nursery, env)
         base_url = await server.start()
         bind = base_url.removeprefix("http://")  # the same port again after the restart
 
@@ -223,9 +208,13 @@ async def test_two_pages_chat_reload_and_reconnect(chatroom_env: dict[str, str])
 
         try:
             await trio.to_thread.run_sync(
-                chat_in_browser, base_url, stop, restart, limiter=trio.CapacityLimiter(1)
+                scenario, base_url, stop, restart, limiter=trio.CapacityLimiter(1)
             )
             assert await server.stop() == 0
         except BaseException:
             print(server.output())  # shown by pytest for a failed test
             raise
+
+
+async def test_two_pages_chat_reload_and_reconnect(chatroom_env: dict[str, str]) -> None:
+    await run_with_restartable_server(chatroom_env, chat_in_browser)

@@ -7,17 +7,17 @@ reuses); the user is made with ``manage.py createsuperuser --noinput``.
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 
 import trio
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
+
+from tests.browser import chromium, new_page
 
 from .conftest import CHATROOM_DIR
 from .test_browser import (
-    BROWSER_TIMEOUT_MS,
-    CHROMIUM_ARGS,
     SERVER_TIMEOUT,
+    VIEWPORT,
     ChatroomServer,
     chatroom_env,  # noqa: F401  (the fixture, shared)
     send,
@@ -29,39 +29,30 @@ PASSWORD = "correct-horse-battery"
 
 def log_in_and_chat(base_url: str) -> None:
     """The browser scenario; runs in a worker thread."""
-    expect.set_options(timeout=BROWSER_TIMEOUT_MS)
-    chromium = shutil.which("chromium")
-    assert chromium is not None, "Chromium is needed: apt-get install chromium"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            ada = browser.new_context(viewport={"width": 900, "height": 640}).new_page()
-            ada.set_default_timeout(BROWSER_TIMEOUT_MS)
-            ada.goto(base_url + "/rooms/lobby/")
-            ada.get_by_role("link", name="Log in").click()
-            ada.get_by_label("Username").fill(USERNAME)
-            ada.get_by_label("Password").fill(PASSWORD)
-            ada.get_by_role("button", name="Log in").click()
-            expect(ada).to_have_url(base_url + "/rooms/lobby/")  # ?next= brought us back
-            expect(ada.locator("#username")).to_have_text(USERNAME)
-            expect(ada.locator("#status")).to_have_text("online")
-            expect(ada.locator("#nick")).to_have_value(USERNAME)
+    with chromium() as browser:
+        ada = new_page(browser, VIEWPORT)
+        ada.goto(base_url + "/rooms/lobby/")
+        ada.get_by_role("link", name="Log in").click()
+        ada.get_by_label("Username").fill(USERNAME)
+        ada.get_by_label("Password").fill(PASSWORD)
+        ada.get_by_role("button", name="Log in").click()
+        expect(ada).to_have_url(base_url + "/rooms/lobby/")  # ?next= brought us back
+        expect(ada.locator("#username")).to_have_text(USERNAME)
+        expect(ada.locator("#status")).to_have_text("online")
+        expect(ada.locator("#nick")).to_have_value(USERNAME)
 
-            guest = browser.new_context(viewport={"width": 900, "height": 640}).new_page()
-            guest.set_default_timeout(BROWSER_TIMEOUT_MS)
-            guest.goto(base_url + "/rooms/lobby/")
-            expect(guest.locator("#status")).to_have_text("online")
+        guest = new_page(browser, VIEWPORT)
+        guest.goto(base_url + "/rooms/lobby/")
+        expect(guest.locator("#status")).to_have_text("online")
 
-            send(ada, "hello, logged in")
-            messages = guest.locator("#messages .message")
-            expect(messages.locator(".text")).to_have_text(["hello, logged in"])
-            expect(messages.locator(".author")).to_have_text([USERNAME])
-            expect(ada.locator("#messages .message").first).to_have_class(re.compile(r"\bmine\b"))
+        send(ada, "hello, logged in")
+        messages = guest.locator("#messages .message")
+        expect(messages.locator(".text")).to_have_text(["hello, logged in"])
+        expect(messages.locator(".author")).to_have_text([USERNAME])
+        expect(ada.locator("#messages .message").first).to_have_class(re.compile(r"\bmine\b"))
 
-            ada.get_by_role("button", name="Log out").click()
-            expect(ada.get_by_role("link", name="Log in")).to_be_visible()
-        finally:
-            browser.close()
+        ada.get_by_role("button", name="Log out").click()
+        expect(ada.get_by_role("link", name="Log in")).to_be_visible()
 
 
 async def test_logged_in_user_chats_under_their_username(

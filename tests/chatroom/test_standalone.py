@@ -6,21 +6,19 @@ Chromium pages chat through it. gunicorn serves no WebSocket at all, so a page t
 
 from __future__ import annotations
 
-import re
-import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import trio
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
+
+from tests.browser import chromium
+from tests.processes import ServerProcess
 
 from .conftest import CHATROOM_DIR
 from .test_browser import (  # noqa: F401  (chatroom_env is a fixture)
-    BROWSER_TIMEOUT_MS,
-    CHROMIUM_ARGS,
     SERVER_TIMEOUT,
     chatroom_env,
     open_room_page,
@@ -28,91 +26,43 @@ from .test_browser import (  # noqa: F401  (chatroom_env is a fixture)
 )
 
 
-class _Process:
-    """A subprocess whose merged output is collected, so tests can wait for a line."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.text = ""
-        self._changed = trio.Event()
-        self._closed = False
-
-    async def collect(self) -> None:
-        assert self.process.stdout is not None
-        async for chunk in self.process.stdout:
-            self.text += chunk.decode(errors="replace")
-            self._changed.set()
-            self._changed = trio.Event()
-        self._closed = True
-        self._changed.set()
+class _Process(ServerProcess):
+    """A chatroom subprocess, its stderr merged into ``stdout``; every step is bounded."""
 
     async def wait_for(self, pattern: str) -> str:
         """The first group of ``pattern``'s first match; fails if the process ends first."""
         with trio.fail_after(SERVER_TIMEOUT):
-            while (match := re.search(pattern, self.text)) is None:
-                if self._closed:
-                    raise AssertionError(f"{pattern!r} never printed:\n{self.text}")
-                await self._changed.wait()
-        return match[1]
+            matches = await self.stdout.wait_for(pattern)
+        return matches[0][1]
 
     async def stop(self, signum: int) -> int:
         with trio.fail_after(SERVER_TIMEOUT):
-            self.process.send_signal(signum)
-            return await self.process.wait()
+            return await super().stop(signum)
 
 
-@asynccontextmanager
-async def started(command: list[str], env: dict[str, str]) -> AsyncIterator[_Process]:
-    process = await trio.lowlevel.open_process(
-        command,
-        cwd=CHATROOM_DIR,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    running = _Process(process)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(running.collect)
-            yield running
-            nursery.cancel_scope.cancel()
-    except BaseException:
-        print(running.text)  # shown by pytest for a failed test
-        raise
-    finally:
-        if process.poll() is None:
-            process.kill()
-        with trio.move_on_after(5, shield=True):
-            await process.wait()
+def started(command: list[str], env: dict[str, str]) -> AbstractAsyncContextManager[_Process]:
+    return _Process.open(command, env, cwd=CHATROOM_DIR, stderr=subprocess.STDOUT)
 
 
 def chat_through_the_websocket_port(base_url: str, ws_port: str, stop_websockets: object) -> None:
     """The browser scenario; runs in a worker thread."""
-    expect.set_options(timeout=BROWSER_TIMEOUT_MS)
-    chromium = shutil.which("chromium")
-    assert chromium is not None, "Chromium is needed: apt-get install chromium"
     assert callable(stop_websockets)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            room_url = base_url + "/rooms/lobby/"
-            alice = open_room_page(browser, room_url, "alice")
-            bob = open_room_page(browser, room_url, "bob")
-            expect(alice.locator("#room")).to_have_attribute("data-websocket-port", ws_port)
-            # The signals socket ("… is typing") goes to the WebSocket port too.
-            alice.locator("#text").press_sequentially("hel")
-            expect(bob.locator("#typing")).to_have_text("alice is typing…")
-            send(alice, "hello from gunicorn's page")
-            bob_messages = bob.locator("#messages .message")
-            expect(bob_messages.locator(".text")).to_have_text(["hello from gunicorn's page"])
-            expect(bob_messages.locator(".author")).to_have_text(["alice"])
-            # The WebSocket server stops; the pages, still served by gunicorn, notice.
-            assert stop_websockets() == 0
-            expect(alice.locator("#status")).to_have_text("reconnecting")
-            expect(bob.locator("#status")).to_have_text("reconnecting")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        room_url = base_url + "/rooms/lobby/"
+        alice = open_room_page(browser, room_url, "alice")
+        bob = open_room_page(browser, room_url, "bob")
+        expect(alice.locator("#room")).to_have_attribute("data-websocket-port", ws_port)
+        # The signals socket ("… is typing") goes to the WebSocket port too.
+        alice.locator("#text").press_sequentially("hel")
+        expect(bob.locator("#typing")).to_have_text("alice is typing…")
+        send(alice, "hello from gunicorn's page")
+        bob_messages = bob.locator("#messages .message")
+        expect(bob_messages.locator(".text")).to_have_text(["hello from gunicorn's page"])
+        expect(bob_messages.locator(".author")).to_have_text(["alice"])
+        # The WebSocket server stops; the pages, still served by gunicorn, notice.
+        assert stop_websockets() == 0
+        expect(alice.locator("#status")).to_have_text("reconnecting")
+        expect(bob.locator("#status")).to_have_text("reconnecting")
 
 
 async def test_pages_from_gunicorn_chat_over_runwebsocket(

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from typing import Final, Protocol
 from urllib.parse import unquote
@@ -34,9 +36,10 @@ from urllib.parse import unquote
 import trio
 
 from ..conf import ENGINES
+from ..exceptions import ConnectionClosed
 from ..typing import WebSocketScope
 
-__all__ = ["Engine", "get_engine", "make_scope", "peer", "reason_phrase"]
+__all__ = ["Engine", "StreamEngine", "get_engine", "make_scope", "peer", "reason_phrase"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,53 @@ class Engine(Protocol):
         ``handler_nursery`` (owned by the server, so that accepting can stop while
         connections drain). Reports ``started()`` once accepting. Never raises for one
         connection's failure: that is logged and only that connection ends."""
+
+
+@dataclass
+class StreamEngine:
+    """An ``Engine`` whose accept loop is ``trio.serve_listeners``: each accepted TCP stream
+    runs ``serve_stream`` (handshake to close) in the handler nursery. Both engines are one.
+
+    A connection's failure is contained here, so one bad connection never ends the server:
+    ``ConnectionClosed`` (the peer left, or a write timed out and was logged) ends it
+    quietly, any other ``Exception`` is logged with its traceback; either way the stream is
+    then closed forcefully (shielded, so it is closed even when cancelled).
+    """
+
+    name: str
+    """The ``WEBSOCKET_ENGINE`` value that selects this engine."""
+    serve_stream: Callable[[trio.SocketStream], Awaitable[None]]
+    """Serves one accepted stream: handshake, scope, ``serve_websocket``."""
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.SocketListener],
+        *,
+        handler_nursery: trio.Nursery,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """See ``Engine.serve``."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    trio.serve_listeners,
+                    self._serve_contained,
+                    list(listeners),
+                    handler_nursery=handler_nursery,
+                )
+            )
+            task_status.started()
+
+    async def _serve_contained(self, stream: trio.SocketStream) -> None:
+        try:
+            await self.serve_stream(stream)
+        except ConnectionClosed:
+            pass  # the peer left, or a write timed out (logged) outside the connection model
+        except Exception:
+            logger.exception("connection from %s failed; closing it", peer(stream))
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
 
 
 def get_engine(name: str) -> Engine:

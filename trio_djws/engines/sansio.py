@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from functools import partial
 from typing import Final
 
 import trio
@@ -34,9 +33,9 @@ from ..conf import KIB, get_settings
 from ..connection import serve_websocket
 from ..exceptions import ConnectionClosed
 from ..typing import Message
-from . import make_scope, peer, reason_phrase
+from . import StreamEngine, make_scope, peer, reason_phrase
 
-__all__ = ["ENGINE", "SansIOEngine", "SansIOTransport"]
+__all__ = ["ENGINE", "SansIOTransport"]
 
 logger = logging.getLogger(__name__)
 
@@ -343,75 +342,43 @@ def _handshake_cause(exc: BaseException) -> str:
 
 
 async def _serve_stream(stream: trio.SocketStream) -> None:
-    # One accepted TCP connection, from the handshake to the closed socket. Exceptions are
-    # contained here: one bad connection never ends the server.
+    # One accepted TCP connection, from the handshake to the closed socket. StreamEngine
+    # contains its exceptions (one bad connection never ends the server) and closes the stream.
     settings = get_settings()
     protocol = ServerProtocol(max_size=settings.max_message_size)
-    try:
-        with trio.move_on_after(settings.close_timeout) as handshake_deadline:
-            found = await _read_handshake(stream, protocol)
-        if handshake_deadline.cancelled_caught:
-            logger.info("no handshake from %s within WEBSOCKET_CLOSE_TIMEOUT", peer(stream))
-            return
-        if found is None:
-            return
-        request, early = found
-        response = protocol.accept(request)
-        if response.status_code != 101:
-            logger.warning(
-                "rejected handshake from %s for %s with HTTP %d: %s",
-                peer(stream),
-                request.path,
-                response.status_code,
-                protocol.handshake_exc,
-            )
-            protocol.send_response(response)
-            await _write(stream, protocol.data_to_send(), settings.close_timeout)
-            return
-        offered = [
-            item
-            for value in request.headers.get_all("Sec-WebSocket-Protocol")
-            for item in parse_subprotocol(value)
-        ]
-        transport = SansIOTransport(stream, protocol, response, early)
-        scope = make_scope(request.path, request.headers.raw_items(), offered, stream)
-        async with trio.open_nursery() as nursery:
-            if settings.ping_interval is not None:
-                nursery.start_soon(transport.keepalive, settings.ping_interval)
-            await serve_websocket(transport, scope)
-            nursery.cancel_scope.cancel()
-    except ConnectionClosed:
-        pass  # the peer left, or a write timed out (logged) before the connection model ran
-    except Exception:
-        logger.exception("connection from %s failed; closing it", peer(stream))
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(stream)
+    with trio.move_on_after(settings.close_timeout) as handshake_deadline:
+        found = await _read_handshake(stream, protocol)
+    if handshake_deadline.cancelled_caught:
+        logger.info("no handshake from %s within WEBSOCKET_CLOSE_TIMEOUT", peer(stream))
+        return
+    if found is None:
+        return
+    request, early = found
+    response = protocol.accept(request)
+    if response.status_code != 101:
+        logger.warning(
+            "rejected handshake from %s for %s with HTTP %d: %s",
+            peer(stream),
+            request.path,
+            response.status_code,
+            protocol.handshake_exc,
+        )
+        protocol.send_response(response)
+        await _write(stream, protocol.data_to_send(), settings.close_timeout)
+        return
+    offered = [
+        item
+        for value in request.headers.get_all("Sec-WebSocket-Protocol")
+        for item in parse_subprotocol(value)
+    ]
+    transport = SansIOTransport(stream, protocol, response, early)
+    scope = make_scope(request.path, request.headers.raw_items(), offered, stream)
+    async with trio.open_nursery() as nursery:
+        if settings.ping_interval is not None:
+            nursery.start_soon(transport.keepalive, settings.ping_interval)
+        await serve_websocket(transport, scope)
+        nursery.cancel_scope.cancel()
 
 
-class SansIOEngine:
-    """``WEBSOCKET_ENGINE = "websockets"``: ``trio.serve_listeners`` + ``ServerProtocol``."""
-
-    name = "websockets"
-
-    async def serve(
-        self,
-        listeners: Sequence[trio.SocketListener],
-        *,
-        handler_nursery: trio.Nursery,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """See ``trio_djws.engines.Engine.serve``."""
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(
-                    trio.serve_listeners,
-                    _serve_stream,
-                    list(listeners),
-                    handler_nursery=handler_nursery,
-                )
-            )
-            task_status.started()
-
-
-ENGINE: Final = SansIOEngine()
+# WEBSOCKET_ENGINE = "websockets": trio.serve_listeners + ServerProtocol.
+ENGINE: Final = StreamEngine("websockets", _serve_stream)

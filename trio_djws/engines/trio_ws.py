@@ -20,9 +20,8 @@ then checks the UTF-8 size against the same limit, so no message over the limit 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from functools import partial
 from typing import Final
 
 import trio
@@ -34,9 +33,9 @@ from ..conf import get_settings
 from ..connection import serve_websocket
 from ..exceptions import ConnectionClosed
 from ..typing import Message
-from . import make_scope, peer, reason_phrase
+from . import StreamEngine, make_scope, peer, reason_phrase
 
-__all__ = ["ENGINE", "TrioWebsocketEngine", "TrioWebsocketTransport"]
+__all__ = ["ENGINE", "TrioWebsocketTransport"]
 
 logger = logging.getLogger(__name__)
 
@@ -221,68 +220,36 @@ class _Stream(trio.abc.HalfCloseableStream):
 
 
 async def _serve_stream(stream: trio.SocketStream) -> None:
-    # One accepted TCP connection, contained: an exception ends this connection only.
+    # One accepted TCP connection; StreamEngine contains its exceptions (an exception ends
+    # this connection only) and closes the stream.
     settings = get_settings()
     wrapped = _Stream(stream, settings.close_timeout)
-    try:
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(settings.close_timeout) as handshake_deadline:
-                request = await trio_websocket.wrap_server_stream(
-                    nursery,
-                    wrapped,
-                    message_queue_size=_MESSAGE_QUEUE_SIZE,
-                    max_message_size=settings.max_message_size,
-                    receive_buffer_size=None,
-                )
-            if handshake_deadline.cancelled_caught:
-                # No handshake in time, or a malformed one: wsproto has answered it with 400.
-                nursery.cancel_scope.cancel()
-                return
-            transport = TrioWebsocketTransport(request, wrapped)
-            offered = list(request.proposed_subprotocols)
-            scope = make_scope(
-                request.path,
-                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
-                offered,
-                stream,
+    async with trio.open_nursery() as nursery:
+        with trio.move_on_after(settings.close_timeout) as handshake_deadline:
+            request = await trio_websocket.wrap_server_stream(
+                nursery,
+                wrapped,
+                message_queue_size=_MESSAGE_QUEUE_SIZE,
+                max_message_size=settings.max_message_size,
+                receive_buffer_size=None,
             )
-            if settings.ping_interval is not None:
-                nursery.start_soon(transport.keepalive, settings.ping_interval)
-            await serve_websocket(transport, scope)
+        if handshake_deadline.cancelled_caught:
+            # No handshake in time, or a malformed one: wsproto has answered it with 400.
             nursery.cancel_scope.cancel()
-    except ConnectionClosed:
-        pass  # a write timed out (logged) outside the connection model
-    except Exception:
-        logger.exception("connection from %s failed; closing it", wrapped.peer)
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(stream)
+            return
+        transport = TrioWebsocketTransport(request, wrapped)
+        offered = list(request.proposed_subprotocols)
+        scope = make_scope(
+            request.path,
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+            offered,
+            stream,
+        )
+        if settings.ping_interval is not None:
+            nursery.start_soon(transport.keepalive, settings.ping_interval)
+        await serve_websocket(transport, scope)
+        nursery.cancel_scope.cancel()
 
 
-class TrioWebsocketEngine:
-    """``WEBSOCKET_ENGINE = "trio_websocket"``: ``trio.serve_listeners`` +
-    ``trio_websocket.wrap_server_stream``."""
-
-    name = "trio_websocket"
-
-    async def serve(
-        self,
-        listeners: Sequence[trio.SocketListener],
-        *,
-        handler_nursery: trio.Nursery,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """See ``trio_djws.engines.Engine.serve``."""
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(
-                    trio.serve_listeners,
-                    _serve_stream,
-                    list(listeners),
-                    handler_nursery=handler_nursery,
-                )
-            )
-            task_status.started()
-
-
-ENGINE: Final = TrioWebsocketEngine()
+# WEBSOCKET_ENGINE = "trio_websocket": trio.serve_listeners + trio_websocket.wrap_server_stream.
+ENGINE: Final = StreamEngine("trio_websocket", _serve_stream)

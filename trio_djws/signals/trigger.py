@@ -37,7 +37,7 @@ from wsproto.frame_protocol import CloseReason
 
 from ..conf import get_settings
 from ..exceptions import ConfigurationError
-from ..threads import _with_fresh_db_connection, to_thread
+from ..threads import _with_fresh_db_connection, in_trio_worker_thread, to_thread
 from .capture import current_capture
 from .registry import SignalFunction, load, registry
 from .topics import (
@@ -120,14 +120,6 @@ def _destinations(
             topic = serialize_topic(destination)
             groups.setdefault(topic_group(topic), topic)
     return server, [(label, group) for group, label in groups.items()]
-
-
-def _in_trio_worker_thread() -> bool:
-    try:
-        trio.from_thread.run_sync(bool)
-    except RuntimeError:
-        return False
-    return True
 
 
 def trigger(
@@ -248,7 +240,7 @@ def _run_in_thread(
     info: WindowInfo | None, entries: list[SignalFunction], kwargs: Mapping[str, Any]
 ) -> None:
     window = info if info is not None else WindowInfo()
-    in_server = _in_trio_worker_thread()
+    in_server = in_trio_worker_thread()
     for entry in entries:
         if entry.queue is not None and celery_app() is not None:
             _send_celery_task(entry, window, kwargs)
