@@ -413,18 +413,11 @@ class WebSocket:
         try:
             await self._accepted.wait()
             async with outbox:  # the writer owns the receive end
-                while True:
-                    # Take what is already queued without a scheduler round trip (each
-                    # transport send is a checkpoint); park only on an empty queue.
-                    try:
-                        message = outbox.receive_nowait()
-                    except trio.WouldBlock:
-                        try:
-                            message = await outbox.receive()
-                        except trio.EndOfChannel:
-                            break
-                    except trio.EndOfChannel:
-                        break
+                # A plain ``async for``: taking queued messages with receive_nowait() (no
+                # checkpoint between them) measured faster but made a close handshake in
+                # tests/test_launcher.py race with Hypercorn's pings (a trio-websocket client
+                # answering a ping while closing); kept out until that is understood.
+                async for message in outbox:
                     await send(message)
         except ConnectionClosed as exc:
             self._on_peer_gone(exc.code, exc.reason)
