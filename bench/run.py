@@ -495,7 +495,7 @@ FULL: dict[str, dict[str, Any]] = {
         "deadline": 60,
     },
     "redis": {
-        "receivers": [1000],
+        "receivers": [100, 1000],
         "rates": [5, 50],
         "duration": 4,
         "drain": 15,
@@ -557,7 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="echo/pipelined repetitions (median kept)"
     )
-    parser.add_argument("--receivers", help="broadcast receiver counts, e.g. 100,1000")
+    parser.add_argument(
+        "--receivers", help="broadcast (and Redis broadcast) receiver counts, e.g. 100,1000"
+    )
     parser.add_argument("--idle", help="idle connection counts, e.g. 10000")
     parser.add_argument("--profile", action="store_true", help="py-spy flame graphs (ours)")
     parser.add_argument("--out", type=Path, help="results directory (default bench/results)")
@@ -574,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = {k: dict(v) for k, v in (SMOKE if opts.smoke else FULL).items()}
     if opts.receivers:
-        cfg["broadcast"]["receivers"] = [int(n) for n in opts.receivers.split(",")]
+        receivers = [int(n) for n in opts.receivers.split(",")]
+        cfg["broadcast"]["receivers"] = cfg["redis"]["receivers"] = receivers
     if opts.idle:
         cfg["idle"]["connections"] = [int(n) for n in opts.idle.split(",")]
     default_servers = ["trio-djws", "channels-uvicorn"] if opts.smoke else list(SERVERS)
