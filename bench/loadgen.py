@@ -227,8 +227,18 @@ async def broadcast(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
     connections, failed = await _open_many(url, receivers + 1, start_deadline)
     sender = connections[0] if connections else None
     members = len(connections)
-    state: dict[str, Any] = {"run": -1, "count": 0, "latencies": [], "last": 0.0, "any": 0.0}
+    state: dict[str, Any] = {
+        "run": -1,
+        "count": 0,
+        "latencies": [],
+        "last": 0.0,
+        "any": 0.0,
+        "out_of_order": 0,
+    }
     counts = [0] * members
+    last_seq = [
+        -1
+    ] * members  # per member, this run: a smaller seq after a larger one is a reordering
     closed: dict[int, int | None] = {}
 
     async def listen(index: int, ws: ClientConnection) -> None:
@@ -236,9 +246,12 @@ async def broadcast(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
             async for message in ws:
                 now = time.monotonic_ns()
                 state["any"] = now
-                run, _seq, stamp = str(message).split(":", 3)[:3]
+                run, seq, stamp = str(message).split(":", 3)[:3]
                 if int(run) != state["run"]:
                     continue
+                if int(seq) <= last_seq[index]:
+                    state["out_of_order"] += 1
+                last_seq[index] = int(seq)
                 state["latencies"].append(now - int(stamp))
                 counts[index] += 1
                 state["count"] += 1
@@ -258,9 +271,10 @@ async def broadcast(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
                 runs.append({"rate": rate, "receivers": receivers, "error": "backlog"})
                 continue
             total = int(rate * duration)
-            state.update(run=run, count=0, latencies=[], last=0.0)
+            state.update(run=run, count=0, latencies=[], last=0.0, out_of_order=0)
             for i in range(members):
                 counts[i] = 0
+                last_seq[i] = -1
             closed_before = set(closed)
             sent = 0
             with meter:
@@ -308,6 +322,7 @@ async def broadcast(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
                     "p99_ms": _ms(percentile(lat, 99)),
                     "max_ms": _ms(max(lat) if lat else None),
                     "lost": lost,
+                    "out_of_order": state["out_of_order"],
                     "pending": pending,
                     "closed": sorted({str(closed[i]) for i in closed if i not in closed_before}),
                     "connect_failures": failed,

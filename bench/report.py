@@ -29,6 +29,7 @@ _COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("p99_ms", "p99 ms"),
         ("max_ms", "max ms"),
         ("lost", "lost"),
+        ("out_of_order", "out of order"),
         ("pending", "late (undelivered at drain end)"),
         ("closed", "close codes"),
     ],

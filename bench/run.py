@@ -551,7 +551,9 @@ def _versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the suite; returns the exit status (1 if ``--smoke`` saw a failure or a loss)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny workloads; check 0 lost")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny workloads; check 0 lost, 0 out of order"
+    )
     parser.add_argument("--servers", help="comma-separated subset of " + ", ".join(SERVERS))
     parser.add_argument("--workloads", help="comma-separated subset of " + ", ".join(WORKLOADS))
     parser.add_argument(
@@ -684,7 +686,9 @@ def _check_smoke(records: list[dict]) -> int:
     # Completion and 0 lost only: speed is never asserted.
     bad = []
     for r in records:
-        lost = sum(r.get(k) or 0 for k in ("lost", "pending", "echo_lost", "errors"))
+        lost = sum(
+            r.get(k) or 0 for k in ("lost", "out_of_order", "pending", "echo_lost", "errors")
+        )
         lost += r.get("connect_failures") or 0
         if "error" in r or lost:
             bad.append(r)
