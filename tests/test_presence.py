@@ -8,15 +8,19 @@ import signal
 from types import SimpleNamespace
 from typing import Final
 
+import pytest
+import redis
 import trio
+import trio.testing
 from django.contrib.auth.models import AnonymousUser, User
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 import tests.redis_handlers  # noqa: F401  (registers /redis/presence/... in this process)
 from tests.redis_server import RedisServer
-from tests.test_redis_broker import server_url, servers
+from tests.test_redis_broker import in_process_server, server_url, servers
 from trio_djws import presence
 from trio_djws.asgi import get_asgi_application
+from trio_djws.publish import KIND_PRESENCE, decode_envelope
 from trio_djws.testing import WebSocketTestClient
 
 TIMEOUT: Final = 45.0  # seconds per test
@@ -106,3 +110,42 @@ async def test_a_server_that_stops_normally_removes_its_presence_at_once(
                     with trio.fail_after(10):
                         await wait_for_users(alice, ["alice"])
                     assert await two.wait_exit() == 0
+
+
+async def test_presence_is_removed_when_the_server_stops_mid_write(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A member's leave starts a presence write; the server stops while that write waits for
+    # Redis (SIGSTOPped here to hold it there, as a busy machine does for a moment), so the
+    # shutdown cancels it. The shutdown's cleanup must still remove the presence and tell
+    # the other processes, on a connection of its own (the TTL is far beyond the test).
+    client = redis.Redis.from_url(redis_server.url)
+    others = client.pubsub()  # hears what another process would
+    assert redis_server.process is not None
+    process = redis_server.process
+
+    async def resume_redis_once_all_wait() -> None:
+        await trio.testing.wait_all_tasks_blocked()  # the cleanup is waiting for Redis
+        process.send_signal(signal.SIGCONT)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            async with in_process_server(redis_server.url, WEBSOCKET_PRESENCE_TTL=300) as app:
+                async with WebSocketTestClient(
+                    app, "/redis/presence/z/", query_string="name=zoe"
+                ) as zoe:
+                    assert await next_users(zoe) == ["zoe"]  # written to Redis, then announced
+                    await trio.to_thread.run_sync(others.subscribe, "test:group:z")
+                    confirmation = await trio.to_thread.run_sync(others.get_message, False, 10.0)
+                    assert confirmation is not None and confirmation["type"] == "subscribe"
+                    process.send_signal(signal.SIGSTOP)
+                # zoe has left: the presence task's write is sent, and waits for Redis.
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(resume_redis_once_all_wait)
+        message = await trio.to_thread.run_sync(others.get_message, False, 10.0)
+        assert message is not None, "the other processes were never told to look again"
+        assert decode_envelope(message["data"]).kind == KIND_PRESENCE
+        assert await trio.to_thread.run_sync(client.keys, "test:presence*") == []
+    assert not [r for r in caplog.records if "presence left in Redis" in r.getMessage()]
+    others.close()
+    client.close()

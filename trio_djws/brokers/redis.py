@@ -291,27 +291,29 @@ class RedisBroker:
 
         Reports started at once, before any connection to Redis.
         """
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+        try:
+            async with self._open_client() as client:
+                self._client = client
+                task_status.started()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._publisher, client)
+                    nursery.start_soon(self._subscriber, client)
+                    nursery.start_soon(self._presence, client)
+        finally:
+            self._client = None
+            with trio.move_on_after(PRESENCE_CLEANUP_TIMEOUT, shield=True):
+                try:
+                    await self._remove_presence()
+                except _REDIS_DOWN as exc:
+                    logger.warning("presence left in Redis until it expires: %s", exc)
+
+    def _open_client(self) -> coredis.Redis[bytes]:
+        return coredis.Redis.from_url(
             self.url,
             connect_timeout=CONNECT_TIMEOUT,
             stream_timeout=COMMAND_TIMEOUT,
             retry_policy=NoRetryPolicy(),
         )
-        async with client:
-            self._client = client
-            task_status.started()
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._publisher, client)
-                    nursery.start_soon(self._subscriber, client)
-                    nursery.start_soon(self._presence, client)
-            finally:
-                self._client = None
-                with trio.move_on_after(PRESENCE_CLEANUP_TIMEOUT, shield=True):
-                    try:
-                        await self._remove_presence(client)
-                    except _REDIS_DOWN as exc:
-                        logger.warning("presence left in Redis until it expires: %s", exc)
 
     # -- publisher ----------------------------------------------------------------------------
 
@@ -481,11 +483,7 @@ class RedisBroker:
             if beat:
                 write.update(self._groups.presence_groups())
             try:
-                await self._write_presence(client, write)
-                for group in sorted(changed):  # tell the other processes to look again
-                    await client.publish(
-                        self.channel(group), encode_envelope("", kind=KIND_PRESENCE)
-                    )
+                await self._write_presence(client, write, changed)
             except _REDIS_DOWN as exc:
                 logger.warning("presence not written to Redis at %s: %s", self.url, exc)
                 if not beat:
@@ -494,12 +492,16 @@ class RedisBroker:
             for group in sorted(look):
                 await self._announce(group)
 
-    async def _write_presence(self, client: coredis.Redis[bytes], groups: set[str]) -> None:
-        # One pipeline (one round trip) for every group's key, index and expiry.
+    async def _write_presence(
+        self, client: coredis.Redis[bytes], groups: set[str], changed: set[str]
+    ) -> None:
+        # One pipeline (one round trip) for every group's key, index and expiry, and a "look
+        # again" to the other processes for each group in ``changed``.
         if not groups:
             return
         origin = process_origin().decode()
         ttl_ms = max(1, int(self._ttl * 1000))
+        emptied: list[str] = []
         async with client.pipeline(transaction=False) as pipe:
             for group in sorted(groups):
                 counts = self._groups.presence(group)
@@ -509,20 +511,30 @@ class RedisBroker:
                     pipe.set(key, json.dumps(counts), px=ttl_ms)
                     pipe.sadd(index, [origin])
                     pipe.pexpire(index, 3 * ttl_ms)
-                    self._written.add(group)
+                    self._written.add(group)  # before it is sent: a cancelled write is undone
                 else:
                     pipe.delete([key])
                     pipe.srem(index, [origin])
-                    self._written.discard(group)
+                    emptied.append(group)
+                if group in changed:
+                    pipe.publish(self.channel(group), encode_envelope("", kind=KIND_PRESENCE))
+        # Only once Redis has it all: shutdown cancels this task as soon as the last
+        # connection has left, often mid-pipeline, and _remove_presence must then still
+        # delete the key and tell the others (a TTL of minutes would keep the member shown).
+        self._written.difference_update(emptied)
 
-    async def _remove_presence(self, client: coredis.Redis[bytes]) -> None:
+    async def _remove_presence(self) -> None:
         # At shutdown: remove this process's presence at once (rather than after the TTL)
-        # and tell the other processes to look again.
+        # and tell the other processes to look again. On a client of its own, opened here
+        # under the caller's shield: the serving client's connection pool runs its
+        # connections in a task group that the shutdown has cancelled (a new connection
+        # there dies at once with "Connection lost!"), and the presence task's cancelled
+        # pipeline has just discarded the connection it used.
         origin = process_origin().decode()
         groups, self._written = sorted(self._written), set()
         if not groups:
             return
-        async with client.pipeline(transaction=False) as pipe:
+        async with self._open_client() as client, client.pipeline(transaction=False) as pipe:
             for group in groups:
                 pipe.delete([self._presence_key(group, origin)])
                 pipe.srem(self._presence_index(group), [origin])
