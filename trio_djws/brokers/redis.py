@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -375,7 +376,14 @@ class RedisBroker:
                 failure = _first_leaf(group)
             except* Exception as group:  # a bug must not stop the server: log, reconnect
                 failure = _first_leaf(group)
-                logger.exception("RedisBroker subscriber failed; reconnecting", exc_info=failure)
+                if trio.current_effective_deadline() != -math.inf:  # see below
+                    logger.exception(
+                        "RedisBroker subscriber failed; reconnecting", exc_info=failure
+                    )
+            # Cancelled (the server stops): coredis' pub/sub cleanup can raise in place of the
+            # cancellation (ClosedResourceError: its connection is gone already). That is the
+            # shutdown, not a failure: no traceback, no "unreachable".
+            await trio.lowlevel.checkpoint_if_cancelled()
             self.connected = False
             self._down = True
             for name in list(self._live):
