@@ -77,7 +77,49 @@ class WebSocket:
             login), else None; ``refresh_user()`` reloads it.
         session: the handshake's Django session (``save_session()`` persists changes).
         language: the request's language code (``LocaleMiddleware``, else ``LANGUAGE_CODE``).
+
+    Other attributes may be set on it (per-connection state of a handler or mixin).
     """
+
+    # Slots keep each connection's state small (idle memory); ``__dict__`` stays for the
+    # cached properties below and for attributes that handlers set.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_aborted",
+        "_accept_waiter",
+        "_cause_logged",
+        "_close_sent",
+        "_close_timeout",
+        "_flush_waiter",
+        "_flushed",
+        "_groups",
+        "_is_accepted",
+        "_max_message_size",
+        "_nursery",
+        "_outbox",
+        "_outbox_send",
+        "_peer_gone",
+        "_receive_done",
+        "_receive_scope",
+        "_send_queue_size",
+        "_send_timeout",
+        "_server",
+        "_state",
+        "_transport",
+        "_writer_started",
+        "close_code",
+        "close_reason",
+        "id",
+        "kwargs",
+        "language",
+        "path",
+        "request",
+        "scope",
+        "session",
+        "subprotocol",
+        "user",
+    )
 
     def __init__(
         self,
@@ -110,10 +152,13 @@ class WebSocket:
         self._max_message_size = settings.max_message_size
         self._outbox_send: trio.MemorySendChannel[Message] | None = None
         self._outbox: trio.MemoryReceiveChannel[Message] | None = None
-        self._groups: set[str] = set()
+        self._groups: set[str] | None = None  # made by the first join
         self._state = _State.CONNECTING
-        self._accepted = trio.Event()
-        self._flushed = trio.Event()
+        # Events only for a task that has to wait (most connections never need one).
+        self._is_accepted = False
+        self._accept_waiter: trio.Event | None = None
+        self._flushed = False
+        self._flush_waiter: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._writer_started = False  # started lazily: see _start_writer
         self._receive_scope: trio.CancelScope | None = None
@@ -334,7 +379,9 @@ class WebSocket:
         await trio.lowlevel.checkpoint()
         if self._state >= _State.CLOSING:
             raise self._closed_error()
-        if group in self._groups:
+        if self._groups is None:
+            self._groups = set()
+        elif group in self._groups:
             return
         self._groups.add(group)
         # Group messages enter the queue through the membership's clone, not send(): the
@@ -348,14 +395,14 @@ class WebSocket:
         self._leave(group)
 
     def _leave(self, group: str) -> None:
-        if group in self._groups:
+        if self._groups is not None and group in self._groups:
             self._groups.discard(group)
             self._server.groups.discard(group, self)
 
     @property
     def groups(self) -> frozenset[str]:
         """The groups this connection is a member of."""
-        return frozenset(self._groups)
+        return frozenset(self._groups or ())
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -413,7 +460,7 @@ class WebSocket:
         outbox = self._outbox
         assert outbox is not None  # the writer starts only once something was queued
         try:
-            await self._accepted.wait()
+            await self._wait_accepted()
             async with outbox:  # the writer owns the receive end
                 # A plain ``async for``: taking queued messages with receive_nowait() (no
                 # checkpoint between them) measured faster but made a close handshake in
@@ -424,7 +471,9 @@ class WebSocket:
         except ConnectionClosed as exc:
             self._on_peer_gone(exc.code, exc.reason)
         finally:
-            self._flushed.set()
+            self._flushed = True
+            if self._flush_waiter is not None:
+                self._flush_waiter.set()
 
     def _on_peer_gone(self, code: int, reason: str) -> None:
         # The peer closed or vanished. Sends raise ConnectionClosed from now on, so a hook that
@@ -452,8 +501,19 @@ class WebSocket:
             return
         self._state = _State.OPEN
         await self._transport.accept(self.subprotocol)
-        self._accepted.set()
+        self._is_accepted = True
+        if self._accept_waiter is not None:
+            self._accept_waiter.set()
         logger.info("accepted %s on %s", self.id, self.path)
+
+    async def _wait_accepted(self) -> None:
+        # Until the handshake is accepted; a checkpoint.
+        if self._is_accepted:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._accept_waiter is None:
+            self._accept_waiter = trio.Event()
+        await self._accept_waiter.wait()
 
     async def _receive_loop(
         self, on_message: Callable[[WebSocket, Message], Awaitable[None]]
@@ -578,7 +638,7 @@ class WebSocket:
         if self.close_code is None:
             self.close_code = CloseReason.NORMAL_CLOSURE
         self._state = _State.CLOSING
-        for group in list(self._groups):
+        for group in list(self._groups or ()):
             self._leave(group)
         self._open_outbox().close()  # opened if it never was, so later sends raise
         if not self._writer_started:
@@ -587,13 +647,15 @@ class WebSocket:
             self._writer_started = True
             if self._outbox is not None:
                 self._outbox.close()
-            self._flushed.set()
-        if not self._accepted.is_set():
+            self._flushed = True
+        if not self._is_accepted:
             self._state = _State.CLOSED
             return
         if not (self._aborted or self._peer_gone):
             with trio.move_on_after(get_settings().close_timeout) as flush:
-                await self._flushed.wait()
+                if not self._flushed:
+                    self._flush_waiter = trio.Event()
+                    await self._flush_waiter.wait()
             if flush.cancelled_caught:
                 logger.warning(
                     "connection %s on %s: send queue not flushed within WEBSOCKET_CLOSE_TIMEOUT",
