@@ -82,3 +82,21 @@ class History(BaseWSClass):
     async def on_connect(self, websocket: WebSocket, path: str) -> None:
         for i in range(int(websocket.query.get("n", "10"))):
             await websocket.send(f"history {i}")
+
+
+@Namespace("/review/ticker/")
+class Ticker(_Recording):
+    """on_connect starts a background task that sends a tick every second until the
+    connection ends (which cancels it), counting them in ``websocket.ticks`` (an attribute
+    of the handler's own); the client never sends anything."""
+
+    async def on_connect(self, websocket: WebSocket, path: str) -> None:
+        websocket.ticks = 0  # type: ignore[attr-defined]  # handlers may add attributes
+        websocket.start_soon(self._tick, websocket)
+
+    async def _tick(self, websocket: WebSocket) -> None:
+        while True:
+            await websocket.send(f"tick {websocket.ticks}")  # type: ignore[attr-defined]
+            websocket.ticks += 1  # type: ignore[attr-defined]
+            # A periodic producer; its tests use autojump_clock.
+            await trio.sleep(1)

@@ -13,6 +13,7 @@ from trio_websocket import open_websocket_url
 from tests import handlers, review_handlers
 from trio_djws import ConnectionClosed
 from trio_djws.asgi import get_asgi_application
+from trio_djws.state import drain_connections
 from trio_djws.testing import WebSocketTestClient
 
 
@@ -131,3 +132,42 @@ async def test_peer_leaving_during_a_streaming_on_message_ends_the_live_connecti
     code = 1006 if transport == "hypercorn" else 1000  # Hypercorn: always 1006
     assert review_handlers.RECORD.events == [f"send raised {code}"]
     assert review_handlers.RECORD.on_close_code == code
+
+
+async def test_peer_leaving_a_connection_that_never_sent_is_noticed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Until its first message a connection has no reader task: the connection's own task
+    # receives, so a departed peer still stops a background task streaming to it.
+    with trio.fail_after(60):
+        async with WebSocketTestClient(get_asgi_application(), "/review/ticker/") as client:
+            assert [await client.receive() for _ in range(3)] == ["tick 0", "tick 1", "tick 2"]
+            start = trio.current_time()
+            await client.close(4000)
+        await review_handlers.RECORD.closed.wait()
+        assert trio.current_time() - start < 1  # before the ticker's next send
+    assert review_handlers.RECORD.on_close_code == 4000
+
+
+async def test_idle_connection_closed_by_the_server_still_notices_the_peer_leaving(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A server-side close before any message: the flush and on_close still learn that the
+    # peer has gone (a reader that drops messages takes over the receive side).
+    with trio.fail_after(60):
+        async with WebSocketTestClient(get_asgi_application(), "/review/wait/") as client:
+            await trio.testing.wait_all_tasks_blocked()
+            drained = trio.Event()
+
+            async def drain() -> None:
+                await drain_connections(4001, "bye")
+                drained.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                with pytest.raises(ConnectionClosed) as info:
+                    await client.receive()
+                assert info.value.code == 4001
+                await client.close(1000)
+            assert drained.is_set()
+    assert review_handlers.RECORD.on_close_code == 4001

@@ -39,6 +39,8 @@ _REASONS = {
 class ASGITransport:
     """The ``Transport`` of one ASGI ``websocket`` scope."""
 
+    __slots__ = ("_receive", "_scope", "_send")  # one per connection: kept small
+
     def __init__(self, scope: WebSocketScope, receive: ASGIReceive, send: ASGISend) -> None:
         self._scope = scope
         self._receive = receive

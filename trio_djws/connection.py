@@ -128,7 +128,7 @@ async def serve_connection(
             try:
                 async with handler.mixin_connections(websocket):
                     await handler.run_on_connect(websocket, websocket.path)
-                    if websocket.closed and not websocket._accepted.is_set():
+                    if websocket.closed and not websocket._is_accepted:
                         raise Reject(403, "closed in on_connect")  # refuse, as ASGI does
                     await websocket._accept()
                     try:
@@ -147,7 +147,7 @@ async def serve_connection(
             except* ConnectionClosed:
                 pass  # the peer left mid-send: not a crash
             except* Exception:  # Cancelled is a BaseException: it passes
-                if websocket._accepted.is_set():
+                if websocket._is_accepted:
                     logger.exception(
                         "hook failed on %s (connection %s); closing with 1011",
                         websocket.path,
@@ -166,7 +166,7 @@ async def serve_connection(
                 with trio.move_on_after(2 * close_timeout, shield=True):
                     await websocket.aclose()
                 nursery.cancel_scope.cancel()
-        if websocket._accepted.is_set():
+        if websocket._is_accepted:
             _log_close(websocket)
     finally:
         server.discard(websocket)
@@ -174,7 +174,7 @@ async def serve_connection(
 
 async def _refuse(websocket: WebSocket, transport: Transport, exc: BaseException) -> None:
     status = exc.status if isinstance(exc, Reject) else 403
-    if websocket._accepted.is_set():
+    if websocket._is_accepted:
         # Reject after the handshake: nothing left to refuse, close with a policy violation.
         logger.warning(
             "Reject(%d) raised after the handshake on %s (connection %s); closing with 1008",

@@ -261,6 +261,8 @@ class _Connection(trio.abc.HalfCloseableStream):
     ``TCP_USER_TIMEOUT``) is cancelled: nothing is left for it to do.
     """
 
+    __slots__ = ("_connections", "_stream", "cancel_scope", "finished")  # one per connection
+
     def __init__(self, stream: trio.SocketStream, connections: _Connections) -> None:
         self._stream = stream
         self._connections = connections

@@ -317,7 +317,7 @@ class _Bridge:
     async def accept(self) -> None:
         self.accept_requested = True
         self.decided.set()
-        await self.websocket._accepted.wait()
+        await self.websocket._wait_accepted()
 
     # -- worker thread --------------------------------------------------------------------
 

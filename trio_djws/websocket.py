@@ -77,7 +77,49 @@ class WebSocket:
             login), else None; ``refresh_user()`` reloads it.
         session: the handshake's Django session (``save_session()`` persists changes).
         language: the request's language code (``LocaleMiddleware``, else ``LANGUAGE_CODE``).
+
+    Other attributes may be set on it (per-connection state of a handler or mixin).
     """
+
+    # Slots keep each connection's state small (idle memory); ``__dict__`` stays for the
+    # cached properties below and for attributes that handlers set.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_aborted",
+        "_accept_waiter",
+        "_cause_logged",
+        "_close_sent",
+        "_close_timeout",
+        "_flush_waiter",
+        "_flushed",
+        "_groups",
+        "_is_accepted",
+        "_max_message_size",
+        "_nursery",
+        "_outbox",
+        "_outbox_send",
+        "_peer_gone",
+        "_receive_done",
+        "_receive_scope",
+        "_send_queue_size",
+        "_send_timeout",
+        "_server",
+        "_state",
+        "_transport",
+        "_writer_started",
+        "close_code",
+        "close_reason",
+        "id",
+        "kwargs",
+        "language",
+        "path",
+        "request",
+        "scope",
+        "session",
+        "subprotocol",
+        "user",
+    )
 
     def __init__(
         self,
@@ -107,17 +149,22 @@ class WebSocket:
         # The send queue is opened with the first message or join (_open_outbox), like the
         # writer: an idle connection holds neither (about 2 KiB less per connection).
         self._send_queue_size = settings.send_queue_size
+        self._max_message_size = settings.max_message_size
         self._outbox_send: trio.MemorySendChannel[Message] | None = None
         self._outbox: trio.MemoryReceiveChannel[Message] | None = None
-        self._groups: set[str] = set()
+        self._groups: set[str] | None = None  # made by the first join
         self._state = _State.CONNECTING
-        self._accepted = trio.Event()
-        self._flushed = trio.Event()
+        # Events only for a task that has to wait (most connections never need one).
+        self._is_accepted = False
+        self._accept_waiter: trio.Event | None = None
+        self._flushed = False
+        self._flush_waiter: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._writer_started = False  # started lazily: see _start_writer
         self._receive_scope: trio.CancelScope | None = None
         self._aborted = False
         self._peer_gone = False
+        self._receive_done = False  # the peer left or sent a message too big: stop receiving
         self._close_sent = False
         self._cause_logged = False  # a non-1000/1001 close whose cause is already logged
 
@@ -332,7 +379,9 @@ class WebSocket:
         await trio.lowlevel.checkpoint()
         if self._state >= _State.CLOSING:
             raise self._closed_error()
-        if group in self._groups:
+        if self._groups is None:
+            self._groups = set()
+        elif group in self._groups:
             return
         self._groups.add(group)
         # Group messages enter the queue through the membership's clone, not send(): the
@@ -346,14 +395,14 @@ class WebSocket:
         self._leave(group)
 
     def _leave(self, group: str) -> None:
-        if group in self._groups:
+        if self._groups is not None and group in self._groups:
             self._groups.discard(group)
             self._server.groups.discard(group, self)
 
     @property
     def groups(self) -> frozenset[str]:
         """The groups this connection is a member of."""
-        return frozenset(self._groups)
+        return frozenset(self._groups or ())
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -411,7 +460,7 @@ class WebSocket:
         outbox = self._outbox
         assert outbox is not None  # the writer starts only once something was queued
         try:
-            await self._accepted.wait()
+            await self._wait_accepted()
             async with outbox:  # the writer owns the receive end
                 # A plain ``async for``: taking queued messages with receive_nowait() (no
                 # checkpoint between them) measured faster but made a close handshake in
@@ -422,7 +471,9 @@ class WebSocket:
         except ConnectionClosed as exc:
             self._on_peer_gone(exc.code, exc.reason)
         finally:
-            self._flushed.set()
+            self._flushed = True
+            if self._flush_waiter is not None:
+                self._flush_waiter.set()
 
     def _on_peer_gone(self, code: int, reason: str) -> None:
         # The peer closed or vanished. Sends raise ConnectionClosed from now on, so a hook that
@@ -450,25 +501,50 @@ class WebSocket:
             return
         self._state = _State.OPEN
         await self._transport.accept(self.subprotocol)
-        self._accepted.set()
+        self._is_accepted = True
+        if self._accept_waiter is not None:
+            self._accept_waiter.set()
         logger.info("accepted %s on %s", self.id, self.path)
+
+    async def _wait_accepted(self) -> None:
+        # Until the handshake is accepted; a checkpoint.
+        if self._is_accepted:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._accept_waiter is None:
+            self._accept_waiter = trio.Event()
+        await self._accept_waiter.wait()
 
     async def _receive_loop(
         self, on_message: Callable[[WebSocket, Message], Awaitable[None]]
     ) -> None:
-        # Messages are handled in order on this task while the reader task keeps receiving,
-        # even for send-only handlers and while a hook runs: after a disconnect Hypercorn's
-        # send silently does nothing, so the receive side is how a connection learns it is
-        # gone. The hand-over channel has no buffer: the reader takes the next message only
-        # once the previous one is being handled (Hypercorn's own queue is the backpressure).
-        inbox_send, inbox = trio.open_memory_channel[Message](0)
+        # Messages are handled in order on this task. Until the first message arrives this task
+        # receives by itself: no hook is running, so a departed peer is noticed right here, and
+        # an idle connection holds no reader task and no hand-over channel (idle memory). From
+        # the first message on, a reader task keeps receiving while a hook runs, even for
+        # send-only handlers: after a disconnect Hypercorn's send silently does nothing, so the
+        # receive side is how a connection learns it is gone. The hand-over channel has no
+        # buffer: the reader takes the next message only once the previous one is being
+        # handled (Hypercorn's own queue is the backpressure).
         with trio.CancelScope() as self._receive_scope:
             if self._state >= _State.CLOSING or self._nursery is None:
-                inbox_send.close()
                 return
+            message = None
+            try:
+                message = await self._receive_one()
+            finally:
+                if (message is None or self._state >= _State.CLOSING) and self._reader_needed():
+                    # Closing (close(), a failure or a shutdown) before any message: as with
+                    # a reader below, receiving goes on (the messages dropped) so that a
+                    # disconnect during on_close and the flush is still noticed.
+                    self._nursery.start_soon(self._guarded, self._reader, None)
+            if message is None or self._state >= _State.CLOSING:
+                return
+            inbox_send, inbox = trio.open_memory_channel[Message](0)
             self._nursery.start_soon(self._guarded, self._reader, inbox_send)
             receive = inbox.receive
             async with inbox:
+                await on_message(self, message)
                 while True:
                     try:
                         message = await receive()
@@ -476,33 +552,70 @@ class WebSocket:
                         break
                     await on_message(self, message)
 
-    async def _reader(self, inbox: trio.MemorySendChannel[Message]) -> None:
+    def _reader_needed(self) -> bool:
+        # After the receive loop stopped receiving by itself: whether it stopped because the
+        # connection is closing while the peer is still there (not gone, not 1009).
+        return (
+            self._state >= _State.CLOSING
+            and not self._peer_gone
+            and not self._receive_done
+            and self._nursery is not None
+        )
+
+    async def _receive_one(self) -> Message | None:
+        # The next message, or None once receiving is over: the peer left (its close code is
+        # recorded) or sent a message over WEBSOCKET_MAX_MESSAGE_SIZE (closing with 1009).
+        try:
+            message = await self._transport.receive()
+        except ConnectionClosed as exc:
+            self._peer_left(exc)
+            return None
+        if len(message) > self._max_message_size // 4 and self._too_big(message):
+            return None
+        return message
+
+    def _peer_left(self, exc: ConnectionClosed) -> None:
+        self._receive_done = True
+        self._on_peer_gone(exc.code, exc.reason)
+
+    def _too_big(self, message: Message) -> bool:
+        # Whether ``message`` (at least a quarter of the limit long) exceeds
+        # WEBSOCKET_MAX_MESSAGE_SIZE in bytes; if so receiving stops and the connection closes
+        # with 1009, in order: a hook still handling an earlier message finishes first, then
+        # the receive loop ends and the close frame follows.
+        size = len(message.encode("utf-8")) if isinstance(message, str) else len(message)
+        if size <= self._max_message_size:
+            return False
+        self._receive_done = True
+        logger.warning(
+            "message of %d bytes on %s exceeds WEBSOCKET_MAX_MESSAGE_SIZE (%d bytes); "
+            "closing with 1009",
+            size,
+            self.path,
+            self._max_message_size,
+        )
+        if self._state < _State.CLOSING:
+            self._cause_logged = True
+            self._set_closing(CloseReason.MESSAGE_TOO_BIG, "message too big")
+        return True
+
+    async def _reader(self, inbox: trio.MemorySendChannel[Message] | None) -> None:
         # Runs until the peer leaves or the connection's nursery is cancelled at its end.
-        max_size = get_settings().max_message_size
+        # Without an inbox (the connection is closing) every message is dropped.
+        if inbox is None:
+            while await self._receive_one() is not None:
+                pass
+            return
         receive = self._transport.receive
+        quarter = self._max_message_size // 4
         with inbox:  # the reader owns the send end: closing it ends the receive loop
-            while True:
+            while True:  # _receive_one inlined: this is the per-message path
                 try:
                     message = await receive()
                 except ConnectionClosed as exc:
-                    self._on_peer_gone(exc.code, exc.reason)
+                    self._peer_left(exc)
                     return
-                size = len(message)
-                if size > max_size // 4 and isinstance(message, str):
-                    size = len(message.encode("utf-8"))
-                if size > max_size:
-                    logger.warning(
-                        "message of %d bytes on %s exceeds WEBSOCKET_MAX_MESSAGE_SIZE (%d bytes); "
-                        "closing with 1009",
-                        size,
-                        self.path,
-                        max_size,
-                    )
-                    # In order: a hook still handling an earlier message finishes first, then
-                    # the receive loop ends (the inbox closes) and the close frame follows.
-                    if self._state < _State.CLOSING:
-                        self._cause_logged = True
-                        self._set_closing(CloseReason.MESSAGE_TOO_BIG, "message too big")
+                if len(message) > quarter and self._too_big(message):
                     return
                 try:
                     # The receive loop is usually already waiting: hand over without a
@@ -525,7 +638,7 @@ class WebSocket:
         if self.close_code is None:
             self.close_code = CloseReason.NORMAL_CLOSURE
         self._state = _State.CLOSING
-        for group in list(self._groups):
+        for group in list(self._groups or ()):
             self._leave(group)
         self._open_outbox().close()  # opened if it never was, so later sends raise
         if not self._writer_started:
@@ -534,13 +647,15 @@ class WebSocket:
             self._writer_started = True
             if self._outbox is not None:
                 self._outbox.close()
-            self._flushed.set()
-        if not self._accepted.is_set():
+            self._flushed = True
+        if not self._is_accepted:
             self._state = _State.CLOSED
             return
         if not (self._aborted or self._peer_gone):
             with trio.move_on_after(get_settings().close_timeout) as flush:
-                await self._flushed.wait()
+                if not self._flushed:
+                    self._flush_waiter = trio.Event()
+                    await self._flush_waiter.wait()
             if flush.cancelled_caught:
                 logger.warning(
                     "connection %s on %s: send queue not flushed within WEBSOCKET_CLOSE_TIMEOUT",
