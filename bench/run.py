@@ -73,24 +73,24 @@ class Server:
         return [a.format(port=port, python=sys.executable) for a in self.argv]
 
 
+def _standalone(engine: str) -> Server:
+    # manage.py runwebsocket with WEBSOCKET_ENGINE = engine (bench/app/settings.py reads it).
+    name = "trio-djws-standalone-" + engine.replace("_", "-")
+    return Server(
+        name,
+        ["{python}", str(APP_MANAGE), "runwebsocket", "--bind", "127.0.0.1:{port}"],
+        env={"BENCH_ENGINE": engine},
+        available=_has_runwebsocket(),
+        why_not="manage.py runwebsocket (the standalone server) is not in this tree",
+    )
+
+
 SERVERS: dict[str, Server] = {
     "trio-djws": Server(
         "trio-djws", ["{python}", str(APP_MANAGE), "serve", "--bind", "127.0.0.1:{port}"]
     ),
-    "trio-djws-standalone-websockets": Server(
-        "trio-djws-standalone-websockets",
-        ["{python}", str(APP_MANAGE), "runwebsocket", "--bind", "127.0.0.1:{port}"],
-        env={"BENCH_ENGINE": "websockets"},
-        available=_has_runwebsocket(),
-        why_not="manage.py runwebsocket (the standalone server) is not in this tree",
-    ),
-    "trio-djws-standalone-trio-websocket": Server(
-        "trio-djws-standalone-trio-websocket",
-        ["{python}", str(APP_MANAGE), "runwebsocket", "--bind", "127.0.0.1:{port}"],
-        env={"BENCH_ENGINE": "trio_websocket"},
-        available=_has_runwebsocket(),
-        why_not="manage.py runwebsocket (the standalone server) is not in this tree",
-    ),
+    "trio-djws-standalone-websockets": _standalone("websockets"),
+    "trio-djws-standalone-trio-websocket": _standalone("trio_websocket"),
     "bare-hypercorn-trio": Server(
         "bare-hypercorn-trio",
         [
