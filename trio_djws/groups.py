@@ -160,7 +160,7 @@ class Groups:
         self, websocket: WebSocket, channel: trio.MemorySendChannel[Message], message: Message
     ) -> int:
         try:
-            channel.send_nowait(message)
+            websocket._queue_nowait(channel, message)
         except trio.WouldBlock:
             self.overflows += 1
             websocket.abort(CloseReason.POLICY_VIOLATION, "slow consumer")

@@ -102,11 +102,13 @@ class WebSocket:
         "_peer_gone",
         "_receive_done",
         "_receive_scope",
+        "_send_now",
         "_send_queue_size",
         "_send_timeout",
         "_server",
         "_state",
         "_transport",
+        "_writer_idle",
         "_writer_started",
         "close_code",
         "close_reason",
@@ -161,6 +163,10 @@ class WebSocket:
         self._flush_waiter: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._writer_started = False  # started lazily: see _start_writer
+        # The transport's optional fast path (see _queue_nowait) and whether the writer waits
+        # on an empty send queue with nothing being written.
+        self._send_now: Callable[[Message], bool] | None = getattr(transport, "send_nowait", None)
+        self._writer_idle = False
         self._receive_scope: trio.CancelScope | None = None
         self._aborted = False
         self._peer_gone = False
@@ -269,7 +275,7 @@ class WebSocket:
         if self._peer_gone:
             raise self._closed_error()
         try:
-            (self._outbox_send or self._open_outbox()).send_nowait(message)
+            self._queue_nowait(self._outbox_send or self._open_outbox(), message)
         except trio.WouldBlock:
             pass
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -466,14 +472,53 @@ class WebSocket:
                 # checkpoint between them) measured faster but made a close handshake in
                 # tests/test_launcher.py race with Hypercorn's pings (a trio-websocket client
                 # answering a ping while closing); kept out until that is understood.
-                async for message in outbox:
-                    await send(message)
+                if self._send_now is None:
+                    async for message in outbox:
+                        await send(message)
+                else:
+                    await self._write_queue(outbox, send)
         except ConnectionClosed as exc:
             self._on_peer_gone(exc.code, exc.reason)
         finally:
             self._flushed = True
             if self._flush_waiter is not None:
                 self._flush_waiter.set()
+
+    def _queue_nowait(self, channel: trio.MemorySendChannel[Message], message: Message) -> None:
+        # Queue ``message`` on ``channel`` (the send queue or a group's clone of it), raising
+        # as its send_nowait does. With a transport that can write at once (``send_nowait``,
+        # the standalone ``websockets`` engine), a message that would only wake an idle writer
+        # on an empty queue is written by this task instead: same order, no task wake-up.
+        send_now = self._send_now
+        if self._writer_idle and send_now is not None and self._state is _State.OPEN:
+            self._writer_idle = False  # until it is written: anything sent meanwhile queues
+            if send_now(message):
+                self._writer_idle = True
+                return
+        channel.send_nowait(message)
+
+    async def _write_queue(
+        self,
+        outbox: trio.MemoryReceiveChannel[Message],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        # The writer's loop on a transport with ``send_nowait``: while it waits on an empty
+        # queue, _queue_nowait may write for it; whoever hands it a message clears
+        # _writer_idle first, so nothing overtakes a message it has not written yet.
+        while True:
+            try:
+                message = outbox.receive_nowait()
+            except trio.WouldBlock:
+                self._writer_idle = True
+                try:
+                    message = await outbox.receive()
+                except trio.EndOfChannel:
+                    return
+                finally:
+                    self._writer_idle = False
+            except trio.EndOfChannel:
+                return
+            await send(message)
 
     def _on_peer_gone(self, code: int, reason: str) -> None:
         # The peer closed or vanished. Sends raise ConnectionClosed from now on, so a hook that
