@@ -165,7 +165,7 @@ class WebSocket:
         self._writer_started = False  # started lazily: see _start_writer
         # The transport's optional fast path (see _queue_nowait) and whether the writer waits
         # on an empty send queue with nothing being written.
-        self._send_now: Callable[[Message], bool] | None = getattr(transport, "send_nowait", None)
+        self._send_now: Callable[[Message], None] | None = getattr(transport, "send_nowait", None)
         self._writer_idle = False
         self._receive_scope: trio.CancelScope | None = None
         self._aborted = False
@@ -492,7 +492,11 @@ class WebSocket:
         send_now = self._send_now
         if self._writer_idle and send_now is not None and self._state is _State.OPEN:
             self._writer_idle = False  # until it is written: anything sent meanwhile queues
-            if send_now(message):
+            try:
+                send_now(message)
+            except trio.WouldBlock:
+                pass  # the writer takes it from the queue (the rest of it, if written in part)
+            else:
                 self._writer_idle = True
                 return
         channel.send_nowait(message)

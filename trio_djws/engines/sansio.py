@@ -9,15 +9,17 @@ after one read (pongs, the echo of a close frame) leaves in one ``send_all``.
 Tasks of one connection: the connection model's reader (``receive``), its writer (``send``)
 and the keepalive pinger share the stream through a send lock and a read lock; the read lock
 also lets ``close`` read the peer's answer to our close frame after the reader has stopped.
-Neither lock costs a scheduler round trip when it is free.
+Neither lock costs a scheduler round trip when it is free, and after a read that emptied the
+socket the next one waits for readability before reading (no read that can only fail).
 
-Fast path (``send_nowait``, used by ``trio_djws.websocket`` when the connection's writer is
-idle on an empty send queue): a message's frame is written at once with one non-blocking
-``send()``, no task wake-up, lock or cancel scope; if the socket would block nothing is written
-and the message takes the queued path; if it takes part of the frame, the rest is written first
-by the next write of any task. Frames are made by the library's ``Frame.serialize`` and the last
-one is reused while the same message object is sent again (a group broadcast frames its
-payload once); a connection that negotiated an extension has its frames made by its protocol.
+Fast path (``send_nowait``, used by ``trio_djws.websocket`` while the connection's writer
+waits on an empty send queue): a message's frame is written at once with one non-blocking
+``send()``: no task wake-up, lock or cancel scope. If the socket would block, nothing is
+written and the message takes the queued path; if it takes part of the frame, the rest is
+written first by the next write of any task. Frames are made by the library's
+``Frame.serialize``, and the last one is reused while the same message object is sent again,
+so a group broadcast frames its payload once. A connection that negotiated an extension has
+its frames made by its protocol, always on the queued path.
 """
 
 from __future__ import annotations
@@ -65,26 +67,42 @@ _ALL: Final = _Written.ALL
 _PART: Final = _Written.PART
 _NONE: Final = _Written.NONE
 
-# The last frame made, with its message: a broadcast sends one message object to every member,
-# so its payload is framed once (compared by identity: str and bytes are immutable, and the
-# tuple keeps the message alive). One tuple, replaced whole, never half-updated.
-_last_frame: tuple[object, bytes] = (object(), b"")
+
+class _FrameCache:
+    """The last frame made, with its message: a broadcast sends one message object to every
+    member, so its payload is framed once. Compared by identity (``str`` and ``bytes`` are
+    immutable, and the pair keeps the message alive); one per trio run (``_FRAMES``)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[object, bytes] = (object(), b"")
+
+    def frame(self, message: Message) -> bytes:
+        """The unmasked frame of ``message`` with no extension (RFC 6455 §5.2), made by the
+        library's ``Frame.serialize``: text for ``str``, binary for ``bytes``."""
+        last = self.last
+        if last[0] is message:
+            return last[1]
+        if isinstance(message, str):
+            frame = Frame(Opcode.TEXT, message.encode("utf-8"))
+        else:
+            frame = Frame(Opcode.BINARY, message)
+        data = frame.serialize(mask=False)
+        self.last = (message, data)
+        return data
 
 
-def _frame(message: Message) -> bytes:
-    """The unmasked frame of ``message`` with no extension (RFC 6455 §5.2), made by the
-    library's ``Frame.serialize``: text for ``str``, binary for ``bytes``."""
-    global _last_frame
-    last = _last_frame
-    if last[0] is message:
-        return last[1]
-    if isinstance(message, str):
-        frame = Frame(Opcode.TEXT, message.encode("utf-8"))
-    else:
-        frame = Frame(Opcode.BINARY, message)
-    data = frame.serialize(mask=False)
-    _last_frame = (message, data)
-    return data
+_FRAMES: trio.lowlevel.RunVar[_FrameCache] = trio.lowlevel.RunVar("trio_djws.sansio_frames")
+
+
+def _frame_cache() -> _FrameCache:
+    try:
+        return _FRAMES.get()
+    except LookupError:
+        cache = _FrameCache()
+        _FRAMES.set(cache)
+        return cache
 
 
 class SansIOTransport:
@@ -106,12 +124,15 @@ class SansIOTransport:
         self._max_size = settings.max_message_size
         self._send_lock = trio.Lock()
         self._read_lock = trio.Lock()
-        # Frames made by send()/send_nowait() and not written yet; the rest of a frame that a
-        # non-blocking write took only part of (always written first) and its message.
+        # Frames made by send() and not written yet (at most one per task waiting for the send
+        # lock); the rest of a frame that send_nowait wrote only part of (always written
+        # first) and its message.
         self._out: list[bytes] = []
         self._rest: memoryview | None = None
         self._rest_message: Message | None = None
         self._plain = False  # no extension negotiated: frames are made without the protocol
+        self._frames = _frame_cache()
+        self._drained = False  # the last read took less than RECEIVE_BYTES (see _receive_some)
         # Frames parsed from the last read and not handled yet: at most RECEIVE_BYTES worth.
         self._pending: Iterator[Event] = iter(list(early))
         self._fragments: bytearray | None = None
@@ -133,6 +154,9 @@ class SansIOTransport:
         await _send_status(self._stream, self._protocol, status)
 
     async def receive(self) -> Message:
+        # A cancellation point; a schedule point only when it waits for the peer (a message
+        # already parsed from the last read is returned at once).
+        await trio.lowlevel.checkpoint_if_cancelled()
         lock = self._read_lock
         if lock.locked():
             await lock.acquire()
@@ -152,15 +176,14 @@ class SansIOTransport:
             lock.release()
 
     async def send(self, message: Message) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
         if message is self._rest_message:
             # send_nowait wrote part of this message's frame: only the rest is left to write
             # (by now perhaps written already, first thing, by another task's flush).
             self._rest_message = None
-            await self._flush()
-            return
-        if self._protocol.state is not State.OPEN:
+        elif self._protocol.state is not State.OPEN:
             raise self._closed()
-        if not self._plain:
+        elif not self._plain:
             if isinstance(message, str):
                 self._protocol.send_text(message.encode("utf-8"))
             else:
@@ -168,27 +191,34 @@ class SansIOTransport:
         else:
             written = self._write_now(message)
             if written is _ALL:
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             if written is _NONE:
-                self._out.append(_frame(message))
+                self._out.append(self._frames.frame(message))
         await self._flush()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
-    def send_nowait(self, message: Message) -> bool:
+    def send_nowait(self, message: Message) -> None:
         """Write ``message``'s frame now, without waiting, if nothing else is being written.
 
-        Returns:
-            True if the socket took the whole frame. False if the caller must queue the
-            message for ``send``: nothing was written (the socket would block, another write
-            is pending or under way, the connection is not open, or an extension was
-            negotiated), or only part of the frame was; then ``send`` of this same message
-            writes just the rest, and any other write writes it first.
+        The optional fast path of this transport (``trio_djws.websocket`` uses it while the
+        connection's writer waits on an empty send queue). Sync: never blocks.
+
+        Raises:
+            trio.WouldBlock: the frame was not written whole; hand ``message`` to ``send``.
+                Either nothing was written (the socket would block, another write is pending
+                or under way, the connection is not open, or an extension was negotiated),
+                or only part of it was: ``send`` of this same message then writes just the
+                rest, and any other write writes that rest first.
         """
         if not self._plain or self._protocol.state is not State.OPEN:
-            return False
+            raise trio.WouldBlock
         written = self._write_now(message)
+        if written is _ALL:
+            return
         if written is _PART:
             self._rest_message = message
-        return written is _ALL
+        raise trio.WouldBlock
 
     def _write_now(self, message: Message) -> _Written:
         # One non-blocking send() of ``message``'s frame, only if nothing else is pending or
@@ -200,7 +230,7 @@ class SansIOTransport:
         fd = sock.fileno()  # checked each time: -1 once closed (never a reused descriptor)
         if fd < 0 or sock.did_shutdown_SHUT_WR:
             return _NONE
-        frame = _frame(message)
+        frame = self._frames.frame(message)
         try:
             sent = os.write(fd, frame)
         except OSError as exc:
@@ -271,10 +301,7 @@ class SansIOTransport:
             await _write(self._stream, data, self._write_timeout)
 
     async def _read(self) -> None:
-        try:
-            data = await self._stream.receive_some(RECEIVE_BYTES)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            data = b""
+        data = await self._receive_some()
         if data:
             self._protocol.receive_data(data)
         else:
@@ -286,6 +313,36 @@ class SansIOTransport:
             self._done = exc
             return
         self._check_done()
+
+    async def _receive_some(self) -> bytes:
+        # One read of at most RECEIVE_BYTES; b"" at EOF or once the connection is lost. After a
+        # read that took less than it could, the socket is most likely empty: wait until it is
+        # readable first rather than try a read that fails (in request/response traffic that
+        # saves a system call and a scheduler round trip per message). A checkpoint.
+        if not self._drained:
+            try:
+                data = await self._stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            self._drained = len(data) < RECEIVE_BYTES
+            return data
+        sock = self._stream.socket
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
+            fd = sock.fileno()
+            if fd < 0:
+                return b""
+            try:
+                data = os.read(fd, RECEIVE_BYTES)
+            except BlockingIOError:
+                continue  # woken without data after all
+            except OSError:
+                return b""  # reset by the peer: as a lost connection
+            self._drained = len(data) < RECEIVE_BYTES
+            return data
 
     def _check_done(self) -> None:
         protocol = self._protocol
