@@ -22,6 +22,7 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from trio_djws.engines.sansio import SansIOTransport
+from trio_djws.exceptions import ConnectionClosed
 from trio_djws.typing import Message
 
 WAIT = 20  # seconds; real time: the peers are sockets
@@ -161,3 +162,24 @@ async def test_send_nowait_refuses_once_the_connection_is_closing(connect: Conne
     transport._protocol.send_close(1000, "bye")  # what close() does first
     with pytest.raises(trio.WouldBlock):
         transport.send_nowait("late")
+
+
+async def test_receive_after_a_write_timeout_closed_the_socket_reports_a_lost_connection(
+    connect: Connect,
+) -> None:
+    transport, peer = await connect()
+    # A small read leaves the transport waiting for readability before its next read.
+    peer.protocol.send_text(b"hello")
+    await peer.stream.send_all(b"".join(peer.protocol.data_to_send()))
+    with trio.fail_after(WAIT):
+        assert await transport.receive() == "hello"
+    # The peer stops reading: the write deadline aborts the socket (another task's write,
+    # while this connection's reader was busy handing a message to a hook).
+    transport._write_timeout = 0.1
+    with trio.fail_after(WAIT), pytest.raises(ConnectionClosed, match="write timed out"):
+        await transport.send(BIG)
+    assert transport._stream.socket.fileno() == -1
+    # The reader's next receive finds the socket closed: a lost connection, not a crash.
+    with trio.fail_after(WAIT), pytest.raises(ConnectionClosed) as lost:
+        await transport.receive()
+    assert lost.value.code == 1006

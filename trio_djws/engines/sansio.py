@@ -328,6 +328,8 @@ class SansIOTransport:
             return data
         sock = self._stream.socket
         while True:
+            if sock.fileno() < 0:
+                return b""  # closed by another task (a write deadline): as a lost connection
             try:
                 await trio.lowlevel.wait_readable(sock)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
