@@ -109,3 +109,20 @@ class Burst(BaseWSClass):
         await websocket.send(BURST_BIG)
         for i in range(20):
             await websocket.send(str(i))
+
+
+@Namespace("/server/flood-in-hook/")
+class FloodInHook(BaseWSClass):
+    """on_message("flood") queues FLOOD_COUNT messages of 64 KiB, then waits until the
+    connection ends (the client reads nothing): meanwhile the reader waits to hand the next
+    message over. Records the close code."""
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        if message == "flood":
+            for _ in range(FLOOD_COUNT):
+                await websocket.send(FLOOD_MESSAGE)
+            await trio.sleep_forever()
+
+    async def on_close(self, websocket: WebSocket) -> None:
+        RECORD.flood_close = websocket.close_code
+        RECORD.flood_closed.set()

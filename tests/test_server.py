@@ -247,6 +247,27 @@ async def test_stalled_reader_is_aborted_at_the_write_deadline_and_blocks_no_one
     await assert_echo(server)
 
 
+@override_settings(
+    WEBSOCKET_SEND_TIMEOUT=0.5, WEBSOCKET_SEND_QUEUE_SIZE=1000, WEBSOCKET_CLOSE_TIMEOUT=0.5
+)
+async def test_write_deadline_hit_while_a_hook_runs_and_a_message_waits_closes_with_1006(
+    server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The hook floods a client that reads nothing (the queue holds the flood: only the write
+    # deadline ends it); the client's second message waits in the reader for the hook. The
+    # write deadline closes the socket, the hook is cancelled WEBSOCKET_CLOSE_TIMEOUT later,
+    # and the reader's next read must see a lost connection (1006), not fail with 1011.
+    stalled = await RawClient.connect(server, "/server/flood-in-hook/", rcvbuf=4096)
+    async with stalled.stream:
+        both = stalled.ws.send(TextMessage("flood")) + stalled.ws.send(TextMessage("next"))
+        await stalled.stream.send_all(both)  # one write: read together by the server
+        with trio.fail_after(WAIT):
+            await server_handlers.RECORD.flood_closed.wait()
+    assert server_handlers.RECORD.flood_close == 1006
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
+
+
 async def test_a_message_written_in_parts_is_followed_by_the_queued_ones_in_order(
     server: str,
 ) -> None:
