@@ -414,7 +414,9 @@ async def serve(
 
     Args:
         app: an ASGI 3 application.
-        config: Hypercorn's config (``make_config()``); its ``bind`` is ignored.
+        config: Hypercorn's config (``make_config()``); its ``bind`` is ignored. Its
+            ``websocket_ping_interval`` (seconds, None: no pings) is applied by one task of
+            this module, not by Hypercorn; ``config`` itself is not modified.
         sockets: bound, listening, non-blocking TCP sockets (``open_sockets()``); closed
             when accepting stops.
         shutdown_trigger: returns when shutdown should start.
