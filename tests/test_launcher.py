@@ -28,6 +28,8 @@ from django.test import override_settings
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from trio_websocket import ConnectionClosed, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Ping, Request
 
 from tests import launcher_settings
 from tests.launcher_handlers import BURST_COUNT, BURST_SIZE
@@ -128,6 +130,44 @@ async def test_stalled_client_does_not_hold_shutdown_past_the_tcp_user_timeout()
                 took = trio.current_time() - signalled
                 print(f"stalled client: server exited {took:.2f} s after SIGTERM")
                 assert status == 0
+                await stalled.aclose()
+
+
+async def pings_received(stream: trio.SocketStream, count: int) -> None:
+    """Complete a WebSocket handshake on ``stream`` (path /echo/), then read until ``count``
+    pings have arrived (wsproto answers none: the test only counts them)."""
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host="127.0.0.1", target="/echo/")))
+    pings = 0
+    while pings < count:
+        data = await stream.receive_some(65536)
+        assert data, "the server closed the connection"
+        ws.receive_data(data)
+        pings += sum(isinstance(event, Ping) for event in ws.events())
+
+
+async def test_idle_websockets_are_pinged_while_another_client_stalls() -> None:
+    # One launcher task pings every WebSocket (not Hypercorn's task per WebSocket): it must
+    # skip a connection whose write is stuck instead of waiting on it. TCP_USER_TIMEOUT is
+    # raised past the test's deadline so that the stalled connection stays stuck throughout.
+    settings = {"WEBSOCKET_TCP_USER_TIMEOUT": 2 * TIMEOUT}
+    with trio.fail_after(TIMEOUT):
+        async with run_serve(settings=settings) as server:
+            host, port = await server.address()
+            async with open_websocket_url(f"ws://{host}:{port}/launcher/control/") as control:
+                sock = trio.socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                await sock.connect((host, port))
+                stalled = trio.SocketStream(sock)
+                await stalled.send_all(upgrade_request("/launcher/flood/"))
+                assert (await read_head(stalled)).startswith(b"HTTP/1.1 101")
+                assert await control.get_message() == "flooding"
+                idle = [await trio.open_tcp_stream(host, port) for _ in range(2)]
+                async with trio.open_nursery() as nursery:
+                    for stream in idle:
+                        nursery.start_soon(pings_received, stream, 2)  # pings every 1 s
+                for stream in idle:
+                    await stream.aclose()
                 await stalled.aclose()
 
 
