@@ -24,6 +24,8 @@ from django.test import override_settings
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from trio_websocket import ConnectionClosed, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Event, Ping, Request, TextMessage
 
 from tests import launcher_settings
 from tests.launcher_handlers import BURST_COUNT, BURST_SIZE
@@ -100,6 +102,35 @@ async def test_shutdown_does_not_wait_for_hypercorns_ping_loop() -> None:
             with trio.fail_after(SLACK):
                 assert await server.wait_exit() == 0
             print(f"one WebSocket: exited {trio.current_time() - signalled:.2f} s after SIGTERM")
+
+
+async def test_first_ping_comes_one_interval_after_the_accept() -> None:
+    # Hypercorn pings at the accept, then every interval; the launcher's loop waits one
+    # interval first (a ping at the accept detects nothing and costs a write and a pong).
+    interval = launcher_settings.WEBSOCKET_PING_INTERVAL
+    with trio.fail_after(TIMEOUT):
+        async with run_serve() as server:
+            host, port = await server.address()
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                client = WSConnection(ConnectionType.CLIENT)
+                await stream.send_all(client.send(Request(host=f"{host}:{port}", target="/echo/")))
+                seen: list[Event] = []
+
+                async def read_until(kind: type[Event]) -> None:
+                    while not any(isinstance(event, kind) for event in seen):
+                        client.receive_data(await stream.receive_some(65536) or None)
+                        seen.extend(client.events())
+
+                await read_until(AcceptConnection)
+                accepted = trio.current_time()
+                await stream.send_all(client.send(TextMessage("hi")))
+                await read_until(TextMessage)  # a round trip: an early ping would be here
+                assert not any(isinstance(event, Ping) for event in seen), seen
+                await read_until(Ping)
+                assert trio.current_time() - accepted >= 0.9 * interval
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.wait_exit() == 0
 
 
 async def test_stalled_client_does_not_hold_shutdown_past_the_tcp_user_timeout() -> None:

@@ -18,6 +18,11 @@ with these changes (measured in shared/FINDINGS.md):
   (``WEBSOCKET_TCP_USER_TIMEOUT``), which accepted sockets inherit, and Hypercorn pings every
   ``WEBSOCKET_PING_INTERVAL`` seconds: a peer that stops acknowledging is aborted by the kernel,
   which unblocks Hypercorn's shielded socket writes.
+- First ping after one interval: Hypercorn's ping loop pings right after the accept, then
+  every interval; ``serve()`` makes it wait one interval first, as the standalone engines do.
+  A ping at the accept detects nothing (the 101 response has just been acknowledged) and cost
+  a locked, shielded write, a system call and the client's pong: about a quarter of a
+  handshake's server CPU (README, "Benchmarks").
 - Lingering tasks: after the drain, a connection whose socket is closed or broken is
   cancelled at once; Hypercorn would keep its task until the WebSocket ping loop wakes (up to
   ``WEBSOCKET_PING_INTERVAL`` seconds), holding shutdown until ``graceful_timeout``.
@@ -45,12 +50,14 @@ import trio
 from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
 from hypercorn.config import Config
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
+from wsproto.events import Ping
 
 from .conf import SECONDS, broker_backend, get_settings
 from .exceptions import ConfigurationError
@@ -88,6 +95,8 @@ _PINNED: Final = (
     (Lifespan.wait_for_shutdown, ("self",)),
     (WorkerContext.__init__, ("self", "max_requests")),
     (wrap_app, ("app", "wsgi_max_body_size", "mode")),
+    (WSStream._send_pings, ("self",)),  # replaced by _send_pings_after_interval
+    (WSStream._send_wsproto_event, ("self", "event")),
 )
 
 
@@ -117,6 +126,25 @@ def check_hypercorn() -> None:
                 f"Hypercorn {version}: {function.__qualname__} takes {found}, "
                 f"trio_djws.launcher expects {expected}"
             )
+
+
+async def _send_pings_after_interval(self: WSStream) -> None:
+    # Hypercorn 0.18's WSStream._send_pings with the sleep first. Hypercorn spawns it at the
+    # accept when websocket_ping_interval is set and cancels it with the connection.
+    interval = self.config.websocket_ping_interval
+    if interval is None:  # never spawned then; as Hypercorn's loop, which would fail
+        return
+    while True:
+        await self.context.sleep(interval)
+        if self.closed:
+            return
+        await self._send_wsproto_event(Ping())
+
+
+def _ping_after_interval() -> None:
+    # Installed by serve(), for the process: every Hypercorn WebSocket pings first after one
+    # interval instead of at the accept (module docstring). Idempotent.
+    WSStream._send_pings = _send_pings_after_interval  # type: ignore[method-assign]
 
 
 def parse_bind(value: str) -> tuple[str, int]:
@@ -399,6 +427,7 @@ async def serve(
             ``config.startup_timeout`` / ``config.shutdown_timeout`` seconds.
     """
     config.set_statsd_logger_class(StatsdLogger)
+    _ping_after_interval()
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     lifespan_state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, lifespan_state)
