@@ -7,6 +7,7 @@ Each server is ``python -m django serve --bind 127.0.0.1:0`` with tests/launcher
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import inspect
 import re
@@ -300,6 +301,19 @@ async def test_accepted_sockets_inherit_tcp_user_timeout() -> None:
         accepted, _ = await listener.accept()
         with accepted:
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2500
+
+
+def test_tune_gc_raises_the_default_threshold_and_keeps_a_projects_own() -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)  # CPython's defaults
+        launcher.tune_gc()
+        assert gc.get_threshold() == (launcher.GC_THRESHOLD, 10, 10)
+        gc.set_threshold(1234, 5, 6)  # the project's own: kept
+        launcher.tune_gc()
+        assert gc.get_threshold() == (1234, 5, 6)
+    finally:
+        gc.set_threshold(*saved)
 
 
 def test_hypercorn_private_api_is_the_one_the_launcher_drives() -> None:
