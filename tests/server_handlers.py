@@ -4,6 +4,7 @@ WEBSOCKET_HANDLERS: tests/test_conf.py pins that setting)."""
 from __future__ import annotations
 
 import trio
+from trio_djws.handlers import BroadcastHandler
 
 from trio_djws import BaseWSClass, Namespace
 from trio_djws.typing import Message
@@ -21,6 +22,8 @@ class Record:
         self.queued = trio.Event()
         self.in_on_close = trio.Event()
         self.release = trio.Event()
+        self.room_closes: dict[str, int | None] = {}
+        self.stalled_closed = trio.Event()
 
 
 RECORD = Record()
@@ -76,3 +79,33 @@ class SlowClose(BaseWSClass):
     async def on_close(self, websocket: WebSocket) -> None:
         RECORD.in_on_close.set()
         await RECORD.release.wait()
+
+
+@Namespace("/server/room/")
+class Room(BroadcastHandler):
+    """Relays every message to all members of one group; records each member's close code
+    under its ``?name=``."""
+
+    group = "server-room"
+
+    async def on_close(self, websocket: WebSocket) -> None:
+        name = websocket.query.get("name", "")
+        RECORD.room_closes[name] = websocket.close_code
+        if name == "stalled":
+            RECORD.stalled_closed.set()
+
+
+BURST_BIG = "b" * (4 * 1024 * 1024)  # more than the socket buffers hold: written in parts
+
+
+@Namespace("/server/burst/")
+class Burst(BaseWSClass):
+    """ "warm" is echoed; any other message gets BURST_BIG, then "0" … "19"."""
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        if message == "warm":
+            await websocket.send("warm")
+            return
+        await websocket.send(BURST_BIG)
+        for i in range(20):
+            await websocket.send(str(i))

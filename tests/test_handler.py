@@ -37,3 +37,23 @@ async def test_a_subclass_hook_overrides_its_parent_handlers_hook(ws_url: str) -
             await ws.send_message("y")
             received = [await ws.get_message() for _ in range(4)]
     assert received == ["mixin x", "child x", "mixin y", "child y"]
+
+
+@Namespace("/handler/run-on-message/")
+class _OwnRunOnMessage(BaseWSClass):
+    # No mixin and an async on_message, so the receive loop would call on_message directly
+    # (trio_djws.connection); an overridden run_on_message must still be what it calls.
+    async def run_on_message(self, websocket: WebSocket, message: Message) -> None:
+        await super().run_on_message(websocket, f"wrapped {message!s}")
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        await websocket.send(str(message))
+
+
+async def test_an_overridden_run_on_message_runs_for_every_message(ws_url: str) -> None:
+    async with open_websocket_url(f"{ws_url}/handler/run-on-message/") as ws:
+        with trio.fail_after(WAIT):
+            await ws.send_message("x")
+            await ws.send_message("y")
+            received = [await ws.get_message() for _ in range(2)]
+    assert received == ["wrapped x", "wrapped y"]

@@ -19,7 +19,11 @@ from typing import Final
 import h11
 import pytest
 import trio
+import trio.testing
 import trio_websocket
+import wsproto
+import wsproto.events
+import wsproto.utilities
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 from hypercorn.config import Config
@@ -219,22 +223,22 @@ async def test_two_workers_serve_and_both_drain_on_sigterm() -> None:
         ) as server:
             url = (await server.urls())[0]
             await server.stderr.wait_for(r"worker \d \(pid \d+\) starting", 2)
-            connections: dict[str, trio_websocket.WebSocketConnection] = {}
+            by_pid: dict[str, trio_websocket.WebSocketConnection] = {}
+            opened: list[trio_websocket.WebSocketConnection] = []
             async with trio.open_nursery() as nursery:
-                # Which process accepts is the kernel's choice: connect until both have.
+                # Which process accepts is the kernel's choice: connect until both have. Every
+                # connection stays open until the drain closes it: a trio-websocket client's
+                # own aclose() can crash on Hypercorn's first ping (see the test below).
                 for _ in range(200):
-                    if len(connections) == 2:
+                    if len(by_pid) == 2:
                         break
                     ws = await trio_websocket.connect_websocket_url(nursery, f"{url}/launcher/pid/")
-                    pid = str(await ws.get_message())
-                    if pid in connections:
-                        await ws.aclose()
-                    else:
-                        connections[pid] = ws
-                assert len(connections) == 2, "one worker accepted 200 connections in a row"
-                assert str(server.process.pid) not in connections
+                    opened.append(ws)
+                    by_pid.setdefault(str(await ws.get_message()), ws)
+                assert len(by_pid) == 2, "one worker accepted 200 connections in a row"
+                assert str(server.process.pid) not in by_pid
                 server.process.send_signal(signal.SIGTERM)
-                for ws in connections.values():
+                for ws in opened:
                     with pytest.raises(ConnectionClosed) as closed:
                         await ws.get_message()
                     assert closed.value.reason.code == GOING_AWAY
@@ -242,7 +246,44 @@ async def test_two_workers_serve_and_both_drain_on_sigterm() -> None:
             exits = await server.stderr.wait_for(
                 r"worker (\d) \(pid (\d+)\) exited with status 0", 2
             )
-            assert {match[2] for match in exits} == set(connections)
+            assert {match[2] for match in exits} == set(by_pid)
+
+
+async def test_trio_websocket_client_crashes_on_a_ping_during_its_own_close() -> None:
+    # Upstream (trio-websocket issue 184, PR 198 open; 0.12.2 here): a client that has sent its
+    # close frame answers a ping with a pong, which wsproto refuses in LOCAL_CLOSING, and the
+    # LocalProtocolError escapes the client's reader task into its nursery. Hypercorn pings
+    # at the accept, concurrently with the first message a handler queued in on_connect, then
+    # every WEBSOCKET_PING_INTERVAL (1 s in these tests), so a client that reads that message
+    # and calls aclose() can get the ping behind its close: the two-worker test above failed
+    # that way (8 times in 12 when the writer sent the first message one checkpoint sooner).
+    # When this fails, upstream has fixed it and clients may close first again.
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    server = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+
+    async def next_event() -> wsproto.events.Event:
+        while True:
+            for event in server.events():
+                return event
+            server.receive_data(await server_stream.receive_some())
+
+    async def serve_one() -> None:
+        assert isinstance(await next_event(), wsproto.events.Request)
+        await server_stream.send_all(server.send(wsproto.events.AcceptConnection()))
+        ping = server.send(wsproto.events.Ping())  # framed now: wsproto pings only when OPEN
+        await server_stream.send_all(server.send(wsproto.events.TextMessage("first")))
+        close = await next_event()  # the client's close frame
+        assert isinstance(close, wsproto.events.CloseConnection)
+        await server_stream.send_all(ping)  # the ping that was in flight behind the message
+        await server_stream.send_all(server.send(close.response()))
+
+    with trio.fail_after(TIMEOUT), pytest.raises(BaseExceptionGroup) as crashed:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_one)
+            ws = await trio_websocket.wrap_client_stream(nursery, client_stream, "test", "/")
+            assert await ws.get_message() == "first"
+            await ws.aclose()
+    assert crashed.group_contains(wsproto.utilities.LocalProtocolError, depth=None)
 
 
 async def test_asgi_application_setting_is_served_on_every_bind() -> None:

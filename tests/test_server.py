@@ -247,6 +247,62 @@ async def test_stalled_reader_is_aborted_at_the_write_deadline_and_blocks_no_one
     await assert_echo(server)
 
 
+async def test_a_message_written_in_parts_is_followed_by_the_queued_ones_in_order(
+    server: str,
+) -> None:
+    # On the websockets engine, once the writer idles, send() writes at once; a message too
+    # big for the socket is written in part and its rest goes first through the queue.
+    client = await RawClient.connect(server, "/server/burst/", rcvbuf=4096)
+    async with client.stream:
+        await client.stream.send_all(client.ws.send(TextMessage("warm")))
+        received: list[str] = []
+        with trio.fail_after(WAIT):
+            while received != ["warm"]:
+                received += [e.data for e in await client.read() if isinstance(e, TextMessage)]
+            await client.stream.send_all(client.ws.send(TextMessage("go")))
+            expected = [server_handlers.BURST_BIG, *map(str, range(20))]
+            text = ""
+            while len(received) < 1 + len(expected):
+                for event in await client.read():
+                    if isinstance(event, TextMessage):
+                        text += event.data
+                        if event.message_finished:
+                            received.append(text)
+                            text = ""
+    assert received[1:] == expected
+
+
+@override_settings(
+    WEBSOCKET_SEND_TIMEOUT=30, WEBSOCKET_SEND_QUEUE_SIZE=4, WEBSOCKET_CLOSE_TIMEOUT=1
+)
+async def test_broadcast_closes_a_stalled_member_with_1008_and_the_rest_get_all_in_order(
+    server: str,
+) -> None:
+    # Group fan-out never waits for a member: once the stalled member's socket and its send
+    # queue (4 messages) are full, the next broadcast closes it with 1008 at once (long
+    # before the 30 s write deadline), and the members that read get every message in order.
+    stalled = await RawClient.connect(server, "/server/room/?name=stalled", rcvbuf=4096)
+    async with (
+        stalled.stream,
+        open_websocket_url(f"ws://{server}/server/room/?name=reader") as reader,
+        open_websocket_url(f"ws://{server}/server/room/?name=sender") as sender,
+    ):
+        padding = "p" * 16384
+        sent = 0
+        extra = 3  # rounds after the stalled member was closed
+        with trio.fail_after(WAIT):
+            while extra:
+                message = f"{sent:06d}{padding}"
+                await sender.send_message(message)
+                assert await sender.get_message() == message
+                assert await reader.get_message() == message
+                sent += 1
+                if server_handlers.RECORD.stalled_closed.is_set():
+                    extra -= 1
+    assert server_handlers.RECORD.room_closes["stalled"] == 1008
+    assert sent > extra  # the stalled member took a few before its buffers filled
+
+
 @override_settings(
     WEBSOCKET_SEND_TIMEOUT=1,
     WEBSOCKET_SEND_QUEUE_SIZE=1000,

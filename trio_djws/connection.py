@@ -132,7 +132,12 @@ async def serve_connection(
                         raise Reject(403, "closed in on_connect")  # refuse, as ASGI does
                     await websocket._accept()
                     try:
-                        await websocket._receive_loop(handler.run_on_message)
+                        await websocket._receive_loop(
+                            # One coroutine per message, not two, when no mixin hooks it.
+                            handler.on_message
+                            if handler._direct_on_message
+                            else handler.run_on_message
+                        )
                     except BaseException as exc:
                         # on_close must see why the connection ends; logged further down.
                         failure = _failure(exc)

@@ -3,8 +3,11 @@
 Each membership holds its own ``clone()`` of the member's send channel, so fan-out is a loop
 of ``send_nowait`` with no await per member: a slow member never delays the sender or the
 others. A member whose send queue is full is closed with 1008 "slow consumer" (RFC 6455
-§7.4.1) instead. Delivery goes through the server's broker (``WEBSOCKET_BROKER``); with the
-default in-process broker it is a direct call to ``Groups.deliver``.
+§7.4.1) instead. On the standalone ``websockets`` engine, a member whose writer waits on an
+empty queue gets the frame written at once by a non-blocking write, still with no await
+(``WebSocket._queue_nowait``). Delivery goes through the server's broker
+(``WEBSOCKET_BROKER``); with the default in-process broker it is a direct call to
+``Groups.deliver``.
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ class Groups:
         self, websocket: WebSocket, channel: trio.MemorySendChannel[Message], message: Message
     ) -> int:
         try:
-            channel.send_nowait(message)
+            websocket._queue_nowait(channel, message)
         except trio.WouldBlock:
             self.overflows += 1
             websocket.abort(CloseReason.POLICY_VIOLATION, "slow consumer")

@@ -109,7 +109,11 @@ class BaseWSClass:
                     own[name] = (klass.__dict__[name], not _is_async(klass.__dict__[name]))
                     break
         cls._own_hooks = own
-        cls._direct_on_message = not cls._mixin_hooks["on_message"] and not own["on_message"][1]
+        cls._direct_on_message = (
+            not cls._mixin_hooks["on_message"]
+            and not own["on_message"][1]
+            and cls.run_on_message is BaseWSClass.run_on_message  # not overridden
+        )
         cls._connection_factories = tuple(
             klass.__dict__["connection"] for klass in mixins if "connection" in klass.__dict__
         )

@@ -80,6 +80,11 @@ class Transport(Protocol):
     """The connection model's view of one WebSocket transport (ASGI, a standalone engine, or
     the in-memory test client). Every handler, mixin, group and close-code rule is written
     against this Protocol only.
+
+    A transport may also have ``send_nowait(message) -> None``: write the message now without
+    waiting, or raise ``trio.WouldBlock`` (then it goes through the send queue to ``send``, as
+    on every transport). The standalone ``websockets`` engine has it; ``trio_djws.websocket``
+    uses it only while the connection's writer waits on an empty queue, so order is kept.
     """
 
     async def accept(self, subprotocol: str | None) -> None:

@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from django.core.serializers.json import DjangoJSONEncoder
@@ -43,6 +43,7 @@ __all__ = ["SyncWebSocket", "WebSocket"]
 logger = logging.getLogger(__name__)
 
 _MAX_REASON_BYTES = 123  # RFC 6455 §5.5: a control frame payload is at most 125 bytes
+_MESSAGE_TYPES: Final = (str, bytes)  # a tuple: ``str | bytes`` builds a UnionType per call
 
 
 class _State(enum.IntEnum):
@@ -102,11 +103,13 @@ class WebSocket:
         "_peer_gone",
         "_receive_done",
         "_receive_scope",
+        "_send_now",
         "_send_queue_size",
         "_send_timeout",
         "_server",
         "_state",
         "_transport",
+        "_writer_idle",
         "_writer_started",
         "close_code",
         "close_reason",
@@ -161,6 +164,10 @@ class WebSocket:
         self._flush_waiter: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._writer_started = False  # started lazily: see _start_writer
+        # The transport's optional fast path (see _queue_nowait) and whether the writer waits
+        # on an empty send queue with nothing being written.
+        self._send_now: Callable[[Message], None] | None = getattr(transport, "send_nowait", None)
+        self._writer_idle = False
         self._receive_scope: trio.CancelScope | None = None
         self._aborted = False
         self._peer_gone = False
@@ -263,13 +270,13 @@ class WebSocket:
             ConnectionClosed: the connection is closing or closed; ``exc.code`` is the close
                 code (1001 on server shutdown, 1006 if the peer vanished, 1008 slow consumer).
         """
-        if not isinstance(message, str | bytes):
+        if not isinstance(message, _MESSAGE_TYPES):
             raise TypeError(f"send() expects str or bytes, got {type(message).__name__}")
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._peer_gone:
             raise self._closed_error()
         try:
-            (self._outbox_send or self._open_outbox()).send_nowait(message)
+            self._queue_nowait(self._outbox_send or self._open_outbox(), message)
         except trio.WouldBlock:
             pass
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -462,11 +469,24 @@ class WebSocket:
         try:
             await self._wait_accepted()
             async with outbox:  # the writer owns the receive end
-                # A plain ``async for``: taking queued messages with receive_nowait() (no
-                # checkpoint between them) measured faster but made a close handshake in
-                # tests/test_launcher.py race with Hypercorn's pings (a trio-websocket client
-                # answering a ping while closing); kept out until that is understood.
-                async for message in outbox:
+                while True:
+                    # Take what is already queued without a scheduler round trip (each
+                    # transport send is a checkpoint); park only on an empty queue. While
+                    # parked, _queue_nowait may write for this task (a transport with
+                    # ``send_nowait``); whoever hands it a message clears _writer_idle first,
+                    # so nothing overtakes a message it has not written yet.
+                    try:
+                        message = outbox.receive_nowait()
+                    except trio.WouldBlock:
+                        self._writer_idle = True
+                        try:
+                            message = await outbox.receive()
+                        except trio.EndOfChannel:
+                            break
+                        finally:
+                            self._writer_idle = False
+                    except trio.EndOfChannel:
+                        break
                     await send(message)
         except ConnectionClosed as exc:
             self._on_peer_gone(exc.code, exc.reason)
@@ -474,6 +494,23 @@ class WebSocket:
             self._flushed = True
             if self._flush_waiter is not None:
                 self._flush_waiter.set()
+
+    def _queue_nowait(self, channel: trio.MemorySendChannel[Message], message: Message) -> None:
+        # Queue ``message`` on ``channel`` (the send queue or a group's clone of it), raising
+        # as its send_nowait does. With a transport that can write at once (``send_nowait``,
+        # the standalone ``websockets`` engine), a message that would only wake an idle writer
+        # on an empty queue is written by this task instead: same order, no task wake-up.
+        send_now = self._send_now
+        if self._writer_idle and send_now is not None and self._state is _State.OPEN:
+            self._writer_idle = False  # until it is written: anything sent meanwhile queues
+            try:
+                send_now(message)
+            except trio.WouldBlock:
+                pass  # the writer takes it from the queue (the rest of it, if written in part)
+            else:
+                self._writer_idle = True
+                return
+        channel.send_nowait(message)
 
     def _on_peer_gone(self, code: int, reason: str) -> None:
         # The peer closed or vanished. Sends raise ConnectionClosed from now on, so a hook that

@@ -9,11 +9,24 @@ after one read (pongs, the echo of a close frame) leaves in one ``send_all``.
 Tasks of one connection: the connection model's reader (``receive``), its writer (``send``)
 and the keepalive pinger share the stream through a send lock and a read lock; the read lock
 also lets ``close`` read the peer's answer to our close frame after the reader has stopped.
+Neither lock costs a scheduler round trip when it is free, and after a read that emptied the
+socket the next one waits for readability before reading (no read that can only fail).
+
+Fast path (``send_nowait``, used by ``trio_djws.websocket`` while the connection's writer
+waits on an empty send queue): a message's frame is written at once with one non-blocking
+``send()``: no task wake-up, lock or cancel scope. If the socket would block, nothing is
+written and the message takes the queued path; if it takes part of the frame, the rest is
+written first by the next write of any task. Frames are made by the library's
+``Frame.serialize``, and the last one is reused while the same message object is sent again,
+so a group broadcast frames its payload once. A connection that negotiated an extension has
+its frames made by its protocol, always on the queued path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import errno
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -44,6 +57,54 @@ WRITE_CHUNK_BYTES: Final = 256 * KIB  # the write deadline applies to each piece
 _BAD_REQUEST: Final = 400
 
 
+class _Written(enum.Enum):
+    ALL = enum.auto()
+    PART = enum.auto()
+    NONE = enum.auto()
+
+
+_ALL: Final = _Written.ALL
+_PART: Final = _Written.PART
+_NONE: Final = _Written.NONE
+
+
+class _FrameCache:
+    """The last frame made, with its message: a broadcast sends one message object to every
+    member, so its payload is framed once. Compared by identity (``str`` and ``bytes`` are
+    immutable, and the pair keeps the message alive); one per trio run (``_FRAMES``)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[object, bytes] = (object(), b"")
+
+    def frame(self, message: Message) -> bytes:
+        """The unmasked frame of ``message`` with no extension (RFC 6455 §5.2), made by the
+        library's ``Frame.serialize``: text for ``str``, binary for ``bytes``."""
+        last = self.last
+        if last[0] is message:
+            return last[1]
+        if isinstance(message, str):
+            frame = Frame(Opcode.TEXT, message.encode("utf-8"))
+        else:
+            frame = Frame(Opcode.BINARY, message)
+        data = frame.serialize(mask=False)
+        self.last = (message, data)
+        return data
+
+
+_FRAMES: trio.lowlevel.RunVar[_FrameCache] = trio.lowlevel.RunVar("trio_djws.sansio_frames")
+
+
+def _frame_cache() -> _FrameCache:
+    try:
+        return _FRAMES.get()
+    except LookupError:
+        cache = _FrameCache()
+        _FRAMES.set(cache)
+        return cache
+
+
 class SansIOTransport:
     """The ``Transport`` of one connection on ``ServerProtocol``."""
 
@@ -63,6 +124,15 @@ class SansIOTransport:
         self._max_size = settings.max_message_size
         self._send_lock = trio.Lock()
         self._read_lock = trio.Lock()
+        # Frames made by send() and not written yet (at most one per task waiting for the send
+        # lock); the rest of a frame that send_nowait wrote only part of (always written
+        # first) and its message.
+        self._out: list[bytes] = []
+        self._rest: memoryview | None = None
+        self._rest_message: Message | None = None
+        self._plain = False  # no extension negotiated: frames are made without the protocol
+        self._frames = _frame_cache()
+        self._drained = False  # the last read took less than RECEIVE_BYTES (see _receive_some)
         # Frames parsed from the last read and not handled yet: at most RECEIVE_BYTES worth.
         self._pending: Iterator[Event] = iter(list(early))
         self._fragments: bytearray | None = None
@@ -77,13 +147,22 @@ class SansIOTransport:
             self._response.headers["Sec-WebSocket-Protocol"] = subprotocol
             self._protocol.subprotocol = subprotocol  # type: ignore[assignment]  # a NewType
         self._protocol.send_response(self._response)
+        self._plain = not self._protocol.extensions
         await self._flush()
 
     async def reject(self, status: int) -> None:
         await _send_status(self._stream, self._protocol, status)
 
     async def receive(self) -> Message:
-        async with self._read_lock:
+        # A cancellation point; a schedule point only when it waits for the peer (a message
+        # already parsed from the last read is returned at once).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock = self._read_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()  # no scheduler round trip when the reader is alone
+        try:
             while True:
                 message = self._next_message()
                 if message is not None:
@@ -93,15 +172,77 @@ class SansIOTransport:
                         await self._flush()  # the close frame after a failure (1007)
                     raise self._done
                 await self._read()
+        finally:
+            lock.release()
 
     async def send(self, message: Message) -> None:
-        if self._protocol.state is not State.OPEN:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if message is self._rest_message:
+            # send_nowait wrote part of this message's frame: only the rest is left to write
+            # (by now perhaps written already, first thing, by another task's flush).
+            self._rest_message = None
+        elif self._protocol.state is not State.OPEN:
             raise self._closed()
-        if isinstance(message, str):
-            self._protocol.send_text(message.encode("utf-8"))
+        elif not self._plain:
+            if isinstance(message, str):
+                self._protocol.send_text(message.encode("utf-8"))
+            else:
+                self._protocol.send_binary(message)
         else:
-            self._protocol.send_binary(message)
+            written = self._write_now(message)
+            if written is _ALL:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            if written is _NONE:
+                self._out.append(self._frames.frame(message))
         await self._flush()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def send_nowait(self, message: Message) -> None:
+        """Write ``message``'s frame now, without waiting, if nothing else is being written.
+
+        The optional fast path of this transport (``trio_djws.websocket`` uses it while the
+        connection's writer waits on an empty send queue). Sync: never blocks.
+
+        Raises:
+            trio.WouldBlock: the frame was not written whole; hand ``message`` to ``send``.
+                Either nothing was written (the socket would block, another write is pending
+                or under way, the connection is not open, or an extension was negotiated),
+                or only part of it was: ``send`` of this same message then writes just the
+                rest, and any other write writes that rest first.
+        """
+        if not self._plain or self._protocol.state is not State.OPEN:
+            raise trio.WouldBlock
+        written = self._write_now(message)
+        if written is _ALL:
+            return
+        if written is _PART:
+            self._rest_message = message
+        raise trio.WouldBlock
+
+    def _write_now(self, message: Message) -> _Written:
+        # One non-blocking send() of ``message``'s frame, only if nothing else is pending or
+        # being written. A part written leaves the rest in _rest. An error leaves the frame
+        # unwritten: the awaited path (send_all) then reports it.
+        if self._out or self._rest is not None or self._send_lock.locked():
+            return _NONE
+        sock = self._stream.socket
+        fd = sock.fileno()  # checked each time: -1 once closed (never a reused descriptor)
+        if fd < 0 or sock.did_shutdown_SHUT_WR:
+            return _NONE
+        frame = self._frames.frame(message)
+        try:
+            sent = os.write(fd, frame)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                logger.debug("non-blocking write to %s failed: %s", self._peer, exc)
+            return _NONE
+        if sent == len(frame):
+            return _ALL
+        if sent <= 0:
+            return _NONE
+        self._rest = memoryview(frame)[sent:]
+        return _PART
 
     async def close(self, code: int, reason: str) -> None:
         if self._protocol.state is State.OPEN:
@@ -141,19 +282,26 @@ class SansIOTransport:
     # -- I/O -------------------------------------------------------------------------------
 
     async def _flush(self) -> None:
-        # Everything the protocol has produced so far goes out in one send_all, in order:
-        # whoever holds the lock takes all pending bytes, including other tasks' frames.
+        # Everything produced so far goes out in one send_all, in order: the rest of a frame
+        # partly written by send_nowait, frames made by send(), then the protocol's own bytes
+        # (the response, pongs, a close frame, EOF). Whoever holds the lock takes all pending
+        # bytes, including other tasks'. Nothing pending: no lock, no scheduler round trip.
+        protocol_data = self._protocol.data_to_send()
+        if protocol_data:
+            self._out += protocol_data
+        if not self._out and self._rest is None:
+            return
         async with self._send_lock:
-            data = self._protocol.data_to_send()
+            data, self._out = self._out, []
+            if self._rest is not None:
+                data.insert(0, bytes(self._rest))
+                self._rest = None
             if not data:
-                return
+                return  # written meanwhile by the task that held the lock
             await _write(self._stream, data, self._write_timeout)
 
     async def _read(self) -> None:
-        try:
-            data = await self._stream.receive_some(RECEIVE_BYTES)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            data = b""
+        data = await self._receive_some()
         if data:
             self._protocol.receive_data(data)
         else:
@@ -165,6 +313,36 @@ class SansIOTransport:
             self._done = exc
             return
         self._check_done()
+
+    async def _receive_some(self) -> bytes:
+        # One read of at most RECEIVE_BYTES; b"" at EOF or once the connection is lost. After a
+        # read that took less than it could, the socket is most likely empty: wait until it is
+        # readable first rather than try a read that fails (in request/response traffic that
+        # saves a system call and a scheduler round trip per message). A checkpoint.
+        if not self._drained:
+            try:
+                data = await self._stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            self._drained = len(data) < RECEIVE_BYTES
+            return data
+        sock = self._stream.socket
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
+            fd = sock.fileno()
+            if fd < 0:
+                return b""
+            try:
+                data = os.read(fd, RECEIVE_BYTES)
+            except BlockingIOError:
+                continue  # woken without data after all
+            except OSError:
+                return b""  # reset by the peer: as a lost connection
+            self._drained = len(data) < RECEIVE_BYTES
+            return data
 
     def _check_done(self) -> None:
         protocol = self._protocol
