@@ -22,6 +22,10 @@ with these changes (measured in shared/FINDINGS.md):
   WebSocket, which cost about 3.4 KiB per idle connection and kept a closed connection's task
   until it woke (up to ``WEBSOCKET_PING_INTERVAL`` seconds), holding shutdown until
   ``graceful_timeout``.
+- Garbage collection: ``tune_gc()`` raises the youngest generation's threshold from CPython's
+  700 to ``GC_THRESHOLD`` allocations, unless the process has set its own. Each held
+  connection keeps about 180 objects the collector tracks; with the default a ramp to 5,000
+  connections ran 8 full collections, more than half of the server's CPU (README, "Benchmarks").
 - Workers (POSIX): ``run(..., workers=N)`` shares the sockets with N spawned processes, as
   ``hypercorn.run.run`` does, and refuses a broker that does not cross processes. The
   processes are spawned and supervised by ``trio_djws.workers``; each runs this module's
@@ -31,6 +35,7 @@ with these changes (measured in shared/FINDINGS.md):
 from __future__ import annotations
 
 import copy
+import gc
 import importlib.metadata
 import inspect
 import logging
@@ -67,6 +72,7 @@ from .workers import stop_when_parent_exits, supervise
 
 __all__ = [
     "DEFAULT_BIND",
+    "GC_THRESHOLD",
     "GRACE_AFTER_DRAIN",
     "HYPERCORN_SERIES",
     "check_hypercorn",
@@ -77,6 +83,7 @@ __all__ = [
     "parse_bind",
     "run",
     "serve",
+    "tune_gc",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,6 +92,8 @@ DEFAULT_BIND: Final = "127.0.0.1:8000"
 HYPERCORN_SERIES: Final = "0.18."  # the private API below is that of these releases
 GRACE_AFTER_DRAIN: Final = 1 * SECONDS  # Hypercorn's graceful_timeout = shutdown timeout + this
 _CLOSE_TIMEOUT: Final = 1 * SECONDS  # closing one socket after a failed connection
+GC_THRESHOLD: Final = 7000  # allocations between youngest-generation collections (CPython: 700)
+_CPYTHON_GC_THRESHOLDS: Final = (700, 10, 10)  # gc.get_threshold() of a process that set none
 
 # (callable, parameter names) this module calls; check_hypercorn() compares them.
 _PINNED: Final = (
@@ -126,6 +135,23 @@ def check_hypercorn() -> None:
                 f"Hypercorn {version}: {function.__qualname__} takes {found}, "
                 f"trio_djws.launcher expects {expected}"
             )
+
+
+def tune_gc() -> None:
+    """Raise the garbage collector's youngest-generation threshold to ``GC_THRESHOLD``
+    allocations, if the process still has CPython's defaults ``(700, 10, 10)`` (a threshold
+    set by the project is kept). Called by ``manage.py serve`` and ``runwebsocket``.
+
+    Why: a server holds thousands of connections, each with about 180 objects the collector
+    tracks (Hypercorn's protocol objects, trio's tasks and cancel scopes, the ``WebSocket``).
+    A full collection visits all of them; with the default threshold they ran often enough
+    while connections were being opened to take more than half of the server's CPU. The
+    middle and oldest thresholds, and CPython's rule that a full collection waits until the
+    long-lived objects have grown by 25 %, are unchanged: cyclic garbage is still collected,
+    after at most ``GC_THRESHOLD`` allocations instead of 700.
+    """
+    if gc.get_threshold() == _CPYTHON_GC_THRESHOLDS:
+        gc.set_threshold(GC_THRESHOLD, *_CPYTHON_GC_THRESHOLDS[1:])
 
 
 def parse_bind(value: str) -> tuple[str, int]:
@@ -521,6 +547,7 @@ def _serve_worker(
     # turns SIGINT/SIGTERM into one SIGTERM per worker, and a worker stops if it dies.
     django.setup(set_prefix=False)
     app = load_application()
+    tune_gc()
     logger.info("worker %d (pid %d) starting", index, os.getpid())
     trio.run(
         _serve_until_stopped,
@@ -575,6 +602,7 @@ def run(sockets: list[socket.socket], *, workers: int = 1, stdout: _Output = sys
     if workers > 1:
         return trio.run(_supervise_workers, sockets, workers, stdout)
     app = load_application()
+    tune_gc()
     signals = (signal.SIGINT, signal.SIGTERM)
     trio.run(
         _serve_until_stopped,
