@@ -7,6 +7,7 @@ Each server is ``python -m django serve --bind 127.0.0.1:0`` with tests/launcher
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import inspect
 import re
@@ -28,6 +29,8 @@ from django.test import override_settings
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from trio_websocket import ConnectionClosed, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Event, Ping, Request, TextMessage
 
 from tests import launcher_settings
 from tests.launcher_handlers import BURST_COUNT, BURST_SIZE
@@ -106,6 +109,36 @@ async def test_shutdown_does_not_wait_for_hypercorns_ping_loop() -> None:
             print(f"one WebSocket: exited {trio.current_time() - signalled:.2f} s after SIGTERM")
 
 
+async def test_first_ping_comes_one_interval_after_the_accept() -> None:
+    # Hypercorn pings at the accept, then every interval; the launcher's pinger pings a
+    # WebSocket first one interval after its accept (a ping at the accept detects nothing and
+    # costs a write and a pong per handshake).
+    interval = launcher_settings.WEBSOCKET_PING_INTERVAL
+    with trio.fail_after(TIMEOUT):
+        async with run_serve() as server:
+            host, port = await server.address()
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                client = WSConnection(ConnectionType.CLIENT)
+                await stream.send_all(client.send(Request(host=f"{host}:{port}", target="/echo/")))
+                seen: list[Event] = []
+
+                async def read_until(kind: type[Event]) -> None:
+                    while not any(isinstance(event, kind) for event in seen):
+                        client.receive_data(await stream.receive_some(65536) or None)
+                        seen.extend(client.events())
+
+                await read_until(AcceptConnection)
+                accepted = trio.current_time()
+                await stream.send_all(client.send(TextMessage("hi")))
+                await read_until(TextMessage)  # a round trip: an early ping would be here
+                assert not any(isinstance(event, Ping) for event in seen), seen
+                await read_until(Ping)
+                assert trio.current_time() - accepted >= 0.9 * interval
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.wait_exit() == 0
+
+
 async def test_stalled_client_does_not_hold_shutdown_past_the_tcp_user_timeout() -> None:
     with trio.fail_after(TIMEOUT):
         async with run_serve() as server:
@@ -128,6 +161,44 @@ async def test_stalled_client_does_not_hold_shutdown_past_the_tcp_user_timeout()
                 took = trio.current_time() - signalled
                 print(f"stalled client: server exited {took:.2f} s after SIGTERM")
                 assert status == 0
+                await stalled.aclose()
+
+
+async def pings_received(stream: trio.SocketStream, count: int) -> None:
+    """Complete a WebSocket handshake on ``stream`` (path /echo/), then read until ``count``
+    pings have arrived (wsproto answers none: the test only counts them)."""
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host="127.0.0.1", target="/echo/")))
+    pings = 0
+    while pings < count:
+        data = await stream.receive_some(65536)
+        assert data, "the server closed the connection"
+        ws.receive_data(data)
+        pings += sum(isinstance(event, Ping) for event in ws.events())
+
+
+async def test_idle_websockets_are_pinged_while_another_client_stalls() -> None:
+    # One launcher task pings every WebSocket (not Hypercorn's task per WebSocket): it must
+    # skip a connection whose write is stuck instead of waiting on it. TCP_USER_TIMEOUT is
+    # raised past the test's deadline so that the stalled connection stays stuck throughout.
+    settings = {"WEBSOCKET_TCP_USER_TIMEOUT": 2 * TIMEOUT}
+    with trio.fail_after(TIMEOUT):
+        async with run_serve(settings=settings) as server:
+            host, port = await server.address()
+            async with open_websocket_url(f"ws://{host}:{port}/launcher/control/") as control:
+                sock = trio.socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                await sock.connect((host, port))
+                stalled = trio.SocketStream(sock)
+                await stalled.send_all(upgrade_request("/launcher/flood/"))
+                assert (await read_head(stalled)).startswith(b"HTTP/1.1 101")
+                assert await control.get_message() == "flooding"
+                idle = [await trio.open_tcp_stream(host, port) for _ in range(2)]
+                async with trio.open_nursery() as nursery:
+                    for stream in idle:
+                        nursery.start_soon(pings_received, stream, 2)  # pings every 1 s
+                for stream in idle:
+                    await stream.aclose()
                 await stalled.aclose()
 
 
@@ -310,6 +381,19 @@ async def test_accepted_sockets_inherit_tcp_user_timeout() -> None:
         accepted, _ = await listener.accept()
         with accepted:
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2500
+
+
+def test_tune_gc_raises_the_default_threshold_and_keeps_a_projects_own() -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)  # CPython's defaults
+        launcher.tune_gc()
+        assert gc.get_threshold() == (launcher.GC_THRESHOLD, 10, 10)
+        gc.set_threshold(1234, 5, 6)  # the project's own: kept
+        launcher.tune_gc()
+        assert gc.get_threshold() == (1234, 5, 6)
+    finally:
+        gc.set_threshold(*saved)
 
 
 def test_hypercorn_private_api_is_the_one_the_launcher_drives() -> None:

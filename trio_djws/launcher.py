@@ -15,12 +15,17 @@ with these changes (measured in shared/FINDINGS.md):
   shutdown run. ``worker_serve`` sends no close frame (clients see 1006) and sends
   ``lifespan.shutdown`` only after connections are gone.
 - Stalled peers: the listening sockets are made here with ``TCP_USER_TIMEOUT``
-  (``WEBSOCKET_TCP_USER_TIMEOUT``), which accepted sockets inherit, and Hypercorn pings every
-  ``WEBSOCKET_PING_INTERVAL`` seconds: a peer that stops acknowledging is aborted by the kernel,
-  which unblocks Hypercorn's shielded socket writes.
-- Lingering tasks: after the drain, a connection whose socket is closed or broken is
-  cancelled at once; Hypercorn would keep its task until the WebSocket ping loop wakes (up to
-  ``WEBSOCKET_PING_INTERVAL`` seconds), holding shutdown until ``graceful_timeout``.
+  (``WEBSOCKET_TCP_USER_TIMEOUT``), which accepted sockets inherit, and every WebSocket is
+  pinged every ``WEBSOCKET_PING_INTERVAL`` seconds: a peer that stops acknowledging is aborted
+  by the kernel, which unblocks Hypercorn's shielded socket writes.
+- Pings: one task pings every WebSocket (``_Connections``) instead of Hypercorn's task per
+  WebSocket, which cost about 3.4 KiB per idle connection and kept a closed connection's task
+  until it woke (up to ``WEBSOCKET_PING_INTERVAL`` seconds), holding shutdown until
+  ``graceful_timeout``.
+- Garbage collection: ``tune_gc()`` raises the youngest generation's threshold from CPython's
+  700 to ``GC_THRESHOLD`` allocations, unless the process has set its own. Each held
+  connection keeps about 180 objects the collector tracks; with the default a ramp to 5,000
+  connections ran 8 full collections, more than half of the server's CPU (README, "Benchmarks").
 - Workers (POSIX): ``run(..., workers=N)`` shares the sockets with N spawned processes, as
   ``hypercorn.run.run`` does, and refuses a broker that does not cross processes. The
   processes are spawned and supervised by ``trio_djws.workers``; each runs this module's
@@ -29,13 +34,17 @@ with these changes (measured in shared/FINDINGS.md):
 
 from __future__ import annotations
 
+import copy
+import gc
 import importlib.metadata
 import inspect
 import logging
 import os
+import select
 import signal
 import socket
 import sys
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Final, Protocol, cast
@@ -45,12 +54,16 @@ import trio
 from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
 from hypercorn.config import Config
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
+from wsproto.events import Ping
 
 from .conf import SECONDS, broker_backend, get_settings
 from .exceptions import ConfigurationError
@@ -59,6 +72,7 @@ from .workers import stop_when_parent_exits, supervise
 
 __all__ = [
     "DEFAULT_BIND",
+    "GC_THRESHOLD",
     "GRACE_AFTER_DRAIN",
     "HYPERCORN_SERIES",
     "check_hypercorn",
@@ -69,6 +83,7 @@ __all__ = [
     "parse_bind",
     "run",
     "serve",
+    "tune_gc",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +92,8 @@ DEFAULT_BIND: Final = "127.0.0.1:8000"
 HYPERCORN_SERIES: Final = "0.18."  # the private API below is that of these releases
 GRACE_AFTER_DRAIN: Final = 1 * SECONDS  # Hypercorn's graceful_timeout = shutdown timeout + this
 _CLOSE_TIMEOUT: Final = 1 * SECONDS  # closing one socket after a failed connection
+GC_THRESHOLD: Final = 7000  # allocations between youngest-generation collections (CPython: 700)
+_CPYTHON_GC_THRESHOLDS: Final = (700, 10, 10)  # gc.get_threshold() of a process that set none
 
 # (callable, parameter names) this module calls; check_hypercorn() compares them.
 _PINNED: Final = (
@@ -88,6 +105,7 @@ _PINNED: Final = (
     (Lifespan.wait_for_shutdown, ("self",)),
     (WorkerContext.__init__, ("self", "max_requests")),
     (wrap_app, ("app", "wsgi_max_body_size", "mode")),
+    (WSStream._send_wsproto_event, ("self", "event")),
 )
 
 
@@ -117,6 +135,23 @@ def check_hypercorn() -> None:
                 f"Hypercorn {version}: {function.__qualname__} takes {found}, "
                 f"trio_djws.launcher expects {expected}"
             )
+
+
+def tune_gc() -> None:
+    """Raise the garbage collector's youngest-generation threshold to ``GC_THRESHOLD``
+    allocations, if the process still has CPython's defaults ``(700, 10, 10)`` (a threshold
+    set by the project is kept). Called by ``manage.py serve`` and ``runwebsocket``.
+
+    Why: a server holds thousands of connections, each with about 180 objects the collector
+    tracks (Hypercorn's protocol objects, trio's tasks and cancel scopes, the ``WebSocket``).
+    A full collection visits all of them; with the default threshold they ran often enough
+    while connections were being opened to take more than half of the server's CPU. The
+    middle and oldest thresholds, and CPython's rule that a full collection waits until the
+    long-lived objects have grown by 25 %, are unchanged: cyclic garbage is still collected,
+    after at most ``GC_THRESHOLD`` allocations instead of 700.
+    """
+    if gc.get_threshold() == _CPYTHON_GC_THRESHOLDS:
+        gc.set_threshold(GC_THRESHOLD, *_CPYTHON_GC_THRESHOLDS[1:])
 
 
 def parse_bind(value: str) -> tuple[str, int]:
@@ -251,102 +286,120 @@ def _peer(stream: trio.SocketStream) -> str:
     return f"{host}:{port}"
 
 
-class _Connection(trio.abc.HalfCloseableStream):
-    """An accepted stream as Hypercorn's ``TCPServer`` uses it, with the connection's scope.
+def _client(server: TCPServer, stream: trio.SocketStream) -> str:
+    # The peer's address, as Hypercorn recorded it (the socket may be closed by now): not
+    # kept per connection by us (idle memory).
+    client = getattr(getattr(getattr(server, "protocol", None), "protocol", None), "client", None)
+    if client is None:
+        return _peer(stream)
+    return f"{client[0]}:{client[1]}"
 
-    After a WebSocket's socket is closed or broken, Hypercorn keeps the connection's task
-    until its ping loop wakes (up to ``websocket_ping_interval`` seconds), which at shutdown
-    would hold the server nursery until ``graceful_timeout``. Once the drain is over, a
-    connection whose socket is finished (closed by Hypercorn, or broken: reset, or aborted by
-    ``TCP_USER_TIMEOUT``) is cancelled: nothing is left for it to do.
-    """
 
-    __slots__ = ("_connections", "_stream", "cancel_scope", "finished")  # one per connection
+def _websocket_streams(server: TCPServer) -> tuple[WSStream, ...]:
+    # The WebSockets of one connection that are open for messages (HTTP/1.1: at most one;
+    # HTTP/2: any number of RFC 8441 streams).
+    protocol = getattr(getattr(server, "protocol", None), "protocol", None)
+    if isinstance(protocol, H11Protocol):
+        streams: tuple[object, ...] = (protocol.stream,)
+    elif isinstance(protocol, H2Protocol):
+        streams = tuple(protocol.streams.values())
+    else:
+        return ()
+    return tuple(
+        stream
+        for stream in streams
+        if isinstance(stream, WSStream)
+        and stream.state is ASGIWebsocketState.CONNECTED
+        and not stream.closed
+    )
 
-    def __init__(self, stream: trio.SocketStream, connections: _Connections) -> None:
-        self._stream = stream
-        self._connections = connections
-        self.cancel_scope = trio.CancelScope()
-        self.finished = False
 
-    def _finish(self) -> None:
-        self.finished = True
-        if self._connections.drained:
-            self.cancel_scope.cancel()
-
-    @property
-    def socket(self) -> trio.socket.SocketType:
-        return self._stream.socket  # TCPServer reads the peer and local addresses from it
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._finish()
-            raise
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        try:
-            return await self._stream.receive_some(max_bytes)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._finish()
-            raise
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            self._finish()
+def _writable(server: TCPServer) -> bool:
+    # Whether a few bytes can be written to the connection's socket without waiting.
+    poller = select.poll()
+    poller.register(server.stream.socket.fileno(), select.POLLOUT)
+    return bool(poller.poll(0))
 
 
 class _Connections:
-    """The accepted connections of one ``serve()``."""
+    """The accepted connections of one ``serve()``, and their pings.
+
+    Hypercorn spawns one ping task per WebSocket (``WSStream._send_pings``, about 3.4 KiB per
+    idle connection, and it holds a closed connection's task until it wakes); instead one task
+    here pings every WebSocket every ``ping_interval`` seconds, each on its own schedule
+    (``ping_interval`` after it was accepted, then every ``ping_interval``), in accept order.
+    The pinger never waits on one connection: it skips a connection while a write is under way
+    or its socket buffer is full (data unacknowledged there already arms ``TCP_USER_TIMEOUT``).
+    """
+
+    __slots__ = ("_app", "_config", "_context", "_due", "_ping_interval", "_state")
 
     def __init__(
-        self, app: AppWrapper, config: Config, context: WorkerContext, state: ConnectionState
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        state: ConnectionState,
+        ping_interval: float | None,
     ) -> None:
         self._app = app
         self._config = config
         self._context = context
         self._state = state
-        self._live: set[_Connection] = set()
-        self.drained = False
-
-    def end_drain(self) -> None:
-        """Cancel the connections whose socket is finished, now and as they finish."""
-        self.drained = True
-        for connection in self._live:
-            if connection.finished:
-                connection.cancel_scope.cancel()
+        self._ping_interval = ping_interval
+        # Each live connection and when it is next pinged (trio time, s), in that order.
+        self._due: OrderedDict[TCPServer, float] = OrderedDict()
 
     async def serve(self, stream: trio.SocketStream) -> None:
         """Run Hypercorn's ``TCPServer`` on one accepted stream (the ``serve_listeners``
         handler); an exception ends this connection only, logged with the client address."""
-        client = _peer(stream)
-        connection = _Connection(stream, self)
-        self._live.add(connection)
+        # TCPServer is annotated for SSLStream but serves any stream without do_handshake
+        # (its run() falls back on AttributeError), as in worker_serve.
+        server = TCPServer(self._app, self._config, self._context, self._state, stream)  # type: ignore[arg-type]
+        if self._ping_interval is not None:
+            self._due[server] = trio.current_time() + self._ping_interval
         try:
-            with connection.cancel_scope:
-                # TCPServer is annotated for SSLStream but serves any stream without
-                # do_handshake (its run() falls back on AttributeError), as in worker_serve.
-                server = TCPServer(self._app, self._config, self._context, self._state, connection)  # type: ignore[arg-type]
-                await server.run()
+            await server.run()
         except* Exception:  # Cancelled is a BaseException: it passes
             logger.exception(
                 "connection from %s failed inside Hypercorn and was closed; the server goes on "
                 "(Hypercorn issue 225)",
-                client,
+                _client(server, stream),
             )
         finally:
-            self._live.discard(connection)
+            self._due.pop(server, None)
             with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
+
+    async def ping_forever(self) -> None:
+        """Ping each WebSocket every ``ping_interval`` seconds until cancelled."""
+        interval = self._ping_interval
+        if interval is None:
+            return
+        due = self._due
+        while True:
+            if not due:
+                # A connection added from now on is due ``interval`` from its accept: later
+                # than this wake-up.
+                await trio.sleep(interval)
+                continue
+            server, when = next(iter(due.items()))
+            now = trio.current_time()
+            if when > now:
+                await trio.sleep_until(when)
+                continue
+            due.move_to_end(server)
+            due[server] = now + interval
+            try:
+                await self._ping(server)
+            except Exception:
+                logger.exception("sending a ping failed inside Hypercorn; the pings go on")
+
+    async def _ping(self, server: TCPServer) -> None:
+        for stream in _websocket_streams(server):
+            if server.send_lock.locked() or not _writable(server):
+                return  # a write is under way or stuck: TCP_USER_TIMEOUT watches that data
+            await stream._send_wsproto_event(Ping())
 
 
 async def _drain() -> None:
@@ -387,7 +440,9 @@ async def serve(
 
     Args:
         app: an ASGI 3 application.
-        config: Hypercorn's config (``make_config()``); its ``bind`` is ignored.
+        config: Hypercorn's config (``make_config()``); its ``bind`` is ignored. Its
+            ``websocket_ping_interval`` (seconds, None: no pings) is applied by one task of
+            this module, not by Hypercorn; ``config`` itself is not modified.
         sockets: bound, listening, non-blocking TCP sockets (``open_sockets()``); closed
             when accepting stops.
         shutdown_trigger: returns when shutdown should start.
@@ -398,6 +453,10 @@ async def serve(
         hypercorn.utils.LifespanTimeoutError: the lifespan did not answer within
             ``config.startup_timeout`` / ``config.shutdown_timeout`` seconds.
     """
+    # Pinged by one task of ours, not one task per WebSocket (see _Connections): Hypercorn
+    # gets a copy of the config without pings.
+    config = copy.copy(config)
+    ping_interval, config.websocket_ping_interval = config.websocket_ping_interval, None
     config.set_statsd_logger_class(StatsdLogger)
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     lifespan_state: LifespanState = {}
@@ -408,7 +467,10 @@ async def serve(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
-        connections = _Connections(wrapped, config, context, ConnectionState(lifespan_state.copy()))
+        connections = _Connections(
+            wrapped, config, context, ConnectionState(lifespan_state.copy()), ping_interval
+        )
+        lifespan_nursery.start_soon(connections.ping_forever)
         async with trio.open_nursery() as server_nursery:
             async with trio.open_nursery() as accept_nursery:
                 await accept_nursery.start(
@@ -426,7 +488,6 @@ async def serve(
             logger.info("stopped accepting on %s; closing connections with 1001", ", ".join(urls))
             await context.terminated.set()  # idle HTTP keep-alive connections close now
             await _drain()
-            connections.end_drain()
             server_nursery.cancel_scope.deadline = grace_ends
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()
@@ -486,6 +547,7 @@ def _serve_worker(
     # turns SIGINT/SIGTERM into one SIGTERM per worker, and a worker stops if it dies.
     django.setup(set_prefix=False)
     app = load_application()
+    tune_gc()
     logger.info("worker %d (pid %d) starting", index, os.getpid())
     trio.run(
         _serve_until_stopped,
@@ -540,6 +602,7 @@ def run(sockets: list[socket.socket], *, workers: int = 1, stdout: _Output = sys
     if workers > 1:
         return trio.run(_supervise_workers, sockets, workers, stdout)
     app = load_application()
+    tune_gc()
     signals = (signal.SIGINT, signal.SIGTERM)
     trio.run(
         _serve_until_stopped,

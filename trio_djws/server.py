@@ -28,7 +28,7 @@ import trio
 
 from .conf import get_settings
 from .engines import get_engine
-from .launcher import _stop_on_signals, open_sockets
+from .launcher import _stop_on_signals, open_sockets, tune_gc
 from .routing import autodiscover
 from .state import current_server, drain_connections, open_server
 
@@ -178,4 +178,5 @@ def run(
             stdout.write(f"Listening on {format_address(address)}\n")
         stdout.flush()
 
+    tune_gc()
     trio.run(partial(serve_until_signal, sockets, announce, engine=engine))

@@ -110,13 +110,14 @@ class TrioWebsocketTransport:
         with trio.move_on_after(self._close_timeout):
             await self._connection.aclose(code, reason or None)
 
-    async def keepalive(self, interval: float) -> None:
+    async def keepalive(self, interval: float, nursery: trio.Nursery) -> None:
         """Ping every ``interval`` seconds (RFC 6455 §5.5.2), one ping in flight at a time.
 
         trio-websocket's ``ping()`` sends and then waits for the pong; it runs in its own
-        task, so a peer slow to answer (its reader waits while a handler is busy) delays the
-        next ping instead of failing the connection. The ping's bytes make the kernel's
-        ``TCP_USER_TIMEOUT`` abort a peer that stopped acknowledging."""
+        task in ``nursery`` (the connection's: no nursery of its own, idle memory), so a peer
+        slow to answer (its reader waits while a handler is busy) delays the next ping instead
+        of failing the connection. The ping's bytes make the kernel's ``TCP_USER_TIMEOUT``
+        abort a peer that stopped acknowledging."""
         in_flight = False
 
         async def ping(connection: trio_websocket.WebSocketConnection) -> None:
@@ -131,17 +132,15 @@ class TrioWebsocketTransport:
             finally:
                 in_flight = False
 
-        async with trio.open_nursery() as nursery:
-            while True:
-                await trio.sleep(interval)
-                connection = self._connection
-                if connection is None:
-                    continue
-                if connection.closed is not None:
-                    break
-                if not in_flight:
-                    nursery.start_soon(ping, connection)
-            nursery.cancel_scope.cancel()
+        while True:
+            await trio.sleep(interval)
+            connection = self._connection
+            if connection is None:
+                continue
+            if connection.closed is not None:
+                break
+            if not in_flight:
+                nursery.start_soon(ping, connection)
 
     def _write_deadline(self) -> AbstractContextManager[None]:
         return _write_deadline(self._stream, self._write_timeout)
@@ -246,7 +245,7 @@ async def _serve_stream(stream: trio.SocketStream) -> None:
             stream,
         )
         if settings.ping_interval is not None:
-            nursery.start_soon(transport.keepalive, settings.ping_interval)
+            nursery.start_soon(transport.keepalive, settings.ping_interval, nursery)
         await serve_websocket(transport, scope)
         nursery.cancel_scope.cancel()
 
