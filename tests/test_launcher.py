@@ -139,18 +139,26 @@ async def test_first_ping_comes_one_interval_after_the_accept() -> None:
             assert await server.wait_exit() == 0
 
 
+async def open_stalled_flood(host: str, port: int) -> trio.SocketStream:
+    """Open a WebSocket to /launcher/flood/ with a 4 KiB receive buffer, complete the
+    handshake and return the stream, which the caller never reads: the server's writes to it
+    stall once the buffers are full."""
+    sock = trio.socket.socket()
+    # Set before connect so the window is small from the start (buffers autotune).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((host, port))
+    stalled = trio.SocketStream(sock)
+    await stalled.send_all(upgrade_request("/launcher/flood/"))
+    assert (await read_head(stalled)).startswith(b"HTTP/1.1 101")
+    return stalled
+
+
 async def test_stalled_client_does_not_hold_shutdown_past_the_tcp_user_timeout() -> None:
     with trio.fail_after(TIMEOUT):
         async with run_serve() as server:
             host, port = await server.address()
             async with open_websocket_url(f"ws://{host}:{port}/launcher/control/") as control:
-                sock = trio.socket.socket()
-                # Set before connect so the window is small from the start (buffers autotune).
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                await sock.connect((host, port))
-                stalled = trio.SocketStream(sock)
-                await stalled.send_all(upgrade_request("/launcher/flood/"))
-                assert (await read_head(stalled)).startswith(b"HTTP/1.1 101")
+                stalled = await open_stalled_flood(host, port)
                 # 16 MiB sent or queued for a client that reads nothing more: the writer stalls.
                 assert await control.get_message() == "flooding"
                 signalled = trio.current_time()
@@ -186,12 +194,7 @@ async def test_idle_websockets_are_pinged_while_another_client_stalls() -> None:
         async with run_serve(settings=settings) as server:
             host, port = await server.address()
             async with open_websocket_url(f"ws://{host}:{port}/launcher/control/") as control:
-                sock = trio.socket.socket()
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                await sock.connect((host, port))
-                stalled = trio.SocketStream(sock)
-                await stalled.send_all(upgrade_request("/launcher/flood/"))
-                assert (await read_head(stalled)).startswith(b"HTTP/1.1 101")
+                stalled = await open_stalled_flood(host, port)
                 assert await control.get_message() == "flooding"
                 idle = [await trio.open_tcp_stream(host, port) for _ in range(2)]
                 async with trio.open_nursery() as nursery:
