@@ -126,3 +126,29 @@ class FloodInHook(BaseWSClass):
     async def on_close(self, websocket: WebSocket) -> None:
         RECORD.flood_close = websocket.close_code
         RECORD.flood_closed.set()
+
+
+ABORT_MESSAGE = b"x" * (1024 * 1024)  # larger than the socket buffers: cut part way
+
+
+@Namespace("/server/abort-mid-frame/")
+class AbortMidFrame(BaseWSClass):
+    """Sends ABORT_MESSAGE until the connection ends (the client stops reading); once
+    RECORD.release is set, aborts with 1008 "slow consumer" (the writer is then blocked part
+    way through a frame). Records the close code."""
+
+    async def on_connect(self, websocket: WebSocket, path: str) -> None:
+        websocket.start_soon(self.flood, websocket)
+        websocket.start_soon(self.abort_on_release, websocket)
+
+    async def flood(self, websocket: WebSocket) -> None:
+        while True:
+            await websocket.send(ABORT_MESSAGE)
+
+    async def abort_on_release(self, websocket: WebSocket) -> None:
+        await RECORD.release.wait()
+        websocket.abort(1008, "slow consumer")
+
+    async def on_close(self, websocket: WebSocket) -> None:
+        RECORD.flood_close = websocket.close_code
+        RECORD.flood_closed.set()

@@ -14,6 +14,10 @@ import trio.testing
 from django.core import checks
 from django.test import override_settings
 from trio_websocket import ConnectionClosed, open_websocket_url
+from websockets.client import ClientProtocol as WebSocketsClient
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -322,6 +326,56 @@ async def test_broadcast_closes_a_stalled_member_with_1008_and_the_rest_get_all_
                     extra -= 1
     assert server_handlers.RECORD.room_closes["stalled"] == 1008
     assert sent > extra  # the stalled member took a few before its buffers filled
+
+
+@override_settings(
+    WEBSOCKET_SEND_TIMEOUT=30, WEBSOCKET_SEND_QUEUE_SIZE=1, WEBSOCKET_CLOSE_TIMEOUT=1
+)
+async def test_abort_mid_frame_ends_the_tcp_connection_without_a_close_frame(
+    server: str,
+) -> None:
+    # abort() cancels the writer part way through a frame (trio: the stream is then in an
+    # unknown state). A close frame written after the half frame would corrupt the stream;
+    # the peer must see whole frames, then at most the start of one, then EOF (RFC 6455
+    # §7.1.7), while the application sees 1008.
+    host, port = server.rsplit(":", 1)
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((host, int(port)))
+    async with trio.SocketStream(sock) as stream:
+        request = WSConnection(ConnectionType.CLIENT).send(
+            Request(host=server, target="/server/abort-mid-frame/")
+        )
+        await stream.send_all(request)
+        received = b""
+        with trio.fail_after(WAIT):
+            while b"\r\n\r\n" not in received:
+                chunk = await stream.receive_some(4096)
+                assert chunk, received
+                received += chunk
+            await trio.testing.wait_all_tasks_blocked()  # the writer is stuck on our window
+            server_handlers.RECORD.release.set()
+            await server_handlers.RECORD.flood_closed.wait()
+            while chunk := await stream.receive_some(65536):  # now read it all, up to EOF
+                received += chunk
+    head, _, data = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    assert server_handlers.RECORD.flood_close == 1008
+    parser = WebSocketsClient(parse_uri(f"ws://{server}/"), state=State.OPEN, max_size=None)
+    parser.receive_data(data)
+    parser.receive_eof()
+    frames = [e for e in parser.events_received() if isinstance(e, Frame)]
+    assert parser.parser_exc is None or isinstance(parser.parser_exc, EOFError), repr(
+        parser.parser_exc
+    )
+    whole = Frame(Opcode.BINARY, server_handlers.ABORT_MESSAGE).serialize(mask=False)
+    messages = [f for f in frames if f.opcode is not Opcode.CLOSE]
+    assert all(f.data == server_handlers.ABORT_MESSAGE for f in messages)
+    rest = data[len(messages) * len(whole) :]
+    if frames and frames[-1].opcode is Opcode.CLOSE:  # a close frame after whole frames only
+        assert parser.parser_exc is None
+    else:  # the start of one frame at most, nothing after it
+        assert whole.startswith(rest), rest[-64:]
 
 
 @override_settings(

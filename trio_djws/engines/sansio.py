@@ -4,7 +4,9 @@ The library parses the handshake and the frames, validates the close handshake, 
 and enforces ``WEBSOCKET_MAX_MESSAGE_SIZE`` (1009); this module moves bytes, reassembles
 fragmented messages and decodes text (strict UTF-8: RFC 6455 §8.1 → 1007), as the library's
 own trio and asyncio connections do. Writes are batched: whatever the protocol has to send
-after one read (pongs, the echo of a close frame) leaves in one ``send_all``.
+after one read (pongs, the echo of a close frame) leaves in one ``send_all``. A ``send_all``
+cancelled part way (``abort()``, a cancelled nursery) closes the socket: nothing, not even a
+close frame, follows the part of a frame already written (RFC 6455 §7.1.7).
 
 Tasks of one connection: the connection model's reader (``receive``), its writer (``send``)
 and the keepalive pinger share the stream through a send lock and a read lock; the read lock
@@ -434,6 +436,7 @@ async def _write(stream: trio.SocketStream, data: list[bytes], seconds: float) -
     # chunk (websockets' SEND_EOF) half-closes. A peer that takes no piece for ``seconds``
     # (WEBSOCKET_SEND_TIMEOUT) has its stream aborted, which also wakes every other task
     # blocked on it; a slow but reading peer makes progress piece by piece and is kept.
+    # A write cancelled part way closes the socket (see below).
     eof = data[-1] == b""
     payload = b"".join(data)
     view = memoryview(payload)
@@ -452,6 +455,13 @@ async def _write(stream: trio.SocketStream, data: list[bytes], seconds: float) -
                     await stream.send_eof()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, "connection lost") from None
+    except trio.Cancelled:
+        # Cancelled part way (abort(), a cancelled nursery): part of a frame may be on the
+        # wire and trio leaves the stream in an unknown state, so nothing more is written,
+        # not even a close frame (RFC 6455 §7.1.7: fail the connection). Closing the socket
+        # now makes every later write find it closed; the peer sees the TCP connection end.
+        stream.socket.close()
+        raise
     if deadline.cancelled_caught:
         logger.warning(
             "%s took no data for %.1f s (WEBSOCKET_SEND_TIMEOUT); aborting the connection",

@@ -10,6 +10,8 @@ handler nursery and ends the server. What trio-websocket leaves to its user, add
 - a close frame when wsproto fails a connection (invalid UTF-8 → 1007, a protocol error →
   1002): trio-websocket only drops the TCP connection then. That needs one private attribute
   of trio-websocket 0.12, read in ``_failed_without_close_frame`` only;
+- after a write cancelled part way (``abort()``, a cancelled nursery) nothing more is
+  written, not even the close frame: the socket is closed (RFC 6455 §7.1.7);
 - keepalive pings every ``WEBSOCKET_PING_INTERVAL`` seconds (trio-websocket has none);
 - a log line naming ``WEBSOCKET_MAX_MESSAGE_SIZE`` when trio-websocket closes with 1009.
 
@@ -186,7 +188,15 @@ class _Stream(trio.abc.HalfCloseableStream):
         self.connection: trio_websocket.WebSocketConnection | None = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
+        try:
+            await self._stream.send_all(data)
+        except trio.Cancelled:
+            # Cancelled part way (abort(), a cancelled nursery): part of a frame may be on
+            # the wire and trio leaves the stream in an unknown state, so nothing more is
+            # written, not even trio-websocket's close frame (RFC 6455 §7.1.7): later writes
+            # find the socket closed, and the peer sees the TCP connection end.
+            self.abort()
+            raise
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
