@@ -505,16 +505,17 @@ FULL: dict[str, dict[str, Any]] = {
     },
 }
 
+SMOKE_BROADCAST: dict[str, Any] = {
+    "receivers": [10],
+    "rates": [5],
+    "duration": 2,
+    "drain": 10,
+    "deadline": 20,
+    "queue_size": 64,
+}
 SMOKE: dict[str, dict[str, Any]] = {
     "echo": {"clients": 5, "round_trips": 50, "window": 4, "deadline": 20},
-    "broadcast": {
-        "receivers": [10],
-        "rates": [5],
-        "duration": 2,
-        "drain": 10,
-        "deadline": 20,
-        "queue_size": 64,
-    },
+    "broadcast": SMOKE_BROADCAST,
     "idle": {"connections": [50], "echo_clients": 5, "round_trips": 20, "deadline": 20},
     "chatroom": {
         "users": 20,
@@ -524,15 +525,7 @@ SMOKE: dict[str, dict[str, Any]] = {
         "databases": ["sqlite", "postgres"],
         "deadline": 30,
     },
-    "redis": {
-        "receivers": [10],
-        "rates": [5],
-        "duration": 2,
-        "drain": 10,
-        "deadline": 20,
-        "queue_size": 64,
-        "redis": True,
-    },
+    "redis": {**SMOKE_BROADCAST, "redis": True},
 }
 
 WORKLOADS = ["echo", "pipelined", "broadcast", "idle", "chatroom", "redis"]

@@ -99,15 +99,21 @@ async def rejected_status(
     return info.value.status_code
 
 
+async def start_hypercorn(nursery: trio.Nursery) -> tuple[str, trio.Event]:
+    """Serve the ASGI app with ``hypercorn.trio.serve`` on 127.0.0.1:0 in ``nursery``;
+    returns ``host:port`` and the event that shuts it down."""
+    shutdown = trio.Event()
+    binds = await nursery.start(
+        partial(serve, get_asgi_application(), hypercorn_config(), shutdown_trigger=shutdown.wait)
+    )
+    return binds[0].removeprefix("http://"), shutdown
+
+
 @pytest.fixture
 async def hypercorn_server(nursery: trio.Nursery) -> AsyncIterator[str]:
     """Serve the ASGI app with ``hypercorn.trio.serve`` on 127.0.0.1:0; yields ``host:port``."""
-    app = get_asgi_application()
-    shutdown = trio.Event()
-    binds = await nursery.start(
-        partial(serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
-    )
-    yield binds[0].removeprefix("http://")
+    address, shutdown = await start_hypercorn(nursery)
+    yield address
     shutdown.set()
 
 
@@ -135,12 +141,8 @@ def transport(request: pytest.FixtureRequest) -> str:
 async def server_address(transport: str, nursery: trio.Nursery) -> AsyncIterator[str]:
     """``host:port`` of a live server on ``transport``."""
     if transport == "hypercorn":
-        app = get_asgi_application()
-        shutdown = trio.Event()
-        binds = await nursery.start(
-            partial(serve, app, hypercorn_config(), shutdown_trigger=shutdown.wait)
-        )
-        yield binds[0].removeprefix("http://")
+        address, shutdown = await start_hypercorn(nursery)
+        yield address
         shutdown.set()
     else:
         yield await start_standalone(nursery, transport)

@@ -17,7 +17,12 @@ from trio_websocket import open_websocket_url
 import tests.redis_handlers  # noqa: F401  (registers /redis/... for the in-process server)
 from tests.processes import REPO_ROOT, child_env
 from tests.redis_server import RedisServer
-from tests.test_redis_broker import in_process_server, redis_settings, server_url, servers
+from tests.test_redis_broker import (
+    group_members,
+    in_process_server,
+    redis_settings,
+    servers,
+)
 from trio_djws import ConfigurationError, publish, publish_json
 from trio_djws.publish import (
     ENVELOPE_VERSION,
@@ -128,13 +133,7 @@ async def test_publish_from_a_separate_process_reaches_clients(redis_server: Red
     )
     with trio.fail_after(TIMEOUT):
         async with servers(2, redis_server.url) as (one, two):
-            url_one, url_two = await server_url(one), await server_url(two)
-            async with (
-                open_websocket_url(f"{url_one}/redis/group/g/") as a,
-                open_websocket_url(f"{url_two}/redis/group/g/") as b,
-            ):
-                for ws in (a, b):
-                    assert await ws.get_message() == "ready"
+            async with group_members(one, two) as (a, b):
                 await trio.run_process([sys.executable, "-c", script], env=env, cwd=REPO_ROOT)
                 command = [sys.executable, "-m", "django", "websocket_publish", "g", "by command"]
                 await trio.run_process(command, env=env, cwd=REPO_ROOT)

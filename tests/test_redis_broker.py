@@ -80,6 +80,22 @@ async def server_url(server: ServerProcess) -> str:
     return (await server.urls())[0]
 
 
+@asynccontextmanager
+async def group_members(*on: ServerProcess) -> AsyncIterator[list[WebSocketConnection]]:
+    """One client of group ``g`` (``/redis/group/g/``) per server in ``on`` (a server may
+    repeat), each past its "ready" message (joined)."""
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                open_websocket_url(f"{await server_url(server)}/redis/group/g/")
+            )
+            for server in on
+        ]
+        for ws in clients:
+            assert await ws.get_message() == "ready"
+        yield clients
+
+
 async def receive_until(ws: WebSocketConnection, sentinel: str) -> list[str]:
     """Every message up to and without ``sentinel``."""
     received: list[str] = []
@@ -123,14 +139,7 @@ async def test_message_reaches_members_on_two_processes_exactly_once_and_in_orde
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with servers(2, redis_server.url) as (one, two):
-            url_one, url_two = await server_url(one), await server_url(two)
-            async with (
-                open_websocket_url(f"{url_one}/redis/group/g/") as a,
-                open_websocket_url(f"{url_one}/redis/group/g/") as a2,
-                open_websocket_url(f"{url_two}/redis/group/g/") as b,
-            ):
-                for ws in (a, a2, b):
-                    assert await ws.get_message() == "ready"
+            async with group_members(one, one, two) as (a, a2, b):
                 await a.send_message(f"burst {BURST}")
                 expected = [str(i) for i in range(BURST)]
                 async with trio.open_nursery() as nursery:
@@ -207,13 +216,7 @@ async def test_redis_restart_resubscribes_calls_on_resync_and_closes_nothing(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with servers(2, redis_server.url) as (one, two):
-            url_one, url_two = await server_url(one), await server_url(two)
-            async with (
-                open_websocket_url(f"{url_one}/redis/group/g/") as a,
-                open_websocket_url(f"{url_two}/redis/group/g/") as b,
-            ):
-                for ws in (a, b):
-                    assert await ws.get_message() == "ready"
+            async with group_members(one, two) as (a, b):
                 await a.send_message("before")
                 for ws in (a, b):
                     assert await ws.get_message() == "before"
