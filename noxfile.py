@@ -38,7 +38,8 @@ def tests(session: nox.Session) -> None:
     # is a temporary file (tests/chatroom/conftest.py).
     sqlite = f"sqlite:///{session.create_tmp()}/chatroom.sqlite3"
     session.run(*chatroom, env={"DATABASE_URL": sqlite})
-    postgres = "postgres://postgres@127.0.0.1:5432/test"  # pytest-django creates test_test
+    # pytest-django creates test_<name>; CHATROOM_POSTGRES_URL lets two checkouts run at once.
+    postgres = os.environ.get("CHATROOM_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
     session.run(
         *chatroom, "--ignore=tests/chatroom/test_browser.py", env={"DATABASE_URL": postgres}
     )
