@@ -9,6 +9,7 @@ Ids are ``trio_djws.E001``... and are never reused. Each message's hint names th
   browser; W041 one ``WEBSOCKET_ALLOWED_ORIGINS`` entry can never match;
 - E042 ``WEBSOCKET_MIDDLEWARE`` lists middleware Django has removed; E043 an entry does not
   import; E044 ``AuthenticationMiddleware`` without ``SessionMiddleware`` before it;
+- E060 ``WEBSOCKET_GROUP_HISTORY`` has a wrong pattern or policy (size, TTL, formatter);
 - W040 an unknown ``WEBSOCKET_*`` setting (a typo, or dwebsocket's/djwebsockets' own).
 """
 
@@ -32,6 +33,7 @@ from .origins import _allowed_hosts  # the same DEBUG defaults as the handshake 
 
 __all__ = [
     "check_broker",
+    "check_group_history",
     "check_handler_modules",
     "check_middleware",
     "check_origins",
@@ -321,3 +323,28 @@ def check_signals(app_configs: Sequence[AppConfig] | None, **kwargs: object) -> 
                     )
                 )
     return errors
+
+
+@register("trio_djws")
+def check_group_history(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
+    """trio_djws.E060: ``WEBSOCKET_GROUP_HISTORY`` has a pattern or policy that is wrong
+    (a size that is not an int >= 1, a TTL under a second, a formatter that does not
+    import)."""
+    from .history import history_policies
+
+    if validate("group_history", getattr(settings, "WEBSOCKET_GROUP_HISTORY", {})) is not None:
+        return []  # a wrong type is E001's
+    try:
+        history_policies()
+    except ConfigurationError as exc:
+        return [
+            Error(
+                str(exc),
+                hint='Map group-name patterns to {"SIZE": messages, "TTL": seconds}, e.g. '
+                '{"chat.*": {"SIZE": 1000, "TTL": 3600}}; remove the setting for no history.',
+                id="trio_djws.E060",
+            )
+        ]
+    return []
