@@ -1,5 +1,5 @@
 """Every command a developer runs: ``nox -s tests``, ``nox -s lint``, ``nox -s chatroom``,
-``nox -s chatroom_standalone``."""
+``nox -s chatroom_standalone``, ``nox -s docs``."""
 
 from __future__ import annotations
 
@@ -123,3 +123,28 @@ def chatroom_standalone(session: nox.Session) -> None:
         if ws_server.poll() is None:
             ws_server.send_signal(signal.SIGINT)  # drain: 1001 after the queued messages
         ws_server.wait(timeout=60)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the site into docs/_build/html (warnings are errors, every cross-reference must
+    resolve), then test it: every internal link resolves, every Python sample of the pages and
+    of README.md runs (sybil), the tutorial page renders in Chromium. Options after ``--`` go
+    to pytest (``-- -k settings``). docs/README.md has the conventions.
+    """
+    session.install("-e", ".[docs]")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-n",
+        "-q",
+        "-E",
+        "-b",
+        "html",
+        "-d",
+        "docs/_build/doctrees",
+        "docs",
+        "docs/_build/html",
+    )
+    session.run("pytest", "-c", "docs/pytest.ini", "docs", *session.posargs)
