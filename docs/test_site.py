@@ -113,6 +113,11 @@ def test_page_cites_no_internal_tracker_numbers(path: Path) -> None:
     assert "../shared" not in text
 
 
+def test_readme_is_short() -> None:
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 150, "README.md holds the overview only: move detail into docs/"
+
+
 def test_readme_samples_run() -> None:
     readme = Sybil(parsers=[PythonCodeBlockParser(), SkipParser()], path=str(REPO))
     document = readme.parse(REPO / "README.md")
