@@ -19,7 +19,8 @@ CHATROOM = "examples/chatroom"
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite: the library's, then the chatroom's on SQLite and on PostgreSQL
-    (needs redis-server, PostgreSQL on 127.0.0.1:5432 and Chromium: see README).
+    (needs redis-server, PostgreSQL on 127.0.0.1:5432 and Chromium: see
+    docs/howto/contributing.md).
 
     pytest-django holds one settings module per process, hence three pytest runs; options
     after ``--`` go to each of them.
@@ -79,7 +80,7 @@ BENCH_DEPS = [*BENCH_SMOKE_DEPS, "daphne>=4", "hypercorn>=0.17", "matplotlib>=3.
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark suite against Django Channels (README, "Benchmarks").
+    """The benchmark suite against Django Channels (docs/explanation/performance.md).
 
     Takes several minutes; writes bench/results/. Options after ``--`` go to
     ``python -m bench`` (e.g. ``-- --workloads echo,broadcast --servers trio-djws,channels-daphne
