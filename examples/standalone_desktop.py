@@ -41,8 +41,8 @@ django.setup()
 from trio_djws.handlers import BroadcastHandler  # noqa: E402
 
 from trio_djws import BaseWSClass, Namespace  # noqa: E402
-from trio_djws.launcher import parse_bind  # noqa: E402
 from trio_djws.server import format_address, serve  # noqa: E402
+from trio_djws.servers.sockets import parse_bind  # noqa: E402
 from trio_djws.typing import Message  # noqa: E402
 from trio_djws.websocket import WebSocket  # noqa: E402
 

@@ -1,9 +1,9 @@
 """Shared fixtures: real servers on ephemeral ports, and a per-test deadline.
 
 ``ws_url`` is parametrised over every transport (``TRANSPORTS``): the ASGI app on Hypercorn's
-trio worker, and the standalone server (``trio_djws.server``) on each protocol engine, so the
-connection-model tests run on all of them and cannot drift apart. Tests of Hypercorn-only
-behaviour use ``hypercorn_ws_url``.
+trio worker, and the standalone server (``trio_djws.servers.standalone``) on each protocol
+engine, so the connection-model tests run on all of them and cannot drift apart. Tests of
+Hypercorn-only behaviour use ``hypercorn_ws_url``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 from tests.redis_server import redis_server  # noqa: F401  (a fixture for every test module)
 from trio_djws.asgi import get_asgi_application
 from trio_djws.conf import ENGINES, get_settings
-from trio_djws.server import serve as serve_standalone
+from trio_djws.servers.standalone import serve as serve_standalone
 
 TEST_DEADLINE = 60.0  # seconds; a hang fails the test instead of freezing CI
 TRANSPORTS = ["hypercorn", *ENGINES]  # "hypercorn": the ASGI path; else a standalone engine
@@ -124,8 +124,8 @@ def hypercorn_ws_url(hypercorn_server: str) -> str:
 
 
 async def start_standalone(nursery: trio.Nursery, engine: str) -> str:
-    """Start ``trio_djws.server.serve`` on 127.0.0.1:0 with ``engine``; returns ``host:port``.
-    It stops (drain, then 1001) when ``nursery`` is cancelled."""
+    """Start ``trio_djws.servers.standalone.serve`` on 127.0.0.1:0 with ``engine``; returns
+    ``host:port``. It stops (drain, then 1001) when ``nursery`` is cancelled."""
     addresses = await nursery.start(partial(serve_standalone, "127.0.0.1", 0, engine=engine))
     host, port = addresses[0]
     return f"{host}:{port}"

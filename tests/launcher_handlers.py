@@ -1,4 +1,4 @@
-"""Handlers and a broker for the ``manage.py serve`` tests (tests/test_launcher.py).
+"""Handlers and a broker for the ``manage.py serve`` tests (tests/test_servers_hypercorn.py).
 
 Each handler reports progress to the ``control`` group, whose members connect to
 ``/launcher/control/``: a test learns there what a handler has done to a client that is not

@@ -1,4 +1,4 @@
-"""Settings for ``manage.py serve`` subprocesses in tests/test_launcher.py.
+"""Settings for ``manage.py serve`` subprocesses in tests/test_servers_hypercorn.py.
 
 Small timeouts keep shutdown tests fast. ``LAUNCHER_TEST_SETTINGS`` (a JSON object of setting
 name to value) overrides settings per test, e.g. ``{"WEBSOCKET_BROKER": {...}}``.

@@ -1,5 +1,5 @@
-"""Handlers for tests/test_server.py, registered when that module imports this one (not through
-WEBSOCKET_HANDLERS: tests/test_conf.py pins that setting)."""
+"""Handlers for tests/test_servers_standalone.py, registered when that module imports this
+one (not through WEBSOCKET_HANDLERS: tests/test_conf.py pins that setting)."""
 
 from __future__ import annotations
 

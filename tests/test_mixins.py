@@ -1,4 +1,4 @@
-"""Django sessions and auth on WebSocket handshakes (trio_djws.mixins, trio_djws.handshake),
+"""Django sessions and auth on WebSocket handshakes (trio_djws.mixins, trio_djws.auth),
 against a live Hypercorn trio server, logged in with Django's test client."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from tests.conftest import hypercorn_config, rejected_status
 from trio_djws import user_group
 from trio_djws.asgi import get_asgi_application
-from trio_djws.handshake import build_request
+from trio_djws.auth import build_request
 from trio_djws.state import current_server
 from trio_djws.threads import to_thread
 

@@ -1,4 +1,4 @@
-"""Django views served over HTTP by tests/test_http.py (routed in tests/urls.py)."""
+"""Django views served over HTTP by tests/test_wsgi_bridge.py (routed in tests/urls.py)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Stream:
     chunks: int = 0  # chunks produced so far
 
 
-# key → Stream; filled and emptied by the `stream` fixture of tests/test_http.py.
+# key → Stream; filled and emptied by the `stream` fixture of tests/test_wsgi_bridge.py.
 STREAMS: dict[str, Stream] = {}
 
 

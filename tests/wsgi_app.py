@@ -1,4 +1,5 @@
-"""The WSGI module the tests/test_wsgi.py subprocesses serve (``gunicorn tests.wsgi_app``)."""
+"""The WSGI module the tests/test_servers_wsgi.py subprocesses serve
+(``gunicorn tests.wsgi_app``)."""
 
 from __future__ import annotations
 

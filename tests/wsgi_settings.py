@@ -1,4 +1,4 @@
-"""Settings for the WSGI subprocesses of tests/test_wsgi.py (``trio_djws.wsgi``): the test
+"""Settings for the WSGI subprocesses of tests/test_servers_wsgi.py (``trio_djws.wsgi``): the test
 settings, the views of tests/wsgi_urls.py, and the WebSocket server on an ephemeral port
 (the tests read it from the server thread's "listening on" log line)."""
 

@@ -1,5 +1,5 @@
 """A sync Django view that reaches the WebSocket clients of the standalone server running in
-the same process (tests/test_wsgi.py)."""
+the same process (tests/test_servers_wsgi.py)."""
 
 from __future__ import annotations
 

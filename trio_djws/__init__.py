@@ -5,6 +5,7 @@ from __future__ import annotations
 from wsproto.frame_protocol import CloseReason as CloseCode
 
 from . import presence
+from .auth import user_group
 from .exceptions import (
     Block,
     BrokerError,
@@ -15,7 +16,6 @@ from .exceptions import (
 )
 from .groups import send_group_json, send_to_group
 from .handler import BaseMixin, BaseWSClass
-from .handshake import user_group
 from .publish import publish, publish_json
 from .routing import Namespace
 from .threads import database_sync_to_thread, to_thread

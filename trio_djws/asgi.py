@@ -2,7 +2,8 @@
 
 - ``lifespan``: always answered (an app that returns from it crashes Hypercorn's trio
   ``serve()``); startup opens the server nursery (broker), shutdown drains and ends it.
-- ``http``: Django's WSGI handler in worker threads (``trio_djws.http``).
+- ``http``: Django's WSGI handler in worker threads (``trio_djws.wsgi_bridge``, this app's
+  WSGI bridge).
 - ``websocket``: routed to the ``@Namespace`` handler for the path (``trio_djws.connection``).
 
 Django's own ``ASGIHandler`` and async ORM need asyncio and fail under trio, hence the WSGI
@@ -19,10 +20,10 @@ from wsproto.frame_protocol import CloseReason
 
 from .connection import serve_websocket
 from .exceptions import ConnectionClosed
-from .http import serve_http
 from .routing import autodiscover
 from .state import open_server
 from .typing import ASGIReceive, ASGISend, Message, Scope, WebSocketScope
+from .wsgi_bridge import serve_http
 
 __all__ = ["ASGITransport", "TrioDjwsApplication", "get_asgi_application"]
 

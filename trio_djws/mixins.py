@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+from .auth import load_request
 from .exceptions import ConfigurationError, Reject
 from .handler import BaseMixin
-from .handshake import load_request
 from .threads import to_thread
 
 if TYPE_CHECKING:

@@ -199,7 +199,7 @@ def publish(group: str, message: Message) -> None:
     if in_trio_worker_thread():
         trio.from_thread.run(send_to_group, group, message)
         return
-    from .wsgi import server_thread  # here: trio_djws.wsgi loads Django's WSGI handler
+    from .servers.wsgi import server_thread  # here: it loads Django's WSGI handler
 
     thread = server_thread()
     if thread is not None:  # get_wsgi_application() runs the server in this process

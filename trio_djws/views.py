@@ -33,10 +33,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpR
 from django.urls import Resolver404, get_resolver
 from wsproto.frame_protocol import CloseReason
 
+from .auth import build_environ
 from .conf import get_settings
 from .exceptions import ConnectionClosed, Reject
 from .handler import BaseWSClass
-from .handshake import build_environ
 from .typing import Message
 
 if TYPE_CHECKING:

@@ -139,7 +139,7 @@ class WebSocket:
         self.subprotocol: str | None = None
         self.close_code: int | None = None
         self.close_reason = ""
-        # Set by DjangoMiddlewareMixin (trio_djws.handshake), in a worker thread at connect.
+        # Set by DjangoMiddlewareMixin (trio_djws.auth), in a worker thread at connect.
         self.request: HttpRequest | None = None
         self.user: AbstractBaseUser | AnonymousUser | None = None
         self.session: SessionBase | None = None
@@ -232,23 +232,23 @@ class WebSocket:
 
     async def refresh_user(self) -> None:
         """Reload ``session`` and ``user`` from the session store (in a worker thread); see
-        ``trio_djws.handshake.refresh_user``. A checkpoint.
+        ``trio_djws.auth.refresh_user``. A checkpoint.
 
         Raises:
             RuntimeError: the handler has no ``DjangoMiddlewareMixin``.
         """
-        from .handshake import refresh_user
+        from .auth import refresh_user
 
         await refresh_user(self)
 
     async def save_session(self) -> None:
         """Persist changes to ``session`` (in a worker thread); see
-        ``trio_djws.handshake.save_session``. A checkpoint.
+        ``trio_djws.auth.save_session``. A checkpoint.
 
         Raises:
             RuntimeError: there is no session (no ``DjangoMiddlewareMixin``).
         """
-        from .handshake import save_session
+        from .auth import save_session
 
         await save_session(self)
 

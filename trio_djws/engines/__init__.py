@@ -1,4 +1,4 @@
-"""Protocol engines of the standalone server (``trio_djws.server``).
+"""Protocol engines of the standalone server (``trio_djws.servers.standalone``).
 
 An engine owns the WebSocket protocol on accepted TCP streams: it parses the handshake
 (answering a malformed one with HTTP 400 itself), builds the ASGI-shaped ``websocket`` scope,
@@ -7,9 +7,9 @@ wraps the connection in a ``Transport`` (``trio_djws.typing``) and hands both to
 mixins, origin checks, limits and groups therefore run identically on every transport; an
 engine adds only protocol I/O:
 
-- ``"websockets"`` (the default), module ``sansio``: ``websockets.server.ServerProtocol``
+- ``"websockets"`` (the default), module ``websockets``: ``websockets.server.ServerProtocol``
   (sans-I/O, C-accelerated framing) on trio streams from ``trio.serve_listeners``.
-- ``"trio_websocket"``, module ``trio_ws``: ``trio_websocket.WebSocketServer`` (the class
+- ``"trio_websocket"``, module ``trio_websocket``: ``trio_websocket.WebSocketServer`` (the class
   behind ``trio_websocket.serve_websocket``; wsproto inside).
 
 Both engines: send every queued message with a write deadline of ``WEBSOCKET_SEND_TIMEOUT``
@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
-from typing import Final, Protocol
+from typing import Protocol
 from urllib.parse import unquote
 
 import trio
@@ -42,8 +42,6 @@ from ..typing import WebSocketScope
 __all__ = ["Engine", "StreamEngine", "get_engine", "make_scope", "peer", "reason_phrase"]
 
 logger = logging.getLogger(__name__)
-
-_MODULES: Final = {"websockets": "sansio", "trio_websocket": "trio_ws"}
 
 
 class Engine(Protocol):
@@ -119,7 +117,7 @@ def get_engine(name: str) -> Engine:
     """
     if name not in ENGINES:
         raise ValueError(f"WEBSOCKET_ENGINE must be one of {', '.join(ENGINES)}, got {name!r}")
-    module = importlib.import_module(f"{__name__}.{_MODULES[name]}")
+    module = importlib.import_module(f"{__name__}.{name}")  # one module per value
     engine: Engine = module.ENGINE
     return engine
 

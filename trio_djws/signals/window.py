@@ -28,7 +28,7 @@ __all__ = ["WindowInfo"]
 
 
 def _user_group(user: object) -> str | None:
-    from ..handshake import user_group
+    from ..auth import user_group
 
     if user is None or not getattr(user, "is_authenticated", False):
         return None

@@ -1,5 +1,5 @@
-"""``manage.py runwebsocket``: the standalone WebSocket server (``trio_djws.server``) in the
-foreground, beside any WSGI deployment."""
+"""``manage.py runwebsocket``: the standalone WebSocket server
+(``trio_djws.servers.standalone``) in the foreground, beside any WSGI deployment."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from trio_djws import launcher, server
 from trio_djws.conf import ENGINES, get_settings
 from trio_djws.exceptions import ConfigurationError
+from trio_djws.servers import standalone
+from trio_djws.servers.sockets import open_sockets, parse_bind
 
 __all__ = ["Command"]
 
@@ -41,11 +42,9 @@ class Command(BaseCommand):
             settings = get_settings()
             binds: list[str] | None = options["bind"]
             addresses = (
-                [launcher.parse_bind(bind) for bind in binds]
-                if binds
-                else [(settings.host, settings.port)]
+                [parse_bind(bind) for bind in binds] if binds else [(settings.host, settings.port)]
             )
-            sockets = launcher.open_sockets(addresses)
+            sockets = open_sockets(addresses)
         except (ValueError, ConfigurationError, OSError) as exc:
             raise CommandError(str(exc)) from exc
-        server.run(sockets, engine=options["engine"], stdout=self.stdout)
+        standalone.run(sockets, engine=options["engine"], stdout=self.stdout)

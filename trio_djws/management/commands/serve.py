@@ -1,4 +1,5 @@
-"""``manage.py serve``: Hypercorn's trio worker with the fixes in ``trio_djws.launcher``."""
+"""``manage.py serve``: Hypercorn's trio worker with the fixes in ``trio_djws.servers.hypercorn``
+(the process: ``trio_djws.servers.serve``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from trio_djws import launcher
 from trio_djws.exceptions import ConfigurationError
+from trio_djws.servers import serve
+from trio_djws.servers.sockets import open_sockets, parse_bind
 
 __all__ = ["Command"]
 
@@ -26,7 +28,7 @@ class Command(BaseCommand):
             action="append",
             metavar="HOST:PORT",
             help=f"address to listen on, repeatable; port 0 picks a free port "
-            f"(default: {launcher.DEFAULT_BIND})",
+            f"(default: {serve.DEFAULT_BIND})",
         )
         parser.add_argument(
             "--workers",
@@ -40,14 +42,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         workers: int = options["workers"]
         try:
-            addresses = [
-                launcher.parse_bind(bind) for bind in options["bind"] or [launcher.DEFAULT_BIND]
-            ]
-            launcher.check_workers(workers)
-            sockets = launcher.open_sockets(addresses)
+            addresses = [parse_bind(bind) for bind in options["bind"] or [serve.DEFAULT_BIND]]
+            serve.check_workers(workers)
+            sockets = open_sockets(addresses)
         except (ValueError, ConfigurationError, OSError) as exc:
             raise CommandError(str(exc)) from exc
-        status = launcher.run(sockets, workers=workers, stdout=self.stdout)
+        status = serve.run(sockets, workers=workers, stdout=self.stdout)
         if status != 0:
             raise CommandError(
                 f"a worker failed (its exit is logged above); exit status {status}",

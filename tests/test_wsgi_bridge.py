@@ -1,4 +1,5 @@
-"""Django over HTTP through trio_djws.http, against a live Hypercorn trio server."""
+"""Django over HTTP through trio_djws.wsgi_bridge (the ASGI app's WSGI bridge), against a live
+Hypercorn trio server."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from hypercorn.trio import serve
 from tests.conftest import hypercorn_config
 from tests.views import FILE_CONTENT, STREAMS, Stream
 from trio_djws.asgi import get_asgi_application
-from trio_djws.http import _RequestBody
 from trio_djws.threads import http_limiter
+from trio_djws.wsgi_bridge import _RequestBody
 
 WAIT = 10.0  # seconds; generous bound on anything the server does for one request
 MIB = 1024 * 1024
@@ -61,11 +62,11 @@ def finished() -> Iterator[tuple[list[int], threading.Event]]:
         threads.append(threading.get_ident())
         event.set()
 
-    request_finished.connect(receiver, dispatch_uid="tests.test_http.finished")
+    request_finished.connect(receiver, dispatch_uid="tests.test_wsgi_bridge.finished")
     try:
         yield threads, event
     finally:
-        request_finished.disconnect(dispatch_uid="tests.test_http.finished")
+        request_finished.disconnect(dispatch_uid="tests.test_wsgi_bridge.finished")
         event.set()
 
 
@@ -307,7 +308,7 @@ async def test_bridge_exception_before_the_response_started_gets_500(
     assert response.status_code == 500
     await wait_requests_done()
     [record] = errors(caplog)
-    assert record.name == "trio_djws.http"
+    assert record.name == "trio_djws.wsgi_bridge"
     assert record.exc_info is not None
     assert "fails on purpose" in str(record.exc_info[1])
     assert (await client.get("/meta/x/")).status_code == 200
@@ -323,7 +324,7 @@ async def test_bridge_exception_after_the_response_started_cuts_it_short(
         with pytest.raises(httpx.RemoteProtocolError):
             await anext(chunks)
     await wait_requests_done()
-    assert [record.name for record in errors(caplog)] == ["trio_djws.http"]
+    assert [record.name for record in errors(caplog)] == ["trio_djws.wsgi_bridge"]
     assert (await client.get("/meta/x/")).status_code == 200
 
 
@@ -335,7 +336,7 @@ async def test_client_gone_mid_body_makes_the_read_raise_unreadable_post_error(
     def receiver(sender: object, **kwargs: object) -> None:
         raised.append(sys.exc_info()[1])
 
-    got_request_exception.connect(receiver, dispatch_uid="tests.test_http.raised")
+    got_request_exception.connect(receiver, dispatch_uid="tests.test_wsgi_bridge.raised")
     try:
         host, _, port = hypercorn_server.rpartition(":")
         async with await trio.open_tcp_stream(host, int(port)) as connection:
@@ -344,7 +345,7 @@ async def test_client_gone_mid_body_makes_the_read_raise_unreadable_post_error(
         await trio.testing.wait_all_tasks_blocked()  # the request has its worker thread
         await wait_requests_done()
     finally:
-        got_request_exception.disconnect(dispatch_uid="tests.test_http.raised")
+        got_request_exception.disconnect(dispatch_uid="tests.test_wsgi_bridge.raised")
     [error] = raised  # request.body raised it; Django answered 500 to nobody
     assert isinstance(error, UnreadablePostError)
     assert "disconnected" in str(error)

@@ -1,58 +1,47 @@
-"""``manage.py serve``: Hypercorn's trio worker, driven from here to fix what its CLI cannot.
+"""The Hypercorn driver: Hypercorn's trio worker, driven from here to fix what its CLI cannot.
 
 Every use of Hypercorn's private internals (``TCPServer``, ``Lifespan``, ``WorkerContext``,
 ``StatsdLogger``, ``ConnectionState``, ``wrap_app``) is in this module and pinned to the
-0.18 series by ``check_hypercorn()``. ``serve()`` follows ``hypercorn.trio.run.worker_serve``
-with these changes (measured in shared/FINDINGS.md):
+0.18 series by ``check_hypercorn()``; no other module of trio_djws imports Hypercorn's
+internals. ``serve()`` follows ``hypercorn.trio.run.worker_serve`` with these changes
+(measured in the project's findings on Hypercorn):
 
 - Containment: each connection runs Hypercorn's ``TCPServer`` under our own
   ``trio.serve_listeners`` handler, which logs any exception and closes only that connection.
   In ``worker_serve`` one malformed packet (an upgrade request followed by a stray byte:
   Hypercorn issue 225) crashes the server.
 - Drain: on the shutdown trigger it stops accepting, then closes every WebSocket with 1001
-  "going away" after flushing its send queue (``trio_djws.state.drain_connections``) within
+  "going away" after flushing its send queue (``trio_djws.servers.lifecycle.drain``) within
   ``WEBSOCKET_SHUTDOWN_TIMEOUT``, and only then lets Hypercorn's grace period and the lifespan
   shutdown run. ``worker_serve`` sends no close frame (clients see 1006) and sends
   ``lifespan.shutdown`` only after connections are gone.
-- Stalled peers: the listening sockets are made here with ``TCP_USER_TIMEOUT``
-  (``WEBSOCKET_TCP_USER_TIMEOUT``), which accepted sockets inherit, and every WebSocket is
-  pinged every ``WEBSOCKET_PING_INTERVAL`` seconds: a peer that stops acknowledging is aborted
-  by the kernel, which unblocks Hypercorn's shielded socket writes.
+- Stalled peers: the listening sockets come from ``trio_djws.servers.sockets.open_sockets``
+  with ``TCP_USER_TIMEOUT`` (``WEBSOCKET_TCP_USER_TIMEOUT``), which accepted sockets inherit,
+  and every WebSocket is pinged every ``WEBSOCKET_PING_INTERVAL`` seconds: a peer that stops
+  acknowledging is aborted by the kernel, which unblocks Hypercorn's shielded socket writes.
 - Pings: one task pings every WebSocket (``_Connections``) instead of Hypercorn's task per
   WebSocket, which cost about 3.4 KiB per idle connection and kept a closed connection's task
   until it woke (up to ``WEBSOCKET_PING_INTERVAL`` seconds), holding shutdown until
   ``graceful_timeout``.
-- Garbage collection: ``tune_gc()`` raises the youngest generation's threshold from CPython's
-  700 to ``GC_THRESHOLD`` allocations, unless the process has set its own. Each held
-  connection keeps about 180 objects the collector tracks; with the default a ramp to 5,000
-  connections ran 8 full collections, more than half of the server's CPU (README, "Benchmarks").
-- Workers (POSIX): ``run(..., workers=N)`` shares the sockets with N spawned processes, as
-  ``hypercorn.run.run`` does, and refuses a broker that does not cross processes. The
-  processes are spawned and supervised by ``trio_djws.workers``; each runs this module's
-  single-process serve loop.
+
+The process around it (signals, garbage collector, worker processes) is
+``trio_djws.servers.serve``'s, the entry point of ``manage.py serve``.
 """
 
 from __future__ import annotations
 
 import copy
-import gc
 import importlib.metadata
 import inspect
 import logging
-import os
 import select
-import signal
 import socket
-import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Final, Protocol, cast
+from typing import Final
 
-import django
 import trio
-from django.conf import settings as django_settings
-from django.utils.module_loading import import_string
 from hypercorn.config import Config
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
@@ -65,35 +54,23 @@ from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, Lifespa
 from hypercorn.utils import wrap_app
 from wsproto.events import Ping
 
-from .conf import SECONDS, broker_backend, get_settings
-from .exceptions import ConfigurationError
-from .state import current_server, drain_connections
-from .workers import stop_when_parent_exits, supervise
+from ..conf import SECONDS, get_settings
+from .lifecycle import drain
+from .sockets import BACKLOG, http_url
 
 __all__ = [
-    "DEFAULT_BIND",
-    "GC_THRESHOLD",
     "GRACE_AFTER_DRAIN",
     "HYPERCORN_SERIES",
     "check_hypercorn",
-    "check_workers",
-    "load_application",
     "make_config",
-    "open_sockets",
-    "parse_bind",
-    "run",
     "serve",
-    "tune_gc",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BIND: Final = "127.0.0.1:8000"
 HYPERCORN_SERIES: Final = "0.18."  # the private API below is that of these releases
 GRACE_AFTER_DRAIN: Final = 1 * SECONDS  # Hypercorn's graceful_timeout = shutdown timeout + this
 _CLOSE_TIMEOUT: Final = 1 * SECONDS  # closing one socket after a failed connection
-GC_THRESHOLD: Final = 7000  # allocations between youngest-generation collections (CPython: 700)
-_CPYTHON_GC_THRESHOLDS: Final = (700, 10, 10)  # gc.get_threshold() of a process that set none
 
 # (callable, parameter names) this module calls; check_hypercorn() compares them.
 _PINNED: Final = (
@@ -109,12 +86,6 @@ _PINNED: Final = (
 )
 
 
-class _Output(Protocol):
-    def write(self, text: str, /) -> object: ...
-
-    def flush(self) -> object: ...
-
-
 def check_hypercorn() -> None:
     """Verify that the installed Hypercorn has the private API this module drives.
 
@@ -125,73 +96,16 @@ def check_hypercorn() -> None:
     version = importlib.metadata.version("hypercorn")
     if not version.startswith(HYPERCORN_SERIES):
         raise RuntimeError(
-            f"trio_djws.launcher drives Hypercorn {HYPERCORN_SERIES}x's private trio worker, "
-            f"but Hypercorn {version} is installed; install hypercorn>=0.18,<0.19"
+            f"trio_djws.servers.hypercorn drives Hypercorn {HYPERCORN_SERIES}x's private trio "
+            f"worker, but Hypercorn {version} is installed; install hypercorn>=0.18,<0.19"
         )
     for function, expected in _PINNED:
         found = tuple(inspect.signature(function).parameters)
         if found != expected:
             raise RuntimeError(
                 f"Hypercorn {version}: {function.__qualname__} takes {found}, "
-                f"trio_djws.launcher expects {expected}"
+                f"trio_djws.servers.hypercorn expects {expected}"
             )
-
-
-def tune_gc() -> None:
-    """Raise the garbage collector's youngest-generation threshold to ``GC_THRESHOLD``
-    allocations, if the process still has CPython's defaults ``(700, 10, 10)`` (a threshold
-    set by the project is kept). Called by ``manage.py serve`` and ``runwebsocket``.
-
-    Why: a server holds thousands of connections, each with about 180 objects the collector
-    tracks (Hypercorn's protocol objects, trio's tasks and cancel scopes, the ``WebSocket``).
-    A full collection visits all of them; with the default threshold they ran often enough
-    while connections were being opened to take more than half of the server's CPU. The
-    middle and oldest thresholds, and CPython's rule that a full collection waits until the
-    long-lived objects have grown by 25 %, are unchanged: cyclic garbage is still collected,
-    after at most ``GC_THRESHOLD`` allocations instead of 700.
-    """
-    if gc.get_threshold() == _CPYTHON_GC_THRESHOLDS:
-        gc.set_threshold(GC_THRESHOLD, *_CPYTHON_GC_THRESHOLDS[1:])
-
-
-def parse_bind(value: str) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` (``[::1]:PORT`` for IPv6); port 0 asks the kernel for a free one.
-
-    Raises:
-        ValueError: not ``HOST:PORT`` with a port in 0-65535.
-    """
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise ValueError(
-            f"--bind expects HOST:PORT (e.g. 127.0.0.1:8000 or [::1]:8000), got {value!r}"
-        )
-    return host, int(port)
-
-
-def check_workers(workers: int) -> None:
-    """Check that ``workers`` processes can serve the configured broker.
-
-    Raises:
-        ValueError: ``workers`` is not an int >= 1.
-        ConfigurationError: ``workers`` > 1 and ``WEBSOCKET_BROKER`` names a broker whose
-            ``cross_process`` is False (the default ``InMemoryBroker``): each process would
-            have its own groups, so group messages would silently reach only some members.
-    """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"--workers expects an int >= 1, got {workers!r}")
-    if workers == 1:
-        return
-    broker_class, _ = broker_backend()
-    backend = str(get_settings().broker["BACKEND"])
-    if not getattr(broker_class, "cross_process", False):
-        raise ConfigurationError(
-            f"--workers {workers} needs a broker that reaches every process, but "
-            f"WEBSOCKET_BROKER['BACKEND'] is {backend!r}, whose cross_process is False: each "
-            f"worker would have its own groups and group messages would reach only the members "
-            f"on the sender's process. Configure a cross-process broker or use --workers 1."
-        )
 
 
 def make_config() -> Config:
@@ -205,77 +119,12 @@ def make_config() -> Config:
     """
     settings = get_settings()
     config = Config()
+    config.backlog = BACKLOG  # the sockets are ours (open_sockets); the same value
     config.websocket_max_message_size = settings.max_message_size
     config.websocket_ping_interval = settings.ping_interval
     config.graceful_timeout = settings.shutdown_timeout + GRACE_AFTER_DRAIN
     config.shutdown_timeout = settings.shutdown_timeout + GRACE_AFTER_DRAIN
     return config
-
-
-def load_application() -> ASGIFramework:
-    """The ``ASGI_APPLICATION`` setting (a dotted path) if set, else
-    ``trio_djws.asgi.get_asgi_application()``. Needs ``django.setup()`` to have run.
-
-    Raises:
-        ImportError: ``ASGI_APPLICATION`` cannot be imported.
-    """
-    path = getattr(django_settings, "ASGI_APPLICATION", None)
-    if path:
-        app: object = import_string(path)
-    else:
-        from .asgi import get_asgi_application
-
-        app = get_asgi_application()
-    # Our TypedDicts for scopes and events are not Hypercorn's, though the protocol is the same.
-    return cast("ASGIFramework", app)
-
-
-def open_sockets(addresses: Sequence[tuple[str, int]]) -> list[socket.socket]:
-    """Bind and listen on each ``(host, port)``, with ``SO_REUSEADDR``, Hypercorn's ``backlog``
-    and ``TCP_USER_TIMEOUT`` = ``WEBSOCKET_TCP_USER_TIMEOUT`` seconds (Linux; None: unset).
-
-    Accepted sockets inherit ``TCP_USER_TIMEOUT``: data unacknowledged that long (a peer gone
-    or stalled at a zero window) aborts the connection. ``Config.create_sockets`` cannot set it.
-
-    Raises:
-        OSError: an address cannot be bound; the message names it. No socket is left open.
-    """
-    timeout = get_settings().tcp_user_timeout
-    backlog = make_config().backlog
-    sockets: list[socket.socket] = []
-    try:
-        for host, port in addresses:
-            sockets.append(_open_socket(host, port, backlog, timeout))
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-def _open_socket(host: str, port: int, backlog: int, user_timeout: float | None) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as Hypercorn does
-        if user_timeout is not None:
-            option = getattr(socket, "TCP_USER_TIMEOUT", None)
-            if option is None:
-                logger.warning("TCP_USER_TIMEOUT is not available here; stalled peers are kept")
-            else:
-                sock.setsockopt(socket.IPPROTO_TCP, option, round(user_timeout * 1000))
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
-
-
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
 
 
 def _peer(stream: trio.SocketStream) -> str:
@@ -402,24 +251,6 @@ class _Connections:
             await stream._send_wsproto_event(Ping())
 
 
-async def _drain() -> None:
-    # The drain deadline is a setting, so it is applied here, by the scope's owner.
-    timeout = get_settings().shutdown_timeout
-    started = trio.current_time()
-    with trio.move_on_after(timeout) as deadline:
-        await drain_connections()
-    took = trio.current_time() - started
-    if deadline.cancelled_caught:
-        logger.warning(
-            "%d connections still open after WEBSOCKET_SHUTDOWN_TIMEOUT (%.1f s); "
-            "Hypercorn cancels them at its graceful_timeout",
-            len(current_server().connections),
-            timeout,
-        )
-    else:
-        logger.info("all connections closed in %.2f s", took)
-
-
 async def serve(
     app: ASGIFramework,
     config: Config,
@@ -443,8 +274,8 @@ async def serve(
         config: Hypercorn's config (``make_config()``); its ``bind`` is ignored. Its
             ``websocket_ping_interval`` (seconds, None: no pings) is applied by one task of
             this module, not by Hypercorn; ``config`` itself is not modified.
-        sockets: bound, listening, non-blocking TCP sockets (``open_sockets()``); closed
-            when accepting stops.
+        sockets: bound, listening, non-blocking TCP sockets
+            (``trio_djws.servers.sockets.open_sockets``); closed when accepting stops.
         shutdown_trigger: returns when shutdown should start.
         task_status: reports ``["http://HOST:PORT", ...]`` once accepting.
 
@@ -462,7 +293,7 @@ async def serve(
     lifespan_state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, lifespan_state)
     context = WorkerContext(None)  # no max_requests: workers are never recycled
-    urls = [_url(sock) for sock in sockets]
+    urls = [http_url(sock) for sock in sockets]
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
@@ -487,130 +318,8 @@ async def serve(
             grace_ends = trio.current_time() + config.graceful_timeout
             logger.info("stopped accepting on %s; closing connections with 1001", ", ".join(urls))
             await context.terminated.set()  # idle HTTP keep-alive connections close now
-            await _drain()
+            await drain("Hypercorn cancels them at its graceful_timeout")
             server_nursery.cancel_scope.deadline = grace_ends
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()
     logger.info("server stopped")
-
-
-async def _stop_on_signals(
-    signals: Sequence[int],
-    stop: trio.Event,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    # The receiver stays open until cancelled: a second signal during the drain is logged,
-    # not turned into KeyboardInterrupt or the default SIGTERM death.
-    with trio.open_signal_receiver(*signals) as received:
-        task_status.started()
-        async for signum in received:
-            name = signal.Signals(signum).name
-            if stop.is_set():
-                logger.info("%s received while shutting down; ignored", name)
-            else:
-                logger.info("%s received; shutting down", name)
-                stop.set()
-
-
-async def _serve_until_stopped(
-    app: ASGIFramework,
-    config: Config,
-    sockets: Sequence[socket.socket],
-    signals: Sequence[int],
-    on_ready: Callable[[list[str]], None],
-    watch_parent: bool,
-) -> None:
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(_stop_on_signals, signals, stop)
-        if watch_parent:
-            nursery.start_soon(stop_when_parent_exits, stop)
-        async with trio.open_nursery() as server:
-            urls = await server.start(
-                partial(serve, app, config, sockets, shutdown_trigger=stop.wait)
-            )
-            on_ready(urls)
-        nursery.cancel_scope.cancel()
-
-
-def _announce(stdout: _Output, urls: list[str]) -> None:
-    for url in urls:
-        stdout.write(f"Listening on {url}\n")
-    stdout.flush()
-
-
-def _serve_worker(
-    index: int, sockets: list[socket.socket], on_ready: Callable[[list[str]], None]
-) -> None:
-    # A worker process's main (run by trio_djws.workers with SIGINT ignored): the parent
-    # turns SIGINT/SIGTERM into one SIGTERM per worker, and a worker stops if it dies.
-    django.setup(set_prefix=False)
-    app = load_application()
-    tune_gc()
-    logger.info("worker %d (pid %d) starting", index, os.getpid())
-    trio.run(
-        _serve_until_stopped,
-        app,
-        make_config(),
-        sockets,
-        (signal.SIGTERM,),
-        on_ready,
-        True,
-    )
-
-
-async def _supervise_workers(sockets: list[socket.socket], count: int, stdout: _Output) -> int:
-    urls = [_url(sock) for sock in sockets]  # before supervise() closes the sockets
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        # Signals are handled before any child exists, so none is orphaned by an early SIGTERM.
-        await nursery.start(_stop_on_signals, (signal.SIGINT, signal.SIGTERM), stop)
-        status = await supervise(
-            sockets, count, _serve_worker, partial(_announce, stdout, urls), stop
-        )
-        nursery.cancel_scope.cancel()
-    return status
-
-
-def run(sockets: list[socket.socket], *, workers: int = 1, stdout: _Output = sys.stdout) -> int:
-    """Serve the application (``load_application()``) on ``sockets`` until SIGINT or SIGTERM.
-
-    Blocks (``trio.run``): the entry point of ``manage.py serve``. Prints one line
-    ``Listening on http://HOST:PORT`` per socket to ``stdout`` (flushed) once connections are
-    served. The first SIGINT/SIGTERM drains and stops (see ``serve()``); later ones are ignored.
-
-    With ``workers`` > 1, spawns that many processes (``multiprocessing`` "spawn", as
-    ``hypercorn.run.run``) that each serve the shared sockets with ``serve()``; SIGINT or
-    SIGTERM to this process becomes one SIGTERM per worker, and a worker that exits stops the
-    others. Workers also shut down if this process dies.
-
-    Args:
-        sockets: from ``open_sockets()``; closed by the time this returns.
-        workers: processes, >= 1; > 1 needs a cross-process ``WEBSOCKET_BROKER``.
-        stdout: where the ``Listening on`` lines go.
-
-    Returns:
-        The exit status: 0, or that of the first worker that failed.
-
-    Raises:
-        RuntimeError: the installed Hypercorn is not the one this module drives.
-        ValueError, ConfigurationError: as ``check_workers()``.
-    """
-    check_hypercorn()
-    check_workers(workers)
-    if workers > 1:
-        return trio.run(_supervise_workers, sockets, workers, stdout)
-    app = load_application()
-    tune_gc()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    trio.run(
-        _serve_until_stopped,
-        app,
-        make_config(),
-        sockets,
-        signals,
-        partial(_announce, stdout),
-        False,
-    )
-    return 0

@@ -1,4 +1,5 @@
-"""``manage.py serve`` (trio_djws/launcher.py), run as a subprocess against real clients.
+"""``manage.py serve`` (trio_djws/servers/hypercorn.py, trio_djws/servers/serve.py), run as a
+subprocess against real clients.
 
 Each server is ``python -m django serve --bind 127.0.0.1:0`` with tests/launcher_settings.py
 (shutdown timeout 3 s, TCP_USER_TIMEOUT 2 s, pings every 1 s); tests learn the port from its
@@ -35,8 +36,8 @@ from wsproto.events import AcceptConnection, Event, Ping, Request, TextMessage
 from tests import launcher_settings
 from tests.launcher_handlers import BURST_COUNT, BURST_SIZE
 from tests.processes import run_serve
-from trio_djws import launcher
 from trio_djws.asgi import get_asgi_application
+from trio_djws.servers import hypercorn, lifecycle, sockets
 
 TIMEOUT: Final = 45.0  # seconds per test; the autouse watchdog in conftest allows 60
 SHUTDOWN_TIMEOUT: Final = launcher_settings.WEBSOCKET_SHUTDOWN_TIMEOUT
@@ -368,17 +369,17 @@ async def test_config_carries_the_websocket_settings() -> None:
     with override_settings(
         WEBSOCKET_PING_INTERVAL=7, WEBSOCKET_MAX_MESSAGE_SIZE=4096, WEBSOCKET_SHUTDOWN_TIMEOUT=5
     ):
-        config = launcher.make_config()
+        config = hypercorn.make_config()
     assert config.websocket_ping_interval == 7
     assert config.websocket_max_message_size == 4096
-    assert config.graceful_timeout == 5 + launcher.GRACE_AFTER_DRAIN
+    assert config.graceful_timeout == 5 + hypercorn.GRACE_AFTER_DRAIN
     with override_settings(WEBSOCKET_PING_INTERVAL=None):
-        assert launcher.make_config().websocket_ping_interval is None
+        assert hypercorn.make_config().websocket_ping_interval is None
 
 
 async def test_accepted_sockets_inherit_tcp_user_timeout() -> None:
     with override_settings(WEBSOCKET_TCP_USER_TIMEOUT=2.5):
-        (listening,) = launcher.open_sockets([("127.0.0.1", 0)])
+        (listening,) = sockets.open_sockets([("127.0.0.1", 0)])
     with trio.socket.from_stdlib_socket(listening) as listener, trio.socket.socket() as client:
         await client.connect(listener.getsockname())
         accepted, _ = await listener.accept()
@@ -390,10 +391,10 @@ def test_tune_gc_raises_the_default_threshold_and_keeps_a_projects_own() -> None
     saved = gc.get_threshold()
     try:
         gc.set_threshold(700, 10, 10)  # CPython's defaults
-        launcher.tune_gc()
-        assert gc.get_threshold() == (launcher.GC_THRESHOLD, 10, 10)
+        lifecycle.tune_gc()
+        assert gc.get_threshold() == (lifecycle.GC_THRESHOLD, 10, 10)
         gc.set_threshold(1234, 5, 6)  # the project's own: kept
-        launcher.tune_gc()
+        lifecycle.tune_gc()
         assert gc.get_threshold() == (1234, 5, 6)
     finally:
         gc.set_threshold(*saved)
@@ -426,4 +427,4 @@ def test_hypercorn_private_api_is_the_one_the_launcher_drives() -> None:
     context = WorkerContext(None)
     assert hasattr(context, "terminated") and hasattr(context.terminated, "set")
     assert {"backlog", "graceful_timeout", "shutdown_timeout"} <= set(dir(Config))
-    launcher.check_hypercorn()
+    hypercorn.check_hypercorn()

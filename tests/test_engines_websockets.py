@@ -1,4 +1,4 @@
-"""The ``websockets`` engine's write paths (trio_djws.engines.sansio), on a real TCP connection
+"""The ``websockets`` engine's write paths (trio_djws.engines.websockets), on a real TCP connection
 with the library's own client protocol at the other end: the non-blocking fast path
 (``send_nowait``), a frame partly written by it and finished by the queued path, the frame
 reused across a broadcast, and the protocol's own framing when an extension was negotiated."""
@@ -21,7 +21,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from trio_djws.engines.sansio import SansIOTransport
+from trio_djws.engines.websockets import SansIOTransport
 from trio_djws.exceptions import ConnectionClosed
 from trio_djws.typing import Message
 

@@ -2,12 +2,12 @@
 ``WEBSOCKET_MIDDLEWARE`` chain, and the user, session and language it yields.
 
 The request is Django's own ``WSGIRequest``, built from the PEP 3333 environ of the handshake
-(the same ``_build_environ`` that ``trio_djws.http`` uses for HTTP), so headers, cookies, path,
-query string and client address read exactly as in a view. The middleware chain is loaded as
-Django's ``BaseHandler.load_middleware`` does (``import_string``, ``MiddlewareNotUsed``,
-``convert_exception_to_response``), from ``WEBSOCKET_MIDDLEWARE`` instead of ``MIDDLEWARE``;
-its innermost handler answers with an empty 200 that means "go on". Anything else a middleware
-returns (a redirect, a 403, the 500 of an exception) refuses the handshake with its status.
+(``trio_djws.environ.wsgi_environ``, which the ASGI app's WSGI bridge uses for HTTP), so headers,
+cookies, path, query string and client address read exactly as in a view. The middleware chain is
+loaded as Django's ``BaseHandler.load_middleware`` does (``import_string``, ``MiddlewareNotUsed``,
+``convert_exception_to_response``), from ``WEBSOCKET_MIDDLEWARE`` instead of ``MIDDLEWARE``; its
+innermost handler answers with an empty 200 that means "go on". Anything else a middleware returns
+(a redirect, a 403, the 500 of an exception) refuses the handshake with its status.
 
 Everything that may touch the database runs in a worker thread under the DB limiter
 (``WEBSOCKET_DB_THREADS``): the middleware, the first use of Django's lazy ``request.user``
@@ -34,8 +34,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.module_loading import import_string
 
 from .conf import get_settings
+from .environ import wsgi_environ  # shared with the ASGI app's WSGI bridge
 from .exceptions import ConfigurationError, Reject
-from .http import _build_environ  # shared with the HTTP bridge: one environ builder
 from .threads import to_thread
 from .typing import HTTPScope, WebSocketScope
 
@@ -75,7 +75,7 @@ def build_environ(scope: WebSocketScope) -> dict[str, Any]:
         "HTTPScope",
         {**scope, "type": "http", "method": "GET", "scheme": _HTTP_SCHEMES.get(scheme, scheme)},
     )
-    return dict(_build_environ(http_scope, cast("Any", io.BytesIO())))
+    return dict(wsgi_environ(http_scope, io.BytesIO()))
 
 
 def build_request(scope: WebSocketScope) -> WSGIRequest:
@@ -132,7 +132,7 @@ def _clear_chains(*, setting: str, **kwargs: object) -> None:
         _chain.cache_clear()
 
 
-setting_changed.connect(_clear_chains, dispatch_uid="trio_djws.handshake.clear_chains")
+setting_changed.connect(_clear_chains, dispatch_uid="trio_djws.auth.clear_chains")
 
 
 def _resolved_user(request: HttpRequest) -> AbstractBaseUser | AnonymousUser | None:

@@ -1,4 +1,4 @@
-"""Handlers for tests/test_connection_review.py, registered when that module imports this one
+"""Handlers for tests/test_connection.py, registered when that module imports this one
 (not through WEBSOCKET_HANDLERS: tests/test_conf.py pins that setting)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from trio_djws.websocket import WebSocket
 
 
 class Record:
-    """What the review handlers saw; reset by each test."""
+    """What the connection handlers saw; reset by each test."""
 
     def __init__(self) -> None:
         self.events: list[str] = []
@@ -31,7 +31,7 @@ class _Recording(BaseWSClass):
         RECORD.closed.set()
 
 
-@Namespace("/review/stream/")
+@Namespace("/connection/stream/")
 class Stream(_Recording):
     """on_message("stream") sends a tick every second until the connection closes."""
 
@@ -50,7 +50,7 @@ class Stream(_Recording):
             raise
 
 
-@Namespace("/review/wait/")
+@Namespace("/connection/wait/")
 class Wait(_Recording):
     """on_message("wait") waits forever without sending; any other message is recorded
     after a one-second pause."""
@@ -65,7 +65,7 @@ class Wait(_Recording):
         RECORD.events.append(f"handled {message!s}")
 
 
-@Namespace("/review/fail/")
+@Namespace("/connection/fail/")
 class FailInOnMessage(_Recording):
     """on_message("boom") raises ValueError; "reject" raises Reject after the accept."""
 
@@ -75,7 +75,7 @@ class FailInOnMessage(_Recording):
         raise ValueError("boom")
 
 
-@Namespace("/review/history/")
+@Namespace("/connection/history/")
 class History(BaseWSClass):
     """Queues ``?n=`` messages in on_connect, before the accept (a history replay)."""
 
@@ -84,7 +84,7 @@ class History(BaseWSClass):
             await websocket.send(f"history {i}")
 
 
-@Namespace("/review/ticker/")
+@Namespace("/connection/ticker/")
 class Ticker(_Recording):
     """on_connect starts a background task that sends a tick every second until the
     connection ends (which cancels it), counting them in ``websocket.ticks`` (an attribute

@@ -1,4 +1,4 @@
-"""The standalone server (trio_djws.server) on each engine: bad input, stalled readers,
+"""The standalone server (trio_djws.servers.standalone) on each engine: bad input, stalled readers,
 close codes, shutdown drain, keepalive. The connection model's own tests run on these engines
 through the parametrised ``ws_url`` fixture (tests/conftest.py)."""
 

@@ -1,4 +1,5 @@
-"""Django's WSGI handler for the ASGI ``http`` scope, in worker threads.
+"""The ASGI app's WSGI bridge: Django's WSGI handler for the ASGI ``http`` scope, in worker
+threads (``trio_djws.asgi`` routes the ``http`` scope here).
 
 Django's ``ASGIHandler`` needs asyncio and fails under trio, so each HTTP request goes
 through Django's WSGI handler (PEP 3333) in one worker thread under ``http_limiter()``
@@ -34,19 +35,19 @@ import logging
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Final, Protocol
-from urllib.parse import unquote_to_bytes
+from typing import TYPE_CHECKING, Final
 
 import trio
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import setting_changed
 from django.http import UnreadablePostError
 
+from .environ import wsgi_environ
 from .threads import http_limiter
 from .typing import ASGIReceive, ASGISend, HTTPScope
 
 if TYPE_CHECKING:
-    from wsgiref.types import WSGIApplication, WSGIEnvironment
+    from wsgiref.types import WSGIApplication
 
     from _typeshed import OptExcInfo
 
@@ -55,9 +56,6 @@ __all__ = ["serve_http"]
 logger = logging.getLogger(__name__)
 
 _ERROR_BODY: Final = b"Internal Server Error"
-# bytes per http.response.body message of a FileResponse: Django's 4 KiB blocks would cost
-# one trio round trip (~70 µs) each.
-_FILE_BLOCK_SIZE: Final = 64 * 1024
 _handler_lock = threading.Lock()
 
 
@@ -77,7 +75,7 @@ def _clear_handler(*, setting: str, **kwargs: object) -> None:
         _cached_handler.cache_clear()
 
 
-setting_changed.connect(_clear_handler, dispatch_uid="trio_djws.http.clear_handler")
+setting_changed.connect(_clear_handler, dispatch_uid="trio_djws.wsgi_bridge.clear_handler")
 
 
 async def serve_http(scope: HTTPScope, receive: ASGIReceive, send: ASGISend) -> None:
@@ -184,7 +182,7 @@ class _Exchange:
     # -- worker thread ---------------------------------------------------------------
 
     def run(self) -> None:
-        environ = _build_environ(self._scope, _RequestBody(self._next_chunk))
+        environ = wsgi_environ(self._scope, _RequestBody(self._next_chunk))
         response = _wsgi_handler()(environ, self._start_response)
         complete = False
         tail = b""
@@ -301,76 +299,3 @@ class _RequestBody:
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.readline, b"")
-
-
-class _Readable(Protocol):
-    def read(self, size: int, /) -> bytes: ...
-
-
-class _FileWrapper:
-    """``wsgi.file_wrapper``: Django's ``FileResponse`` in blocks of at least
-    ``_FILE_BLOCK_SIZE`` bytes. Its ``close()`` closes the file, which Django has pointed
-    at the response's own ``close()``."""
-
-    def __init__(self, file: _Readable, block_size: int = _FILE_BLOCK_SIZE) -> None:
-        self._file = file
-        self._block_size = max(block_size, _FILE_BLOCK_SIZE)
-
-    def __iter__(self) -> Iterator[bytes]:
-        while block := self._file.read(self._block_size):
-            yield block
-
-    def close(self) -> None:
-        close = getattr(self._file, "close", None)
-        if close is not None:
-            close()
-
-
-def _build_environ(scope: HTTPScope, body: _RequestBody) -> WSGIEnvironment:
-    """The PEP 3333 environ of an ASGI ``http`` scope.
-
-    Like Hypercorn's ``_build_environ``, except: PATH_INFO comes from ``raw_path``,
-    percent-decoded to bytes and carried as latin-1 (PEP 3333's "bytes in str"), so Django
-    sees the bytes the client sent, invalid UTF-8 included; SERVER_PORT is a str; a
-    ``root_path`` missing from the path is not a 404 (Django's ``ASGIRequest`` does the
-    same); headers with ``_`` in their name are dropped, as Django's runserver, nginx and
-    Apache do, so that ``x_forwarded_for`` cannot pass for ``X-Forwarded-For``.
-    """
-    raw_path = scope.get("raw_path")
-    path = unquote_to_bytes(raw_path.partition(b"?")[0]) if raw_path else scope["path"].encode()
-    script_name = scope.get("root_path", "").encode()
-    scheme = scope.get("scheme", "http")
-    host, port = scope.get("server") or ("localhost", None)
-    environ: WSGIEnvironment = {
-        "REQUEST_METHOD": scope["method"],
-        "SCRIPT_NAME": script_name.decode("latin-1"),
-        "PATH_INFO": path.removeprefix(script_name).decode("latin-1"),
-        "QUERY_STRING": scope["query_string"].decode("latin-1"),
-        "SERVER_NAME": host,
-        "SERVER_PORT": str(port) if port is not None else ("443" if scheme == "https" else "80"),
-        "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
-        "wsgi.input": body,
-        "wsgi.input_terminated": True,  # read() ends at the end of the body, chunked or not
-        "wsgi.errors": sys.stderr,
-        "wsgi.file_wrapper": _FileWrapper,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": True,  # Hypercorn may run several worker processes
-        "wsgi.run_once": False,
-    }
-    client = scope.get("client")
-    if client is not None:
-        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
-    for raw_name, raw_value in scope["headers"]:
-        name = raw_name.decode("latin-1").upper()
-        if "_" in name:
-            continue
-        key = name.replace("-", "_")
-        if key not in {"CONTENT_TYPE", "CONTENT_LENGTH"}:
-            key = f"HTTP_{key}"
-        value = raw_value.decode("latin-1")
-        if key in environ:  # repeated header: joined as RFC 9110 §5.3 allows (cookies: "; ")
-            value = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
-        environ[key] = value
-    return environ

@@ -1,14 +1,13 @@
 """Worker processes for ``manage.py serve --workers N`` (POSIX): spawn, supervise, stop.
 
-``trio_djws.launcher.run`` calls ``supervise()`` when ``workers`` > 1. It spawns N processes
-(``multiprocessing`` "spawn", as ``hypercorn.run.run``) that share the listening sockets; each
-runs the launcher's single-process serve loop and reports once it is serving. Stopping the
-parent (its ``stop`` event, set on SIGINT/SIGTERM) becomes one SIGTERM per ready worker, and a
-worker that exits stops the others. Each worker also stops when the parent dies
-(``stop_when_parent_exits()``).
+``trio_djws.servers.serve.run`` calls ``supervise()`` when ``workers`` > 1. It spawns N processes
+(``multiprocessing`` "spawn", as ``hypercorn.run.run``) that share the listening sockets; each runs
+that module's single-process serve loop and reports once it is serving. Stopping the parent (its
+``stop`` event, set on SIGINT/SIGTERM) becomes one SIGTERM per ready worker, and a worker that exits
+stops the others. Each worker also stops when the parent dies (``stop_when_parent_exits()``).
 
 This module uses neither Hypercorn nor Django: what a worker runs comes in as ``serve_worker``,
-so ``trio_djws.launcher`` imports this module and never the reverse.
+so ``trio_djws.servers.serve`` imports this module and never the reverse.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Connection model: regressions found in the second review (in memory, MockClock)."""
+"""The connection model (trio_djws.connection): a peer leaving mid-hook, hook failures and
+slow consumers logged once, the send queue at connect (in memory, MockClock, and live)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import trio.testing
 from django.test import override_settings
 from trio_websocket import open_websocket_url
 
-from tests import handlers, review_handlers
+from tests import connection_handlers, handlers
 from trio_djws import ConnectionClosed
 from trio_djws.asgi import get_asgi_application
 from trio_djws.state import drain_connections
@@ -18,9 +19,9 @@ from trio_djws.testing import WebSocketTestClient
 
 
 @pytest.fixture(autouse=True)
-def _record() -> review_handlers.Record:
-    review_handlers.RECORD = review_handlers.Record()
-    return review_handlers.RECORD
+def _record() -> connection_handlers.Record:
+    connection_handlers.RECORD = connection_handlers.Record()
+    return connection_handlers.RECORD
 
 
 async def test_peer_leaving_during_a_streaming_on_message_ends_the_connection(
@@ -29,13 +30,13 @@ async def test_peer_leaving_during_a_streaming_on_message_ends_the_connection(
     # On Hypercorn (and the test client) a send after the disconnect silently does nothing,
     # so only the receive side can tell a streaming hook that the peer has gone.
     with trio.fail_after(60):
-        async with WebSocketTestClient(get_asgi_application(), "/review/stream/") as client:
+        async with WebSocketTestClient(get_asgi_application(), "/connection/stream/") as client:
             await client.send("stream")
             assert await client.receive() == "tick 0"
             await client.close(4000)  # returns once the app is done with the connection
-        await review_handlers.RECORD.closed.wait()
-    assert review_handlers.RECORD.events == ["send raised 4000"]
-    assert review_handlers.RECORD.on_close_code == 4000
+        await connection_handlers.RECORD.closed.wait()
+    assert connection_handlers.RECORD.events == ["send raised 4000"]
+    assert connection_handlers.RECORD.on_close_code == 4000
 
 
 @override_settings(WEBSOCKET_CLOSE_TIMEOUT=5)
@@ -43,37 +44,37 @@ async def test_peer_leaving_during_a_stuck_on_message_cancels_it_after_close_tim
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(60):
-        async with WebSocketTestClient(get_asgi_application(), "/review/wait/") as client:
+        async with WebSocketTestClient(get_asgi_application(), "/connection/wait/") as client:
             await client.send("wait")
-            await review_handlers.RECORD.in_hook.wait()
+            await connection_handlers.RECORD.in_hook.wait()
             start = trio.current_time()
             await client.close(4000)
             assert trio.current_time() - start == pytest.approx(5)
-    assert review_handlers.RECORD.on_close_code == 4000
+    assert connection_handlers.RECORD.on_close_code == 4000
 
 
 async def test_message_sent_just_before_the_peer_leaves_is_still_handled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with WebSocketTestClient(get_asgi_application(), "/review/wait/") as client:
+    async with WebSocketTestClient(get_asgi_application(), "/connection/wait/") as client:
         await client.send("first")
         await client.send("second")
         await client.close(1000)
-    assert review_handlers.RECORD.events == ["handled first", "handled second"]
-    assert review_handlers.RECORD.on_close_code == 1000
+    assert connection_handlers.RECORD.events == ["handled first", "handled second"]
+    assert connection_handlers.RECORD.on_close_code == 1000
 
 
 @pytest.mark.parametrize(("message", "code"), [("boom", 1011), ("reject", 1008)])
 async def test_on_close_after_a_failing_on_message_sees_the_close_code(
     message: str, code: int
 ) -> None:
-    async with WebSocketTestClient(get_asgi_application(), "/review/fail/") as client:
+    async with WebSocketTestClient(get_asgi_application(), "/connection/fail/") as client:
         await client.send(message)
         with pytest.raises(ConnectionClosed) as info:
             await client.receive()
     assert info.value.code == code
-    assert review_handlers.RECORD.on_close_code == code
-    assert review_handlers.RECORD.on_close_closed is True
+    assert connection_handlers.RECORD.on_close_code == code
+    assert connection_handlers.RECORD.on_close_closed is True
 
 
 async def test_hook_failure_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -110,7 +111,7 @@ async def test_on_connect_may_queue_more_than_the_send_queue_holds(
     with trio.fail_after(60):
         start = trio.current_time()
         async with WebSocketTestClient(
-            get_asgi_application(), "/review/history/", query_string="n=10"
+            get_asgi_application(), "/connection/history/", query_string="n=10"
         ) as client:
             assert [await client.receive() for _ in range(10)] == [
                 f"history {i}" for i in range(10)
@@ -124,14 +125,14 @@ async def test_peer_leaving_during_a_streaming_on_message_ends_the_live_connecti
     # Hypercorn's send after a disconnect returns without error (FINDINGS.md), so without a
     # receive side running during the hook this connection would live until server shutdown.
     # The standalone engines see the client's own close code (1000 from trio-websocket).
-    async with open_websocket_url(f"{ws_url}/review/stream/") as ws:
+    async with open_websocket_url(f"{ws_url}/connection/stream/") as ws:
         await ws.send_message("stream")
         assert await ws.get_message() == "tick 0"
     with trio.fail_after(10):
-        await review_handlers.RECORD.closed.wait()
+        await connection_handlers.RECORD.closed.wait()
     code = 1006 if transport == "hypercorn" else 1000  # Hypercorn: always 1006
-    assert review_handlers.RECORD.events == [f"send raised {code}"]
-    assert review_handlers.RECORD.on_close_code == code
+    assert connection_handlers.RECORD.events == [f"send raised {code}"]
+    assert connection_handlers.RECORD.on_close_code == code
 
 
 async def test_peer_leaving_a_connection_that_never_sent_is_noticed(
@@ -140,13 +141,13 @@ async def test_peer_leaving_a_connection_that_never_sent_is_noticed(
     # Until its first message a connection has no reader task: the connection's own task
     # receives, so a departed peer still stops a background task streaming to it.
     with trio.fail_after(60):
-        async with WebSocketTestClient(get_asgi_application(), "/review/ticker/") as client:
+        async with WebSocketTestClient(get_asgi_application(), "/connection/ticker/") as client:
             assert [await client.receive() for _ in range(3)] == ["tick 0", "tick 1", "tick 2"]
             start = trio.current_time()
             await client.close(4000)
-        await review_handlers.RECORD.closed.wait()
+        await connection_handlers.RECORD.closed.wait()
         assert trio.current_time() - start < 1  # before the ticker's next send
-    assert review_handlers.RECORD.on_close_code == 4000
+    assert connection_handlers.RECORD.on_close_code == 4000
 
 
 async def test_idle_connection_closed_by_the_server_still_notices_the_peer_leaving(
@@ -155,7 +156,7 @@ async def test_idle_connection_closed_by_the_server_still_notices_the_peer_leavi
     # A server-side close before any message: the flush and on_close still learn that the
     # peer has gone (a reader that drops messages takes over the receive side).
     with trio.fail_after(60):
-        async with WebSocketTestClient(get_asgi_application(), "/review/wait/") as client:
+        async with WebSocketTestClient(get_asgi_application(), "/connection/wait/") as client:
             await trio.testing.wait_all_tasks_blocked()
             drained = trio.Event()
 
@@ -170,4 +171,4 @@ async def test_idle_connection_closed_by_the_server_still_notices_the_peer_leavi
                 assert info.value.code == 4001
                 await client.close(1000)
             assert drained.is_set()
-    assert review_handlers.RECORD.on_close_code == 4001
+    assert connection_handlers.RECORD.on_close_code == 4001
