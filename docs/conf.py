@@ -14,6 +14,7 @@ import django
 
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS))  # docs_settings
+sys.path.insert(0, str(DOCS / "_ext"))  # djws_tables
 sys.path.insert(0, str(DOCS.parent))  # the checkout, for autodoc
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "docs_settings")
 django.setup()
@@ -31,10 +32,11 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
+    "djws_tables",
 ]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "README.md", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_ext", "README.md", "Thumbs.db", ".DS_Store"]
 templates_path: list[str] = []
 
 myst_enable_extensions = ["colon_fence", "deflist", "fieldlist"]

@@ -8,7 +8,7 @@
 
 Django's own ``ASGIHandler`` and async ORM need asyncio and fail under trio, hence the WSGI
 bridge. Runs under ``hypercorn --worker-class trio project.asgi:application`` and, with the
-fixes listed in the README, under ``manage.py serve``.
+fixes listed in docs/explanation/transports.md, under ``manage.py serve``.
 """
 
 from __future__ import annotations
