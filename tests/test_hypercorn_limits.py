@@ -1,6 +1,7 @@
-"""What Hypercorn's trio worker decides on the ASGI path and the app cannot (docs/reference/close-codes.md:
-"On the ASGI path, Hypercorn owns the protocol"). These tests pin the actual behaviour, so a Hypercorn upgrade that
-changes it is noticed; the standalone server (its own issue) gets these cases right."""
+"""What Hypercorn's trio worker decides on the ASGI path and the app cannot
+(docs/reference/close-codes.md, "On the ASGI path, Hypercorn owns the protocol"). These tests
+pin the actual behaviour, so a Hypercorn upgrade that changes it is noticed; the standalone
+server gets these cases right."""
 
 from __future__ import annotations
 

@@ -164,7 +164,9 @@ def check_unknown_settings(
     warnings: list[CheckMessage] = []
     for name in sorted(dir(settings)):
         if name.startswith(PREFIX) and name not in known:
-            hint = _FOREIGN_SETTINGS.get(name, "Check the spelling against the settings reference (docs/reference/settings.md).")
+            hint = _FOREIGN_SETTINGS.get(
+                name, "Check the spelling against docs/reference/settings.md."
+            )
             warnings.append(
                 Warning(
                     f"{name} is not a trio_djws setting and has no effect.",
