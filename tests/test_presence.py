@@ -20,7 +20,7 @@ from tests.redis_server import RedisServer
 from tests.test_redis_broker import in_process_server, server_url, servers
 from trio_djws import presence
 from trio_djws.asgi import get_asgi_application
-from trio_djws.publish import KIND_PRESENCE, decode_envelope
+from trio_djws.brokers.envelope import KIND_PRESENCE, decode_envelope
 from trio_djws.testing import WebSocketTestClient
 
 TIMEOUT: Final = 45.0  # seconds per test

@@ -1,11 +1,10 @@
-"""publish()/publish_json() (trio_djws/publish.py), its envelope and the
-``websocket_publish`` command: from a server's worker thread, from a separate process through
-Redis, and the clear error with the in-memory broker."""
+"""publish()/publish_json() (trio_djws/publish.py) and the ``websocket_publish`` command: from
+a server's worker thread, from a separate process through Redis, and the clear error with the
+in-memory broker."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Final
 
@@ -24,58 +23,9 @@ from tests.test_redis_broker import (
     servers,
 )
 from trio_djws import ConfigurationError, publish, publish_json
-from trio_djws.publish import (
-    ENVELOPE_VERSION,
-    KIND_PRESENCE,
-    decode_envelope,
-    encode_envelope,
-    process_origin,
-    reset_sync_clients,
-    sync_client,
-)
+from trio_djws.brokers.sync_clients import reset_sync_clients
 
 TIMEOUT: Final = 45.0  # seconds per test
-
-
-def test_envelope_round_trips_text_and_bytes_with_this_process_as_origin() -> None:
-    text = decode_envelope(encode_envelope("héllo"))
-    assert (text.kind, text.message, text.origin) == (b"t", "héllo", process_origin())
-    binary = decode_envelope(encode_envelope(b"\x00\xff"))
-    assert (binary.kind, binary.message) == (b"b", b"\x00\xff")
-    presence = decode_envelope(encode_envelope("", kind=KIND_PRESENCE))
-    assert (presence.kind, presence.message) == (KIND_PRESENCE, "")
-    assert encode_envelope("x")[0] == ENVELOPE_VERSION == 1
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        (b"", "version 1, got None"),
-        (b"\x02t\x00hi", "version 1, got 2"),
-        (b"\x01x\x00hi", "kind in b't', b'b', b'p', got b'x'"),
-        (b"\x01t\x00\xff", "utf-8"),
-    ],
-)
-def test_bad_envelopes_raise_value_error(data: bytes, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        decode_envelope(data)
-
-
-def test_origin_is_pid_and_random_token_and_changes_in_a_forked_child() -> None:
-    origin = process_origin()
-    assert origin == process_origin()
-    pid, token = origin.decode().split("-")
-    assert int(pid) == os.getpid() and len(token) == 16
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # the child: report its origin and leave at once
-        os.write(write, process_origin())
-        os._exit(0)
-    os.close(write)
-    child_origin = os.read(read, 100)
-    os.close(read)
-    os.waitpid(child, 0)
-    assert child_origin.startswith(f"{child}-".encode()) and child_origin != origin
 
 
 def test_publish_outside_a_server_with_the_in_memory_broker_names_the_setting() -> None:
@@ -95,16 +45,6 @@ def test_publish_rejects_other_types() -> None:
 async def test_publish_on_the_trio_thread_points_to_send_to_group() -> None:
     with pytest.raises(RuntimeError, match="send_to_group"):
         publish("g", "x")
-
-
-def test_sync_clients_are_pooled_per_process_and_url() -> None:
-    reset_sync_clients()
-    first = sync_client("redis://127.0.0.1:1/0")
-    assert sync_client("redis://127.0.0.1:1/0") is first
-    assert sync_client("redis://127.0.0.1:1/1") is not first
-    reset_sync_clients()
-    assert sync_client("redis://127.0.0.1:1/0") is not first
-    reset_sync_clients()
 
 
 async def test_publish_from_a_server_worker_thread_reaches_the_group(ws_url: str) -> None:

@@ -28,10 +28,10 @@ from tests.processes import ServerProcess, run_serve
 from tests.redis_server import RedisServer, free_port
 from trio_djws.asgi import get_asgi_application
 from trio_djws.brokers import Broker, InMemoryBroker, RedisBroker
+from trio_djws.brokers.envelope import decode_envelope
 from trio_djws.exceptions import ConfigurationError
 from trio_djws.exceptions import ConnectionClosed as TrioConnectionClosed
 from trio_djws.groups import Groups
-from trio_djws.publish import decode_envelope
 from trio_djws.state import current_server
 from trio_djws.testing import WebSocketTestClient
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+import tests.handlers  # noqa: F401  (registers /echo/, /items/<int:pk>/ ...)
 from trio_djws import BaseWSClass, ConfigurationError, Namespace
-from trio_djws.routing import registry
+from trio_djws.routing import Refusal, autodiscover, registry
+from trio_djws.typing import WebSocketScope
 
 
 def test_two_handlers_on_one_path_is_an_error_naming_both() -> None:
@@ -46,3 +48,62 @@ def test_base_uri_prefixes_every_namespace() -> None:
     assert registry.resolve("/echo/") is None
     found = registry.resolve("/ws/echo/")
     assert found is not None and found[0].handler.__name__ == "Echo"
+
+
+def _scope(path: str) -> WebSocketScope:
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": None,
+        "server": None,
+        "subprotocols": [],
+    }
+
+
+def test_a_namespace_wins_over_the_fallback_resolvers() -> None:
+    found = registry.resolve_scope(_scope("/items/7/"))
+    assert isinstance(found, tuple) and found[0].__name__ == "Item" and found[1] == {"pk": 7}
+
+
+def test_the_views_fallback_is_registered_by_the_app_and_answers_unmatched_paths() -> None:
+    # AppConfig.ready() registered trio_djws.views.resolve_fallback: routing names no feature.
+    from trio_djws.views import resolve_fallback
+
+    assert resolve_fallback in registry.fallbacks()
+    assert registry.resolve_scope(_scope("/no/such/path/")) is None
+
+
+def test_a_fallback_refusal_carries_its_status_and_cause() -> None:
+    found = registry.resolve_scope(_scope("/dws/plain/"))
+    assert isinstance(found, Refusal)
+    assert found.status == 400 and "does not accept WebSockets" in found.why
+
+
+_ran: list[str] = []
+
+
+def _first_hook() -> None:
+    _ran.append("first")
+
+
+def _second_hook() -> None:
+    _ran.append("second")
+
+
+def test_autodiscover_runs_the_discovery_hooks_once_each_in_order() -> None:
+    _ran.clear()
+    for hook in (_first_hook, _second_hook, _first_hook):
+        registry.add_discovery(hook)  # the second _first_hook is ignored
+    autodiscover()
+    assert _ran == ["first", "second"]
+    assert registry.discovery_hooks()[-2:] == [_first_hook, _second_hook]
+    # AppConfig.ready()'s signals hook ran too: the endpoint is at WEBSOCKET_SIGNALS_PATH.
+    found = registry.resolve("/ws/signals/")
+    assert found is not None and found[0].handler.__name__ == "SignalHandler"

@@ -1,4 +1,6 @@
-"""The ``trio_djws`` Django app: registers system checks and the ORM guard."""
+"""The ``trio_djws`` Django app (required in ``INSTALLED_APPS``): registers the system checks,
+the ORM guard and the features' routing hooks (``trio_djws.routing``): the ``ROOT_URLCONF``
+view fallback (``trio_djws.views``) and the signals endpoint (``trio_djws.signals``)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,36 @@ __all__ = ["TrioDjwsConfig"]
 
 
 class TrioDjwsConfig(AppConfig):
-    """Add ``"trio_djws"`` to ``INSTALLED_APPS`` for ``manage.py serve`` and the checks."""
+    """``"trio_djws"`` in ``INSTALLED_APPS``: required by ``get_asgi_application``, the
+    commands and the servers (``ConfigurationError`` naming the fix otherwise)."""
 
     name = "trio_djws"
     verbose_name = "trio-djws WebSockets"
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from .routing import registry
         from .threads import install_orm_guard
+        from .views import resolve_fallback
 
         install_orm_guard()
+        # The features plug into routing here, so that routing names none of them.
+        registry.add_fallback(resolve_fallback)
+        registry.add_discovery(_discover_signals)
+
+
+def _discover_signals() -> None:
+    # A discovery hook (trio_djws.routing.autodiscover): the @signal functions, then the
+    # signals endpoint at WEBSOCKET_SIGNALS_PATH (None: not served).
+    from django.utils.module_loading import import_string
+
+    from .conf import get_settings
+    from .routing import registry
+    from .signals import autodiscover
+
+    autodiscover()
+    path = get_settings().signals_path
+    if path is not None:
+        # handlers/ is installed as trio_djws.handlers (pyproject package-dir), which mypy,
+        # checking the source tree, does not see as a subpackage: imported by name.
+        registry.register(path, import_string("trio_djws.handlers.SignalHandler"))

@@ -143,7 +143,9 @@ def get_asgi_application() -> TrioDjwsApplication:
 
     Raises:
         ImportError: a handler module failed to import (also reported by ``manage.py check``).
+        ConfigurationError: ``"trio_djws"`` is not in ``INSTALLED_APPS`` (an
+            ``ImproperlyConfigured``).
     """
     django.setup(set_prefix=False)
-    autodiscover()
+    autodiscover()  # checks that "trio_djws" is in INSTALLED_APPS first
     return TrioDjwsApplication()

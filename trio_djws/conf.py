@@ -17,7 +17,7 @@ from django.utils.module_loading import import_string
 
 from .exceptions import ConfigurationError
 
-__all__ = ["ENGINES", "PREFIX", "Settings", "get_settings"]
+__all__ = ["ENGINES", "PREFIX", "Settings", "get_settings", "require_app"]
 
 PREFIX: Final = "WEBSOCKET_"
 SECONDS: Final = 1.0
@@ -178,6 +178,25 @@ def broker_backend() -> tuple[Any, Mapping[str, object]]:
     if not isinstance(config, Mapping):
         raise ConfigurationError(f"WEBSOCKET_BROKER['CONFIG'] must be a dict, got {config!r}")
     return backend, config
+
+
+def require_app() -> None:
+    """Check that ``"trio_djws"`` is in ``INSTALLED_APPS``: its ``AppConfig.ready()``
+    registers the system checks, the ORM guard and the routing hooks of the features
+    (``ROOT_URLCONF`` views, the signals endpoint). Needs Django's app registry ready.
+
+    Raises:
+        ConfigurationError: (an ``ImproperlyConfigured``) it is missing; the message names
+            the fix.
+    """
+    from django.apps import apps  # the app registry: only once Django is set up
+
+    if not apps.is_installed("trio_djws"):
+        raise ConfigurationError(
+            'trio_djws needs "trio_djws" in INSTALLED_APPS (its AppConfig.ready() registers '
+            "the system checks and the routing of views and signals); add it to "
+            "INSTALLED_APPS in your settings"
+        )
 
 
 def _clear_cache(*, setting: str, **kwargs: object) -> None:

@@ -28,7 +28,7 @@ from .exceptions import ConnectionClosed, Reject
 from .handler import BaseWSClass
 from .log import ConnectionContext, connection_context
 from .origins import origin_allowed
-from .routing import registry
+from .routing import Refusal, registry
 from .state import current_server
 from .typing import Transport, WebSocketScope
 from .websocket import WebSocket
@@ -53,8 +53,9 @@ def _header(scope: WebSocketScope, name: bytes) -> str | None:
 async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
     """Check and route one handshake, then serve the connection until it ends.
 
-    Routing: a ``@Namespace`` matching the path wins; otherwise the path is resolved through
-    ``ROOT_URLCONF`` to a view that accepts WebSockets (``trio_djws.views``).
+    Routing (``trio_djws.routing``): a ``@Namespace`` matching the path wins; otherwise the
+    fallback resolvers are asked (``trio_djws.views``: ``ROOT_URLCONF`` to a view that accepts
+    WebSockets).
 
     Rejections (logged at WARNING, each naming its cause): HTTP 503 while the server drains
     for shutdown, 403 for an ``Origin`` that ``WEBSOCKET_ALLOWED_ORIGINS``/``ALLOWED_HOSTS``
@@ -77,31 +78,22 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
         )
         await transport.reject(403)
         return
-    found = registry.resolve(path)
+    # A @Namespace, else the fallback resolvers features registered (trio_djws.routing):
+    # e.g. a ROOT_URLCONF view that accepts WebSockets (trio_djws.views).
+    found = registry.resolve_scope(scope)
     if found is None:
-        # No @Namespace: a ROOT_URLCONF view that accepts WebSockets (trio_djws.views).
-        from .views import resolve_view, serve_view
-
-        accepts = resolve_view(scope)
-        if accepts is None:
-            logger.warning(
-                "rejected handshake for %s with 403: no @Namespace or URL pattern matches "
-                "this path",
-                path,
-            )
-            await transport.reject(403)
-        elif not accepts:
-            logger.warning(
-                "rejected handshake for %s with 400: its view does not accept WebSockets "
-                "(@accept_websocket, @require_websocket or WEBSOCKET_ACCEPT_ALL)",
-                path,
-            )
-            await transport.reject(400)
-        else:
-            await serve_view(transport, scope)
+        logger.warning(
+            "rejected handshake for %s with 403: no @Namespace or URL pattern matches this path",
+            path,
+        )
+        await transport.reject(403)
         return
-    route, kwargs = found
-    await serve_connection(route.handler, transport, scope, kwargs)
+    if isinstance(found, Refusal):
+        logger.warning("rejected handshake for %s with %d: %s", path, found.status, found.why)
+        await transport.reject(found.status)
+        return
+    handler_class, kwargs = found
+    await serve_connection(handler_class, transport, scope, kwargs)
 
 
 async def serve_connection(

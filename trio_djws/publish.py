@@ -1,5 +1,4 @@
-"""``publish()``: push a message to a group from any thread or process, and the one envelope
-every cross-process message travels in.
+"""``publish()``: push a message to a group from any thread or process.
 
 The paths, chosen at call time:
 
@@ -7,7 +6,8 @@ The paths, chosen at call time:
   WSGI views served by trio_djws): the message is handed to the trio loop with
   ``trio.from_thread.run`` and sent like ``send_to_group``;
 - in a process whose ``trio_djws.wsgi.get_wsgi_application()`` runs the standalone server
-  in a thread (djwebsockets' model): handed to that thread's trio loop the same way;
+  in a thread (djwebsockets' model): handed to that thread's trio loop the same way (the
+  server registers that path when it starts: ``set_server_thread``);
 - in any other process (``manage.py shell``, gunicorn, a Celery task), or a thread trio did
   not start, with the ``RedisBroker``: published with redis-py's sync client, no event loop
   involved (calling ``async_to_sync`` from Celery is what breaks channels_redis with "Event
@@ -16,29 +16,16 @@ The paths, chosen at call time:
 - anywhere else with a broker that has no sync path (the in-memory default):
   ``ConfigurationError`` naming ``WEBSOCKET_BROKER``.
 
-The envelope (version 1), serialised once per publish, whatever the number of members::
-
-    byte 0      version (1)
-    byte 1      kind: b"t" text frame, b"b" binary frame, b"p" presence changed (no payload)
-    byte 2      n = length of the origin
-    bytes 3..   origin (n ASCII bytes: "<pid>-<random hex>", see ``process_origin``)
-    then        the payload: UTF-8 text or the raw bytes
-
-The origin lets the publishing process skip its own copy coming back from Redis (it has
-delivered locally already); the random part tells apart processes on different machines that
-happen to share a pid. The redis-py path delivers nothing locally, so its envelopes carry
-``sync_origin()`` instead, which no subscriber skips: a plain thread of a server process
-(``threading.Thread``, a thread pool) reaches that process's members too.
+Cross-process messages travel in the envelope of ``trio_djws.brokers.envelope``; redis-py's
+sync clients are pooled in ``trio_djws.brokers.sync_clients``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 from django.core.serializers.json import DjangoJSONEncoder
@@ -48,123 +35,26 @@ from .exceptions import ConfigurationError
 from .threads import in_trio_worker_thread
 from .typing import JSONValue, Message
 
-if TYPE_CHECKING:
-    import redis
-
-__all__ = [
-    "ENVELOPE_VERSION",
-    "Envelope",
-    "decode_envelope",
-    "encode_envelope",
-    "process_origin",
-    "publish",
-    "publish_json",
-    "reset_sync_clients",
-    "sync_client",
-    "sync_origin",
-]
-
-ENVELOPE_VERSION: Final = 1
-KIND_TEXT: Final = b"t"
-KIND_BYTES: Final = b"b"
-KIND_PRESENCE: Final = b"p"
-_KINDS: Final = frozenset({KIND_TEXT, KIND_BYTES, KIND_PRESENCE})
-
-_origin: tuple[int, bytes] | None = None
+__all__ = ["ServerThreadRunner", "publish", "publish_json", "set_server_thread"]
 
 
-def process_origin() -> bytes:
-    """This process's origin id: ``b"<pid>-<16 random hex digits>"``.
+class ServerThreadRunner(Protocol):
+    """Runs ``await fn(*args)`` in a server's trio run from another thread and returns its
+    result, blocking (``trio_djws.wsgi.ServerThread.run``)."""
 
-    Made again after a fork (the pid changed), so ``--workers`` processes never share one.
-    """
-    global _origin
-    pid = os.getpid()
-    if _origin is None or _origin[0] != pid:
-        _origin = (pid, f"{pid}-{secrets.token_hex(8)}".encode("ascii"))
-    return _origin[1]
+    def __call__(self, fn: Callable[..., Awaitable[object]], /, *args: object) -> object: ...
 
 
-def sync_origin() -> bytes:
-    """The origin of envelopes published with redis-py's sync client (``publish()`` outside
-    the server's trio threads): ``process_origin() + b"+sync"``, never a subscriber's own."""
-    return process_origin() + b"+sync"
+_server_thread_lock = threading.Lock()
+_server_thread: ServerThreadRunner | None = None
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """One decoded envelope."""
-
-    kind: bytes
-    """``b"t"`` (text), ``b"b"`` (bytes) or ``b"p"`` (presence changed)."""
-    origin: bytes
-    """The publishing process's ``process_origin()``."""
-    message: Message
-    """The frame to deliver (``""`` for presence)."""
-
-
-def encode_envelope(
-    message: Message, *, kind: bytes | None = None, origin: bytes | None = None
-) -> bytes:
-    """Wrap ``message`` (``str`` → text frame, ``bytes`` → binary) in a version-1 envelope
-    stamped with ``origin`` (default: this process's origin, which its own subscriber skips
-    because it delivered locally already)."""
-    if origin is None:
-        origin = process_origin()
-    if kind is None:
-        kind = KIND_TEXT if isinstance(message, str) else KIND_BYTES
-    payload = message.encode("utf-8") if isinstance(message, str) else message
-    return bytes((ENVELOPE_VERSION,)) + kind + bytes((len(origin),)) + origin + payload
-
-
-def decode_envelope(data: bytes) -> Envelope:
-    """Parse an envelope made by ``encode_envelope``.
-
-    Raises:
-        ValueError: not a version-1 envelope, or its text is not UTF-8.
-    """
-    if len(data) < 3 or data[0] != ENVELOPE_VERSION:
-        version = data[0] if data else None
-        raise ValueError(f"expected an envelope of version {ENVELOPE_VERSION}, got {version!r}")
-    kind = data[1:2]
-    if kind not in _KINDS:
-        raise ValueError(f"expected an envelope kind in b't', b'b', b'p', got {kind!r}")
-    end = 3 + data[2]
-    origin = data[3:end]
-    payload = data[end:]
-    message: Message = payload.decode("utf-8") if kind == KIND_TEXT else payload
-    return Envelope(kind, origin, "" if kind == KIND_PRESENCE else message)
-
-
-# -- redis-py's sync clients: one per process and URL (the one module-level pool) -----------
-
-_sync_clients: dict[tuple[int, str], redis.Redis] = {}
-_sync_lock = threading.Lock()
-
-
-def sync_client(url: str) -> redis.Redis:
-    """The process's redis-py sync client for ``url`` (a connection pool shared by threads).
-
-    Made on first use; a forked child makes its own (sockets are not shared across a fork).
-    """
-    import redis
-
-    key = (os.getpid(), url)
-    with _sync_lock:
-        client = _sync_clients.get(key)
-        if client is None:
-            client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
-            _sync_clients[key] = client
-        return client
-
-
-def reset_sync_clients() -> None:
-    """Close and forget every sync client of this process (tests; after settings change)."""
-    with _sync_lock:
-        clients = list(_sync_clients.values())
-        _sync_clients.clear()
-    for client in clients:
-        client.close()
+def set_server_thread(run: ServerThreadRunner | None) -> None:
+    """Register how ``publish()`` reaches the server that runs in a thread of this process
+    (the WSGI side-thread server calls it once it serves; None forgets it, for tests)."""
+    global _server_thread
+    with _server_thread_lock:
+        _server_thread = run
 
 
 # -- publish --------------------------------------------------------------------------------
@@ -199,11 +89,9 @@ def publish(group: str, message: Message) -> None:
     if in_trio_worker_thread():
         trio.from_thread.run(send_to_group, group, message)
         return
-    from .servers.wsgi import server_thread  # here: it loads Django's WSGI handler
-
-    thread = server_thread()
-    if thread is not None:  # get_wsgi_application() runs the server in this process
-        thread.run(send_to_group, group, message)
+    run_in_server = _server_thread
+    if run_in_server is not None:  # get_wsgi_application() runs the server in this process
+        run_in_server(send_to_group, group, message)
         return
     broker_class, config = broker_backend()
     publish_sync = getattr(broker_class, "publish_sync", None)

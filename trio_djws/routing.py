@@ -5,6 +5,15 @@
 (``<int:pk>``, ``<slug:room>``) are allowed and their values land in ``websocket.kwargs``.
 The registry is filled at import time, before any trio run, and is the one piece of
 module-level state (resettable with ``registry.clear()`` in tests).
+
+Features plug into routing through two hooks, registered in ``AppConfig.ready()``
+(``trio_djws.apps``), so that routing knows no feature by name:
+
+- fallback resolvers (``registry.add_fallback``): asked, in registration order, for a
+  handshake that no ``@Namespace`` matches; ``trio_djws.views`` resolves ``ROOT_URLCONF``.
+- discovery hooks (``registry.add_discovery``): run by ``autodiscover()`` after the handler
+  modules are imported; ``trio_djws.signals`` imports the ``signals`` modules and routes its
+  endpoint at ``WEBSOCKET_SIGNALS_PATH``.
 """
 
 from __future__ import annotations
@@ -12,20 +21,29 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from django.urls.resolvers import RoutePattern
 from django.utils.module_loading import autodiscover_modules
 
-from .conf import get_settings
+from .conf import get_settings, require_app
 from .exceptions import ConfigurationError
+from .typing import WebSocketScope
 
 if TYPE_CHECKING:
     from .handler import BaseWSClass
 
-__all__ = ["Namespace", "Route", "autodiscover", "registry"]
+__all__ = [
+    "FallbackResolver",
+    "Namespace",
+    "Refusal",
+    "Route",
+    "autodiscover",
+    "iter_namespaces",
+    "registry",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +60,51 @@ class Route:
     """The handler class; one instance is made per connection."""
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A fallback resolver's answer that refuses the handshake with an HTTP status."""
+
+    status: int
+    """The HTTP status of the refusal (e.g. 400)."""
+    why: str
+    """The cause, for the one WARNING line that names it."""
+
+
+FallbackResolver: TypeAlias = "Callable[[WebSocketScope], type[BaseWSClass] | Refusal | None]"
+"""Asked for a handshake that no ``@Namespace`` matches: the handler class to serve it with,
+a ``Refusal``, or None (not mine: the next resolver is asked; after the last, HTTP 403)."""
+
+
 class _Registry:
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
         self._compiled: tuple[str, dict[str, Route], list[tuple[RoutePattern, Route]]] | None = None
         self._lock = threading.Lock()
+        self._fallbacks: list[FallbackResolver] = []
+        self._discovery: list[Callable[[], None]] = []
         self.import_errors: dict[str, BaseException] = {}
+
+    def add_fallback(self, resolver: FallbackResolver) -> None:
+        """Ask ``resolver`` for handshakes that no ``@Namespace`` matches (registered once;
+        called from ``AppConfig.ready()``). Not cleared by ``clear()``."""
+        with self._lock:
+            if resolver not in self._fallbacks:
+                self._fallbacks.append(resolver)
+
+    def add_discovery(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` in ``autodiscover()``, after the handler modules are imported
+        (registered once; called from ``AppConfig.ready()``). Not cleared by ``clear()``."""
+        with self._lock:
+            if hook not in self._discovery:
+                self._discovery.append(hook)
+
+    def fallbacks(self) -> list[FallbackResolver]:
+        """The fallback resolvers, in the order they are asked."""
+        return list(self._fallbacks)
+
+    def discovery_hooks(self) -> list[Callable[[], None]]:
+        """The hooks ``autodiscover()`` runs, in registration order."""
+        return list(self._discovery)
 
     def register(self, namespace: str, handler: type[BaseWSClass]) -> None:
         with self._lock:
@@ -104,6 +161,29 @@ class _Registry:
                 return candidate, dict(match[2])
         return None
 
+    def resolve_scope(
+        self, scope: WebSocketScope
+    ) -> tuple[type[BaseWSClass], dict[str, Any]] | Refusal | None:
+        """Route a handshake: the ``@Namespace`` for its path, else the first fallback
+        resolver's answer.
+
+        Returns:
+            ``(handler class, path kwargs)``; a ``Refusal``; or None when nothing matches
+            (the handshake then gets HTTP 403). Resolvers run on the trio thread: pure
+            Python, no I/O.
+        """
+        found = self.resolve(scope["path"])
+        if found is not None:
+            route, kwargs = found
+            return route.handler, kwargs
+        for resolver in self._fallbacks:
+            answer = resolver(scope)
+            if isinstance(answer, Refusal):
+                return answer
+            if answer is not None:
+                return answer, {}
+        return None
+
 
 registry = _Registry()
 
@@ -140,7 +220,13 @@ def autodiscover() -> None:
     As the admin autodiscovers ``admin.py``; registering happens as a side effect of import.
     Import errors are recorded in ``registry.import_errors`` (reported by the system check
     ``trio_djws.E010``) and re-raised, so a broken handler module never fails silently.
+    Then runs the discovery hooks that features registered (``registry.add_discovery``).
+
+    Raises:
+        ConfigurationError: ``"trio_djws"`` is not in ``INSTALLED_APPS`` (its
+            ``AppConfig.ready()`` registers the features' hooks).
     """
+    require_app()
     autodiscover_modules("websockets")
     for module in get_settings().handlers:
         try:
@@ -148,9 +234,8 @@ def autodiscover() -> None:
         except Exception as exc:
             registry.import_errors[module] = exc
             raise
-    from .signals import autodiscover as autodiscover_signals  # the signals endpoint
-
-    autodiscover_signals()
+    for hook in registry.discovery_hooks():
+        hook()
 
 
 def iter_namespaces() -> Iterator[tuple[str, type[BaseWSClass]]]:

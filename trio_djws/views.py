@@ -37,6 +37,7 @@ from .auth import build_environ
 from .conf import get_settings
 from .exceptions import ConnectionClosed, Reject
 from .handler import BaseWSClass
+from .routing import Refusal
 from .typing import Message
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ __all__ = [
     "WebSocketRequest",
     "accept_websocket",
     "require_websocket",
+    "resolve_fallback",
     "resolve_view",
     "serve_view",
     "view_limiter",
@@ -293,6 +295,23 @@ def resolve_view(scope: WebSocketScope) -> bool | None:
     except Resolver404:
         return None
     return get_settings().accept_all or bool(getattr(match.func, "accept_websocket", False))
+
+
+def resolve_fallback(scope: WebSocketScope) -> type[BaseWSClass] | Refusal | None:
+    """The routing fallback (``trio_djws.routing.registry.add_fallback``, registered in
+    ``AppConfig.ready()``): a handshake that no ``@Namespace`` matches is served by its
+    ``ROOT_URLCONF`` view when that view accepts WebSockets (``serve_view``); a view that
+    does not gets HTTP 400; no URL pattern: None (HTTP 403)."""
+    accepts = resolve_view(scope)
+    if accepts is None:
+        return None
+    if not accepts:
+        return Refusal(
+            400,
+            "its view does not accept WebSockets "
+            "(@accept_websocket, @require_websocket or WEBSOCKET_ACCEPT_ALL)",
+        )
+    return _ViewHandler
 
 
 # -- the trio side -------------------------------------------------------------------------

@@ -45,15 +45,9 @@ from coredis.retry import NoRetryPolicy
 
 from ..conf import get_settings
 from ..exceptions import BrokerError, ConfigurationError
-from ..publish import (
-    KIND_PRESENCE,
-    decode_envelope,
-    encode_envelope,
-    process_origin,
-    sync_client,
-    sync_origin,
-)
 from ..typing import Message
+from .envelope import KIND_PRESENCE, decode_envelope, encode_envelope, process_origin, sync_origin
+from .sync_clients import sync_client
 
 if TYPE_CHECKING:
     from ..groups import Groups

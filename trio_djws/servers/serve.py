@@ -26,7 +26,7 @@ from django.utils.module_loading import import_string
 from hypercorn.config import Config
 from hypercorn.typing import ASGIFramework
 
-from ..conf import broker_backend, get_settings
+from ..conf import broker_backend, get_settings, require_app
 from ..exceptions import ConfigurationError
 from .hypercorn import check_hypercorn, make_config, serve
 from .lifecycle import Output, stop_on_signals, tune_gc
@@ -164,9 +164,11 @@ def run(sockets: list[socket.socket], *, workers: int = 1, stdout: Output = sys.
 
     Raises:
         RuntimeError: the installed Hypercorn is not the one this module drives.
+        ConfigurationError: ``"trio_djws"`` is not in ``INSTALLED_APPS``.
         ValueError, ConfigurationError: as ``check_workers()``.
     """
     check_hypercorn()
+    require_app()
     check_workers(workers)
     if workers > 1:
         return trio.run(_supervise_workers, sockets, workers, stdout)

@@ -44,7 +44,8 @@ import trio
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application as django_wsgi_application
 
-from ..conf import get_settings
+from ..conf import get_settings, require_app
+from ..publish import set_server_thread
 from .sockets import open_sockets
 from .standalone import Address, format_address, serve_sockets
 
@@ -144,10 +145,12 @@ def get_wsgi_application() -> WSGIHandler:
     without a server thread.
 
     Raises:
+        ConfigurationError: ``"trio_djws"`` is not in ``INSTALLED_APPS``.
         OSError: the port cannot be bound for another reason than being in use.
         RuntimeError: the server failed while starting.
     """
     application = django_wsgi_application()
+    require_app()
     global _thread
     with _lock:
         if _thread is None:
@@ -168,6 +171,7 @@ def get_wsgi_application() -> WSGIHandler:
                 )
                 return application
             _thread = candidate
+            set_server_thread(candidate.run)  # publish() in this process reaches it
             atexit.register(candidate.stop)
             logger.info(
                 "WebSocket server thread listening on %s",

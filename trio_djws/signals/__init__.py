@@ -67,20 +67,10 @@ __all__ = [
 
 
 def autodiscover() -> None:
-    """Import every installed app's ``signals`` module and serve ``SignalHandler`` at
-    ``WEBSOCKET_SIGNALS_PATH`` (unless it is None). Called by ``trio_djws.routing.autodiscover``
-    at startup.
-
-    Raises:
-        ConfigurationError: another handler already has that path.
-    """
-    from django.utils.module_loading import autodiscover_modules, import_string
-
-    from ..conf import get_settings
-    from ..routing import registry as routes
+    """Import every installed app's ``signals`` module (its ``@signal`` functions register as
+    a side effect). Run at startup by ``trio_djws.routing.autodiscover``, through the discovery
+    hook that ``AppConfig.ready()`` registers, which also routes the signals endpoint
+    (``trio_djws.handlers.SignalHandler``) at ``WEBSOCKET_SIGNALS_PATH``."""
+    from django.utils.module_loading import autodiscover_modules
 
     autodiscover_modules("signals")
-    path = get_settings().signals_path
-    if path is not None:
-        # handlers/ is installed as trio_djws.handlers (pyproject package-dir).
-        routes.register(path, import_string("trio_djws.handlers.SignalHandler"))

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from trio_djws.conf import ENGINES, get_settings
+from trio_djws.conf import ENGINES, get_settings, require_app
 from trio_djws.exceptions import ConfigurationError
 from trio_djws.servers import standalone
 from trio_djws.servers.sockets import open_sockets, parse_bind
@@ -39,6 +39,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
+            require_app()
             settings = get_settings()
             binds: list[str] | None = options["bind"]
             addresses = (

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from trio_djws.conf import require_app
 from trio_djws.exceptions import ConfigurationError
 from trio_djws.servers import serve
 from trio_djws.servers.sockets import open_sockets, parse_bind
@@ -42,6 +43,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         workers: int = options["workers"]
         try:
+            require_app()
             addresses = [parse_bind(bind) for bind in options["bind"] or [serve.DEFAULT_BIND]]
             serve.check_workers(workers)
             sockets = open_sockets(addresses)

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from trio_djws.conf import require_app
 from trio_djws.exceptions import BrokerError, ConfigurationError
 from trio_djws.publish import publish
 
@@ -22,6 +23,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
+            require_app()
             publish(options["group"], options["text"])
         except (ConfigurationError, BrokerError) as exc:
             raise CommandError(str(exc)) from exc
