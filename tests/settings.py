@@ -33,7 +33,7 @@ TEMPLATES = [  # the signals tests' page (tests/templates)
 ]
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-WEBSOCKET_HANDLERS = ["tests.handlers", "tests.auth_handlers"]
+WEBSOCKET_HANDLERS = ["tests.handlers", "tests.auth_handlers", "tests.hardening_handlers"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

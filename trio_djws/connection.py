@@ -17,7 +17,9 @@ handler ``close(code)``        queued messages, then close ``code``
 
 from __future__ import annotations
 
+import binascii
 import logging
+from base64 import b64decode
 from typing import Any
 
 import trio
@@ -26,14 +28,14 @@ from wsproto.frame_protocol import CloseReason
 from .conf import get_settings
 from .exceptions import ConnectionClosed, Reject
 from .handler import BaseWSClass
-from .log import ConnectionContext, connection_context
+from .log import ConnectionContext, connection_context, escape, peer_warning
 from .origins import origin_allowed
 from .routing import Refusal, registry
 from .state import current_server
 from .typing import Transport, WebSocketScope
 from .websocket import WebSocket
 
-__all__ = ["serve_connection", "serve_websocket"]
+__all__ = ["serve_connection", "serve_websocket", "valid_handshake_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,22 @@ def _header(scope: WebSocketScope, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def valid_handshake_key(scope: WebSocketScope) -> bool:
+    """Whether an HTTP/1.1 handshake carries exactly one ``Sec-WebSocket-Key`` that is the
+    base64 encoding of 16 bytes (RFC 6455 §4.2.1, item 5); True for other HTTP versions
+    (RFC 8441 WebSockets have no key). wsproto (Hypercorn, trio-websocket) accepts any key;
+    the servers answer a False with HTTP 400."""
+    if scope.get("http_version") != "1.1":
+        return True
+    keys = [value for name, value in scope["headers"] if name.lower() == b"sec-websocket-key"]
+    if len(keys) != 1:
+        return False
+    try:
+        return len(b64decode(keys[0].strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
 
 
 async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
@@ -65,13 +83,14 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
     path = scope["path"]
     server = current_server()
     if server.draining:
-        logger.warning("rejected handshake for %s with 503: the server is shutting down", path)
+        logger.warning("rejected handshake for %r with 503: the server is shutting down", path)
         await transport.reject(503)
         return
     origin = _header(scope, b"origin")
     if not origin_allowed(origin):
-        logger.warning(
-            "rejected handshake for %s with 403: Origin %r is not allowed "
+        peer_warning(
+            logger,
+            "rejected handshake for %r with 403: Origin %r is not allowed "
             "(WEBSOCKET_ALLOWED_ORIGINS, else ALLOWED_HOSTS; WEBSOCKET_REQUIRE_ORIGIN)",
             path,
             origin,
@@ -82,14 +101,17 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
     # e.g. a ROOT_URLCONF view that accepts WebSockets (trio_djws.views).
     found = registry.resolve_scope(scope)
     if found is None:
-        logger.warning(
-            "rejected handshake for %s with 403: no @Namespace or URL pattern matches this path",
+        peer_warning(
+            logger,
+            "rejected handshake for %r with 403: no @Namespace or URL pattern matches this path",
             path,
         )
         await transport.reject(403)
         return
     if isinstance(found, Refusal):
-        logger.warning("rejected handshake for %s with %d: %s", path, found.status, found.why)
+        peer_warning(
+            logger, "rejected handshake for %r with %d: %s", path, found.status, escape(found.why)
+        )
         await transport.reject(found.status)
         return
     handler_class, kwargs = found
@@ -111,7 +133,7 @@ async def serve_connection(
     server = current_server()
     websocket = WebSocket(transport, scope, kwargs, server=server)
     handler = handler_class()
-    connection_context.set(ConnectionContext(websocket.id, websocket.path, _client(scope)))
+    connection_context.set(ConnectionContext(websocket.id, escape(websocket.path), _client(scope)))
     close_timeout = get_settings().close_timeout
     server.add(websocket)
     try:
@@ -146,14 +168,14 @@ async def serve_connection(
             except* Exception:  # Cancelled is a BaseException: it passes
                 if websocket._is_accepted:
                     logger.exception(
-                        "hook failed on %s (connection %s); closing with 1011",
+                        "hook failed on %r (connection %s); closing with 1011",
                         websocket.path,
                         websocket.id,
                     )
                     websocket._fail(CloseReason.INTERNAL_ERROR, "internal error")
                 else:
                     logger.exception(
-                        "hook failed before the handshake on %s (connection %s); HTTP 500",
+                        "hook failed before the handshake on %r (connection %s); HTTP 500",
                         websocket.path,
                         websocket.id,
                     )
@@ -174,14 +196,14 @@ async def _refuse(websocket: WebSocket, transport: Transport, exc: BaseException
     if websocket._is_accepted:
         # Reject after the handshake: nothing left to refuse, close with a policy violation.
         logger.warning(
-            "Reject(%d) raised after the handshake on %s (connection %s); closing with 1008",
+            "Reject(%d) raised after the handshake on %r (connection %s); closing with 1008",
             status,
             websocket.path,
             websocket.id,
         )
         websocket._fail(CloseReason.POLICY_VIOLATION, "rejected")
         return
-    logger.info("rejected handshake for %s with %d: %s", websocket.path, status, exc)
+    logger.info("rejected handshake for %r with %d: %s", websocket.path, status, escape(str(exc)))
     with trio.move_on_after(get_settings().close_timeout, shield=True):
         await transport.reject(status)
 
@@ -212,7 +234,7 @@ def _log_close(websocket: WebSocket) -> None:
         or websocket._cause_logged
     ):
         logger.info(
-            "closed %s on %s: code %s %r",
+            "closed %s on %r: code %s %r",
             websocket.id,
             websocket.path,
             code,
@@ -220,7 +242,7 @@ def _log_close(websocket: WebSocket) -> None:
         )
     else:
         logger.warning(
-            "closed %s on %s: code %s %r",
+            "closed %s on %r: code %s %r",
             websocket.id,
             websocket.path,
             code,

@@ -1,23 +1,43 @@
-"""Per-connection logging context.
+"""Per-connection logging context, safe client strings and rate-limited peer warnings.
 
 ``serve_connection`` sets ``connection_context`` before it opens the connection's nursery;
 child tasks and ``to_thread`` workers inherit it (trio copies contextvars into tasks and
 threads), and ``ConnectionContextFilter`` copies it onto every log record as
 ``record.websocket_id``, ``record.websocket_path`` and ``record.websocket_client``.
+
+Client-supplied strings (paths, headers, close reasons) reach a log line only through ``%r``
+or ``escape()``: a percent-decoded ``%0A`` in a path must not start a forged line.
+``peer_warning()`` logs what a peer did wrong (a protocol error, a malformed handshake) as one
+WARNING line, and at most ``PEER_WARNINGS_PER_INTERVAL`` identical ones (same logger and
+message template) per ``PEER_WARNING_INTERVAL`` seconds; the next one after a quiet spell says
+how many were suppressed.
 """
 
 from __future__ import annotations
 
 import logging
 from contextvars import ContextVar
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
-__all__ = ["ConnectionContext", "ConnectionContextFilter", "connection_context"]
+import trio
+
+__all__ = [
+    "PEER_WARNINGS_PER_INTERVAL",
+    "PEER_WARNING_INTERVAL",
+    "ConnectionContext",
+    "ConnectionContextFilter",
+    "connection_context",
+    "escape",
+    "peer_warning",
+]
+
+PEER_WARNING_INTERVAL: Final = 60.0  # seconds: the window of peer_warning()'s rate limit
+PEER_WARNINGS_PER_INTERVAL: Final = 10  # identical peer warnings logged per window
 
 
 class ConnectionContext(NamedTuple):
     id: str
-    path: str
+    path: str  # escaped (``escape()``): safe in any log format
     client: str
 
 
@@ -28,7 +48,8 @@ connection_context: ContextVar[ConnectionContext | None] = ContextVar(
 
 class ConnectionContextFilter(logging.Filter):
     """Adds ``websocket_id``, ``websocket_path`` and ``websocket_client`` to each record
-    (``"-"`` outside a connection); attach it to a handler in ``LOGGING``."""
+    (``"-"`` outside a connection); attach it to a handler in ``LOGGING``. The path is
+    escaped (``escape()``), so a ``%(websocket_path)s`` format cannot be made to forge lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = connection_context.get()
@@ -36,3 +57,74 @@ class ConnectionContextFilter(logging.Filter):
         record.websocket_path = context.path if context else "-"
         record.websocket_client = context.client if context else "-"
         return True
+
+
+def escape(value: str) -> str:
+    """``value`` with every non-printable character (``str.isprintable``: line breaks, other
+    control characters, U+2028) replaced by its Python escape (``\\n``, ``\\x1b``); printable
+    text, non-ASCII letters included, is unchanged. For client strings in log lines."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
+class _Window:
+    __slots__ = ("logged", "started", "suppressed")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.logged = 0
+        self.suppressed = 0
+
+
+# One table per trio run (the server's), as trio keeps its default thread limiter.
+_windows: trio.lowlevel.RunVar[dict[tuple[str, str], _Window]] = trio.lowlevel.RunVar(
+    "trio_djws.peer_warnings"
+)
+
+
+def _table() -> dict[tuple[str, str], _Window] | None:
+    try:
+        return _windows.get()
+    except LookupError:
+        table: dict[tuple[str, str], _Window] = {}
+        _windows.set(table)
+        return table
+    except RuntimeError:  # not in the trio thread: no limit (such warnings are rare)
+        return None
+
+
+def peer_warning(logger: logging.Logger, msg: str, *args: object) -> None:
+    """Log one WARNING line about a peer's fault (never a traceback), rate-limited.
+
+    At most ``PEER_WARNINGS_PER_INTERVAL`` calls with the same ``logger`` and ``msg`` (the
+    template, whatever the ``args``) are logged per ``PEER_WARNING_INTERVAL`` seconds; the
+    first one logged after a window that dropped some ends with the number dropped. Pass
+    client strings as ``%r`` arguments or through ``escape()``. Sync, never blocks.
+    """
+    if not logger.isEnabledFor(logging.WARNING):
+        return
+    table = _table()
+    if table is None:
+        logger.warning(msg, *args)
+        return
+    now = trio.current_time()
+    key = (logger.name, msg)
+    window = table.get(key)
+    suppressed = 0
+    if window is None or now - window.started >= PEER_WARNING_INTERVAL:
+        suppressed = window.suppressed if window is not None else 0
+        window = table[key] = _Window(now)
+    if window.logged >= PEER_WARNINGS_PER_INTERVAL:
+        window.suppressed += 1
+        return
+    window.logged += 1
+    if suppressed:
+        logger.warning(
+            msg + " (%d more like this suppressed in the previous %.0f s)",
+            *args,
+            suppressed,
+            PEER_WARNING_INTERVAL,
+        )
+    else:
+        logger.warning(msg, *args)

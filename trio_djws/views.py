@@ -404,7 +404,7 @@ class _ViewHandler(BaseWSClass):
             code = _close_code(bridge.status)
             if code != CloseReason.NORMAL_CLOSURE:
                 logger.warning(
-                    "view on %s answered HTTP %d after the handshake; closing with %d",
+                    "view on %r answered HTTP %d after the handshake; closing with %d",
                     bridge.websocket.path,
                     bridge.status,
                     code,

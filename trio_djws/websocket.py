@@ -356,7 +356,7 @@ class WebSocket:
             self._set_closing(code, reason)
         self._state = max(self._state, _State.CLOSING)
         logger.warning(
-            "aborting connection %s on %s: close code %d (%s)", self.id, self.path, code, reason
+            "aborting connection %s on %r: close code %d (%r)", self.id, self.path, code, reason
         )
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
@@ -433,7 +433,7 @@ class WebSocket:
             pass
         except Exception:
             logger.exception(
-                "background task %s of connection %s on %s failed; closing with 1011",
+                "background task %s of connection %s on %r failed; closing with 1011",
                 getattr(fn, "__qualname__", fn),
                 self.id,
                 self.path,
@@ -541,7 +541,7 @@ class WebSocket:
         self._is_accepted = True
         if self._accept_waiter is not None:
             self._accept_waiter.set()
-        logger.info("accepted %s on %s", self.id, self.path)
+        logger.info("accepted %s on %r", self.id, self.path)
 
     async def _wait_accepted(self) -> None:
         # Until the handshake is accepted; a checkpoint.
@@ -632,7 +632,7 @@ class WebSocket:
             return False
         self._receive_done = True
         logger.warning(
-            "message of %d bytes on %s exceeds WEBSOCKET_MAX_MESSAGE_SIZE (%d bytes); "
+            "message of %d bytes on %r exceeds WEBSOCKET_MAX_MESSAGE_SIZE (%d bytes); "
             "closing with 1009",
             size,
             self.path,
@@ -702,7 +702,7 @@ class WebSocket:
                     await self._flush_waiter.wait()
             if flush.cancelled_caught:
                 logger.warning(
-                    "connection %s on %s: send queue not flushed within WEBSOCKET_CLOSE_TIMEOUT",
+                    "connection %s on %r: send queue not flushed within WEBSOCKET_CLOSE_TIMEOUT",
                     self.id,
                     self.path,
                 )

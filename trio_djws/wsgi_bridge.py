@@ -108,7 +108,7 @@ async def serve_http(scope: HTTPScope, receive: ASGIReceive, send: ASGISend) -> 
                 await trio.to_thread.run_sync(exchange.run, limiter=http_limiter())
             except Exception:
                 logger.exception(
-                    "HTTP %s %s failed in the WSGI bridge", scope["method"], scope["path"]
+                    "HTTP %s %r failed in the WSGI bridge", scope["method"], scope["path"]
                 )
                 failed = True
             nursery.cancel_scope.cancel()  # the pump: the request is over

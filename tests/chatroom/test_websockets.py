@@ -152,6 +152,7 @@ async def test_messages_stay_in_their_room(ws_url: str) -> None:
         ('{"type": "message", "text": " \\n\\t "}', "got only whitespace"),
         (json.dumps({"type": "message", "text": "x" * 2001}), "1 to 2000 characters, got 2001"),
         (b'{"type": "message", "text": "hi"}', "expected a JSON text frame, got a binary frame"),
+        ('{"type": "message", "text": "a\\u0000b"}', 'expected "text" without NUL characters'),
     ],
     ids=[
         "bad-json",
@@ -165,6 +166,7 @@ async def test_messages_stay_in_their_room(ws_url: str) -> None:
         "blank-text",
         "text-too-long",
         "binary-frame",
+        "nul-character",  # PostgreSQL refuses NUL in text (DataError): was 1011 + a traceback
     ],
 )
 async def test_invalid_frame_gets_an_error_and_the_connection_stays_open(
@@ -202,8 +204,9 @@ async def test_text_limit_counts_characters_not_bytes(ws_url: str) -> None:
         ("?nick=%20%20", "anonymous"),
         ("?nick=", "anonymous"),
         ("", "anonymous"),
+        ("?nick=a%00b", "anonymous"),
     ],
-    ids=["plain", "stripped-unicode", "32-chars", "33-chars", "blank", "empty", "absent"],
+    ids=["plain", "stripped-unicode", "32-chars", "33-chars", "blank", "empty", "absent", "nul"],
 )
 async def test_author_is_the_nick_query_else_anonymous(
     ws_url: str, query: str, author: str

@@ -32,8 +32,9 @@ from wsproto.connection import ConnectionState
 from wsproto.frame_protocol import LOCAL_ONLY_CLOSE_REASONS, CloseReason, FrameProtocol
 
 from ..conf import get_settings
-from ..connection import serve_websocket
+from ..connection import serve_websocket, valid_handshake_key
 from ..exceptions import ConnectionClosed
+from ..log import escape, peer_warning
 from ..typing import Message
 from . import StreamEngine, make_scope, peer, reason_phrase
 
@@ -87,7 +88,8 @@ class TrioWebsocketTransport:
         except trio_websocket.ConnectionClosed as exc:
             code, reason = _code(exc)
             if code == CloseReason.MESSAGE_TOO_BIG and reason.startswith("Exceeded maximum"):
-                logger.warning(
+                peer_warning(
+                    logger,
                     "message from %s exceeds WEBSOCKET_MAX_MESSAGE_SIZE (%d bytes); "
                     "closed with 1009",
                     self._stream.peer,
@@ -216,8 +218,12 @@ class _Stream(trio.abc.HalfCloseableStream):
         code = _failed_without_close_frame(connection) if connection is not None else None
         if code is not None and connection is not None and connection.closed is not None:
             reason = connection.closed.reason or ""
-            logger.warning(
-                "%s from %s (wsproto); closing with %d", reason or "protocol error", self.peer, code
+            peer_warning(
+                logger,
+                "%s from %s (wsproto); closing with %d",
+                escape(reason or "protocol error"),
+                self.peer,
+                code,
             )
             frame = bytes(FrameProtocol(client=False, extensions=[]).close(code, reason))
             with trio.move_on_after(self._close_timeout, shield=True):
@@ -254,6 +260,17 @@ async def _serve_stream(stream: trio.SocketStream) -> None:
             offered,
             stream,
         )
+        if not valid_handshake_key(scope):
+            peer_warning(
+                logger,
+                "rejected handshake from %s for %r with 400: invalid Sec-WebSocket-Key "
+                "(RFC 6455 §4.2.1: base64 of 16 bytes)",
+                peer(stream),
+                scope["path"],
+            )
+            await transport.reject(400)
+            nursery.cancel_scope.cancel()
+            return
         if settings.ping_interval is not None:
             nursery.start_soon(transport.keepalive, settings.ping_interval, nursery)
         await serve_websocket(transport, scope)

@@ -47,6 +47,7 @@ from wsproto.frame_protocol import CloseReason
 from ..conf import KIB, get_settings
 from ..connection import serve_websocket
 from ..exceptions import ConnectionClosed
+from ..log import escape, peer_warning
 from ..typing import Message
 from . import StreamEngine, make_scope, peer, reason_phrase
 
@@ -363,7 +364,8 @@ class SansIOTransport:
         code = sent.code if sent is not None else CloseReason.ABNORMAL_CLOSURE
         reason = sent.reason if sent is not None else "connection lost"
         if isinstance(exc, PayloadTooBig):
-            logger.warning(
+            peer_warning(
+                logger,
                 "message from %s exceeds WEBSOCKET_MAX_MESSAGE_SIZE (%d bytes): %s; "
                 "closing with 1009",
                 self._peer,
@@ -373,7 +375,7 @@ class SansIOTransport:
         elif isinstance(exc, EOFError):
             logger.debug("connection from %s lost without a close frame", self._peer)
         else:
-            logger.warning("%s from %s; closing with %d", _describe(exc), self._peer, code)
+            peer_warning(logger, "%s from %s; closing with %d", escape(_describe(exc)), self._peer, code)
         self._done = ConnectionClosed(code, reason)
 
     def _next_message(self) -> Message | None:
@@ -403,7 +405,8 @@ class SansIOTransport:
             return str(data, "utf-8")
         except UnicodeDecodeError as exc:
             reason = f"invalid UTF-8 at byte {exc.start}"
-            logger.warning(
+            peer_warning(
+                logger,
                 "text message from %s is not valid UTF-8 (%s); closing with 1007",
                 self._peer,
                 reason,
@@ -512,10 +515,11 @@ async def _read_handshake(
         if events and isinstance(events[0], Request):
             return events[0], events[1:]
         if protocol.handshake_exc is not None:
-            logger.warning(
+            peer_warning(
+                logger,
                 "malformed handshake from %s (%s); HTTP %d",
                 peer(stream),
-                _handshake_cause(protocol.handshake_exc),
+                escape(_handshake_cause(protocol.handshake_exc)),
                 _BAD_REQUEST,
             )
             answer = protocol.data_to_send()
@@ -546,12 +550,13 @@ async def _serve_stream(stream: trio.SocketStream) -> None:
     request, early = found
     response = protocol.accept(request)
     if response.status_code != 101:
-        logger.warning(
-            "rejected handshake from %s for %s with HTTP %d: %s",
+        peer_warning(
+            logger,
+            "rejected handshake from %s for %r with HTTP %d: %s",
             peer(stream),
             request.path,
             response.status_code,
-            protocol.handshake_exc,
+            escape(str(protocol.handshake_exc)),
         )
         protocol.send_response(response)
         await _write(stream, protocol.data_to_send(), settings.close_timeout)

@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Final
 
+import h11
 import trio
 from hypercorn.config import Config
 from hypercorn.protocol.h2 import H2Protocol
@@ -55,6 +56,7 @@ from hypercorn.utils import wrap_app
 from wsproto.events import Ping
 
 from ..conf import SECONDS, get_settings
+from ..log import escape, peer_warning
 from .lifecycle import drain
 from .sockets import BACKLOG, http_url
 
@@ -209,6 +211,18 @@ class _Connections:
             self._due[server] = trio.current_time() + self._ping_interval
         try:
             await server.run()
+        except* h11.LocalProtocolError as group:
+            # A client's bytes drove Hypercorn's h11 state machine into an error (issue 225:
+            # an upgrade request with extra bytes in the same packet): the peer's fault, one
+            # line without a traceback.
+            peer_warning(
+                logger,
+                "connection from %s failed inside Hypercorn and was closed (%s: %s); the "
+                "server goes on (Hypercorn issue 225)",
+                _client(server, stream),
+                type(group.exceptions[0]).__name__,
+                escape(str(group.exceptions[0])),
+            )
         except* Exception:  # Cancelled is a BaseException: it passes
             logger.exception(
                 "connection from %s failed inside Hypercorn and was closed; the server goes on "

@@ -4,8 +4,8 @@
 Every frame is a JSON object in a text frame:
 
 - client → server: ``{"type": "message", "text": "..."}`` with 1 to 2000 characters of text
-  (not only whitespace; stored as sent). Anything else (invalid JSON, another shape or type,
-  empty or too long text, a binary frame) is answered with
+  (not only whitespace, no NUL character; stored as sent). Anything else (invalid JSON,
+  another shape or type, empty or too long text, text with NUL, a binary frame) is answered with
   ``{"type": "error", "error": "<reason>"}`` and the connection stays open. Frames over
   ``WEBSOCKET_MAX_MESSAGE_SIZE`` (64 KiB here) are closed with 1009 instead.
 - server → client: on connect ``{"type": "history", "messages": [M, ...]}`` (the room's last
@@ -126,14 +126,18 @@ def parse_text(frame: Frame) -> str:
         raise ProtocolError(
             f'expected "text" to have 1 to {MAX_TEXT_LENGTH} characters, got {len(text)}'
         )
+    if "\x00" in text:
+        # PostgreSQL cannot store NUL in a text column (DataError), SQLite would: refused on
+        # every database alike.
+        raise ProtocolError('expected "text" without NUL characters (U+0000), got one')
     return text
 
 
 def nickname(query: QueryDict) -> str:
-    """The author name for a connection: ``?nick=`` stripped if 1 to 32 characters long,
-    else ``"anonymous"``."""
+    """The author name for a connection: ``?nick=`` stripped if 1 to 32 characters long
+    without a NUL character (which PostgreSQL cannot store), else ``"anonymous"``."""
     nick = query.get("nick", "").strip()
-    return nick if 1 <= len(nick) <= MAX_NICK_LENGTH else ANONYMOUS
+    return nick if 1 <= len(nick) <= MAX_NICK_LENGTH and "\x00" not in nick else ANONYMOUS
 
 
 def author_of(websocket: WebSocket) -> str:

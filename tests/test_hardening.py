@@ -1,0 +1,294 @@
+"""Hostile clients on every transport: leaked sockets, forged and amplified log lines,
+protocol edges (docs/howto/production-hardening.md).
+
+The ASGI path runs on Hypercorn's trio worker in this process (``hypercorn``) and behind
+``manage.py serve`` in a subprocess (``serve``); the standalone engines run in this process.
+A leaked connection shows as a server that never closes its side of the TCP connection after
+the client has: every client below half-closes and then waits for the server's EOF, so a leak
+fails the test at its deadline instead of passing unnoticed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import pytest
+import trio
+import trio.testing
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+
+from tests.conftest import start_hypercorn
+from tests.processes import run_serve
+from trio_djws.log import PEER_WARNING_INTERVAL, PEER_WARNINGS_PER_INTERVAL, escape, peer_warning
+from trio_djws.state import current_server
+
+LEAK_PACKETS: Final = 300  # the issue's count: 300 packets leaked 300 sockets
+BURST_CLIENTS: Final = 60  # chat clients each posting BURST_MESSAGES, all closed with 1008
+BURST_MESSAGES: Final = 20  # more than Hypercorn's 10-message app queue
+TIMEOUT: Final = 45.0  # seconds, real time: the peers are sockets
+
+
+def upgrade_request(path: str, key: str = "dGhlIHNhbXBsZSBub25jZQ==") -> bytes:
+    """A WebSocket upgrade request (RFC 6455 §4.1) for ``path`` (already percent-encoded)."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def masked_text_frame(text: str) -> bytes:
+    """One masked text frame, as a client sends it (RFC 6455 §5.2)."""
+    payload = text.encode()
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+async def read_head(stream: trio.SocketStream) -> bytes:
+    """Read until the end of the HTTP response head (or EOF); returns what was read."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def wait_server_eof(stream: trio.SocketStream) -> None:
+    """Half-close, then read until the server closes its side (the connection is gone)."""
+    await stream.send_eof()
+    while await stream.receive_some(65536):
+        pass
+
+
+def open_fds(pid: int | None = None) -> int:
+    return len(os.listdir(f"/proc/{pid or 'self'}/fd"))
+
+
+@asynccontextmanager
+async def asgi_server(kind: str) -> AsyncIterator[tuple[str, int, int | None]]:
+    """``(host, port, pid)`` of the ASGI app on plain Hypercorn in this process (pid None) or
+    behind ``manage.py serve`` in a subprocess."""
+    if kind == "hypercorn":
+        async with trio.open_nursery() as nursery:
+            address, shutdown = await start_hypercorn(nursery)
+            host, port = address.rsplit(":", 1)
+            yield host, int(port), None
+            shutdown.set()
+    else:
+        async with run_serve() as server:
+            host, port = await server.address()
+            yield host, port, server.process.pid
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.wait_exit() == 0
+
+
+async def echo_once(host: str, port: int, path: str) -> None:
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(upgrade_request(path) + masked_text_frame("ping")[:0])
+        assert (await read_head(stream)).startswith(b"HTTP/1.1 101")
+
+
+# -- leaks on the ASGI path ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["hypercorn", "serve"])
+@pytest.mark.parametrize("extra", [b"x", masked_text_frame("pipelined")], ids=["byte", "frame"])
+async def test_extra_bytes_with_the_handshake_leak_no_connection(kind: str, extra: bytes) -> None:
+    # Hypercorn answers 400, marks its WSStream closed and drops the app's accept without ever
+    # sending websocket.disconnect: the app must notice, or the socket stays in CLOSE-WAIT.
+    with trio.fail_after(TIMEOUT):
+        async with asgi_server(kind) as (host, port, pid):
+            await echo_once(host, port, "/harden/slow-accept/")  # imports, thread pool
+            before = open_fds(pid)
+            for _ in range(LEAK_PACKETS):
+                stream = await trio.open_tcp_stream(host, port)
+                async with stream:
+                    await stream.send_all(upgrade_request("/harden/slow-accept/") + extra)
+                    assert (await read_head(stream)).startswith(b"HTTP/1.1 400")
+                    await wait_server_eof(stream)
+            if pid is None:
+                await current_server().wait_idle()
+            assert open_fds(pid) <= before
+
+
+async def _flood_until_closed(host: str, port: int) -> int:
+    # One chat client: the handshake, BURST_MESSAGES messages in one write, then the closing
+    # handshake the server starts; returns the server's close code once it closed the TCP side.
+    client = WSConnection(ConnectionType.CLIENT)
+    stream = await trio.open_tcp_stream(host, port)
+    code = -1
+    async with stream:
+        await stream.send_all(client.send(Request(host="127.0.0.1", target="/harden/policy-close/")))
+        accepted = False
+        while not accepted:
+            data = await stream.receive_some(65536)
+            assert data, "closed during the handshake"
+            client.receive_data(data)
+            accepted = any(isinstance(e, AcceptConnection) for e in client.events())
+        burst = b"".join(client.send(TextMessage(f"message {i}")) for i in range(BURST_MESSAGES))
+        await stream.send_all(burst)
+        while code == -1:
+            data = await stream.receive_some(65536)
+            assert data, "EOF without a close frame"
+            client.receive_data(data)
+            for event in client.events():
+                if isinstance(event, CloseConnection):
+                    code = event.code
+                    await stream.send_all(client.send(event.response()))
+        while await stream.receive_some(65536):  # the server closes once it has our answer
+            pass
+    return code
+
+
+@pytest.mark.parametrize("kind", ["hypercorn", "serve"])
+async def test_server_close_with_messages_in_flight_leaks_no_socket(kind: str) -> None:
+    # Hypercorn's reader blocks on its 10-message app queue once the app stops receiving:
+    # the app keeps receiving after it is done, until websocket.disconnect.
+    with trio.fail_after(TIMEOUT):
+        async with asgi_server(kind) as (host, port, pid):
+            await echo_once(host, port, "/harden/slow-accept/")
+            before = open_fds(pid)
+            codes: list[int] = []
+
+            async def one() -> None:
+                codes.append(await _flood_until_closed(host, port))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(BURST_CLIENTS):
+                    nursery.start_soon(one)
+            assert codes == [1008] * BURST_CLIENTS
+            if pid is None:
+                await current_server().wait_idle()
+            assert open_fds(pid) <= before
+
+
+# -- log safety -------------------------------------------------------------------------------
+
+FORGED: Final = "2099-01-01 00:00:00 CRITICAL FORGED LINE"
+# A percent-encoded line break, carriage return and escape sequence: the decoded path is what
+# a server logs.
+FORGING_PATHS: Final = (
+    "/harden/named/x%0A2099-01-01%2000:00:00%20CRITICAL%20FORGED%20LINE%0D%1B[2J/",
+    "/nowhere/x%0A2099-01-01%2000:00:00%20CRITICAL%20FORGED%20LINE/",
+)
+
+
+async def _forge(host: str, port: int) -> None:
+    for path in FORGING_PATHS:
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(upgrade_request(path))
+            head = await read_head(stream)
+            if head.startswith(b"HTTP/1.1 101"):
+                await stream.send_all(masked_text_frame("bye\nFORGED"))
+            await wait_server_eof(stream)
+
+
+def _assert_no_forged_line(lines: list[str]) -> None:
+    assert any("FORGED" in line for line in lines), "the client string was not logged at all"
+    for line in lines:
+        assert not line.startswith("2099"), line
+        assert "\x1b" not in line and "\r" not in line, repr(line)
+
+
+async def test_client_strings_cannot_forge_log_lines(
+    server_address: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = server_address.rsplit(":", 1)
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.INFO, logger="trio_djws"):
+        await _forge(host, int(port))
+        await current_server().wait_idle()
+    lines = [
+        line
+        for record in caplog.records
+        if record.name.startswith("trio_djws")
+        for line in record.getMessage().split("\n")
+    ]
+    assert all(r.getMessage().count("\n") == 0 for r in caplog.records if r.exc_info is None)
+    _assert_no_forged_line(lines)
+
+
+async def test_client_strings_cannot_forge_log_lines_behind_serve() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_serve() as server:
+            host, port = await server.address()
+            await _forge(host, port)
+            assert await server.stop(signal.SIGTERM) == 0
+    _assert_no_forged_line(server.stderr.text.splitlines())
+
+
+# -- log amplification ------------------------------------------------------------------------
+
+
+async def test_stray_byte_packet_is_one_warning_line_behind_serve() -> None:
+    # Was three ERROR tracebacks (135 lines) per packet.
+    with trio.fail_after(TIMEOUT):
+        async with run_serve() as server:
+            host, port = await server.address()
+            stream = await trio.open_tcp_stream(host, port)
+            client = "{}:{}".format(*stream.socket.getsockname()[:2])
+            async with stream:
+                await stream.send_all(upgrade_request("/echo/") + b"x")
+                assert (await read_head(stream)).startswith(b"HTTP/1.1 400")
+                await wait_server_eof(stream)
+            await server.stderr.wait_for(f"connection from {re.escape(client)} failed")
+            assert await server.stop(signal.SIGTERM) == 0
+    about = [line for line in server.stderr.text.splitlines() if client in line]
+    assert len(about) <= 2, about  # the app's INFO note and the launcher's one WARNING
+    assert "Traceback" not in server.stderr.text
+
+
+async def test_identical_peer_warnings_are_rate_limited(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = logging.getLogger("trio_djws.tests")
+    with caplog.at_level(logging.WARNING, logger="trio_djws.tests"):
+        for i in range(PEER_WARNINGS_PER_INTERVAL + 15):
+            peer_warning(log, "bad frame from %s", f"client {i}")
+        peer_warning(log, "another cause from %s", "client")
+        assert len(caplog.records) == PEER_WARNINGS_PER_INTERVAL + 1
+        await trio.sleep(PEER_WARNING_INTERVAL)
+        peer_warning(log, "bad frame from %s", "client late")
+    last = caplog.records[-1].getMessage()
+    assert last.startswith("bad frame from client late (15 more like this suppressed"), last
+    assert all(record.levelno == logging.WARNING for record in caplog.records)
+
+
+def test_escape_keeps_printable_text_and_escapes_the_rest() -> None:
+    assert escape("/chat/café/") == "/chat/café/"
+    assert escape("/x\n\r\x1b\u2028\x00/") == r"/x\n\r\x1b\u2028\x00/"
+
+
+# -- protocol edges ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["not-a-key!!", "c2hvcnQ=", ""])
+async def test_invalid_sec_websocket_key_gets_400(server_address: str, key: str) -> None:
+    host, port = server_address.rsplit(":", 1)
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(upgrade_request("/echo/", key=key))
+            head = await read_head(stream)
+    assert head.startswith(b"HTTP/1.1 400"), head
+
+
+async def test_invalid_sec_websocket_key_gets_400_behind_serve() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with asgi_server("serve") as (host, port, _):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(upgrade_request("/echo/", key="not-a-key!!"))
+                assert (await read_head(stream)).startswith(b"HTTP/1.1 400")
