@@ -96,7 +96,7 @@ async def asgi_server(kind: str) -> AsyncIterator[tuple[str, int, int | None]]:
 async def echo_once(host: str, port: int, path: str) -> None:
     stream = await trio.open_tcp_stream(host, port)
     async with stream:
-        await stream.send_all(upgrade_request(path) + masked_text_frame("ping")[:0])
+        await stream.send_all(upgrade_request(path))
         assert (await read_head(stream)).startswith(b"HTTP/1.1 101")
 
 
@@ -130,7 +130,9 @@ async def _flood_until_closed(host: str, port: int) -> int:
     stream = await trio.open_tcp_stream(host, port)
     code = -1
     async with stream:
-        await stream.send_all(client.send(Request(host="127.0.0.1", target="/harden/policy-close/")))
+        await stream.send_all(
+            client.send(Request(host="127.0.0.1", target="/harden/policy-close/"))
+        )
         accepted = False
         while not accepted:
             data = await stream.receive_some(65536)

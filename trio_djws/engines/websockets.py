@@ -375,7 +375,9 @@ class SansIOTransport:
         elif isinstance(exc, EOFError):
             logger.debug("connection from %s lost without a close frame", self._peer)
         else:
-            peer_warning(logger, "%s from %s; closing with %d", escape(_describe(exc)), self._peer, code)
+            peer_warning(
+                logger, "%s from %s; closing with %d", escape(_describe(exc)), self._peer, code
+            )
         self._done = ConnectionClosed(code, reason)
 
     def _next_message(self) -> Message | None:
