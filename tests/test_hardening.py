@@ -21,6 +21,7 @@ from typing import Final
 import pytest
 import trio
 import trio.testing
+import trio_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
@@ -28,6 +29,7 @@ from tests.conftest import start_hypercorn
 from tests.processes import run_serve
 from trio_djws.log import PEER_WARNING_INTERVAL, PEER_WARNINGS_PER_INTERVAL, escape, peer_warning
 from trio_djws.state import current_server
+from trio_djws.servers.workers import FAST_CRASH, FAST_CRASHES_TO_STOP
 
 LEAK_PACKETS: Final = 300  # the count: 300 packets leaked 300 sockets
 BURST_CLIENTS: Final = 60  # chat clients each posting BURST_MESSAGES, all closed with 1008
@@ -294,3 +296,62 @@ async def test_invalid_sec_websocket_key_gets_400_behind_serve() -> None:
             async with stream:
                 await stream.send_all(upgrade_request("/echo/", key="not-a-key!!"))
                 assert (await read_head(stream)).startswith(b"HTTP/1.1 400")
+
+
+# -- worker restarts --------------------------------------------------------------------------
+
+CROSS_PROCESS_BROKER: Final = {"BACKEND": "tests.launcher_handlers.CrossProcessTestBroker"}
+SERVING: Final = r"worker (\d) \(pid (\d+)\) serving"
+
+
+async def test_a_killed_worker_is_restarted_and_the_other_serves_on() -> None:
+    # Was: SIGKILL of one worker stopped the other (1001 to its clients) and the server.
+    with trio.fail_after(TIMEOUT):
+        async with run_serve(
+            "--workers", "2", settings={"WEBSOCKET_BROKER": CROSS_PROCESS_BROKER}
+        ) as server:
+            url = (await server.urls())[0]
+            serving = await server.stderr.wait_for(SERVING, 2)
+            pids = {int(match[2]) for match in serving}
+            async with trio.open_nursery() as nursery:
+                by_pid: dict[int, trio_websocket.WebSocketConnection] = {}
+                for _ in range(200):  # which process accepts is the kernel's choice
+                    if len(by_pid) == 2:
+                        break
+                    ws = await trio_websocket.connect_websocket_url(nursery, f"{url}/launcher/pid/")
+                    by_pid.setdefault(int(await ws.get_message()), ws)
+                assert set(by_pid) == pids
+                killed, survivor = sorted(pids)
+                os.kill(killed, signal.SIGKILL)
+                await server.stderr.wait_for(
+                    rf"worker \d \(pid {killed}\) exited with status -9 after [\d.]+ s; "
+                    r"restarting it in [\d.]+ s"
+                )
+                restarted = (await server.stderr.wait_for(SERVING, 3))[2]
+                assert int(restarted[2]) not in pids
+                await by_pid[survivor].ping()  # the other worker's client is still served
+                with pytest.raises(trio_websocket.ConnectionClosed):
+                    await by_pid[killed].get_message()
+                nursery.cancel_scope.cancel()
+            assert await server.stop(signal.SIGTERM) == 0
+    assert "stopping the server" not in server.stderr.text
+
+
+async def test_repeated_fast_crashes_stop_the_server() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_serve(
+            "--workers", "2", settings={"WEBSOCKET_BROKER": CROSS_PROCESS_BROKER}
+        ) as server:
+            seen = 2
+            await server.stderr.wait_for(SERVING, seen)
+            for _ in range(FAST_CRASHES_TO_STOP):
+                newest = [m for m in await server.stderr.wait_for(SERVING, seen) if m[1] == "1"]
+                os.kill(int(newest[-1][2]), signal.SIGKILL)  # worker 1, every time
+                seen += 1
+                if _ < FAST_CRASHES_TO_STOP - 1:
+                    await server.stderr.wait_for(r"worker 1 \(pid \d+\) exited", _ + 1)
+            assert await server.wait_exit() == 1
+    assert (
+        f"{FAST_CRASHES_TO_STOP} crashes in a row, each within {FAST_CRASH:.0f} s of its start; "
+        "stopping the server" in server.stderr.text
+    )

@@ -151,8 +151,9 @@ def run(sockets: list[socket.socket], *, workers: int = 1, stdout: Output = sys.
 
     With ``workers`` > 1, spawns that many processes (``multiprocessing`` "spawn", as
     ``hypercorn.run.run``) that each serve the shared sockets with ``serve()``; SIGINT or
-    SIGTERM to this process becomes one SIGTERM per worker, and a worker that exits stops the
-    others. Workers also shut down if this process dies.
+    SIGTERM to this process becomes one SIGTERM per worker. A worker that dies is restarted
+    with backoff while the others serve on; repeated fast crashes stop the server
+    (``trio_djws.servers.workers``). Workers also shut down if this process dies.
 
     Args:
         sockets: from ``open_sockets()``; closed by the time this returns.
@@ -160,7 +161,8 @@ def run(sockets: list[socket.socket], *, workers: int = 1, stdout: Output = sys.
         stdout: where the ``Listening on`` lines go.
 
     Returns:
-        The exit status: 0, or that of the first worker that failed.
+        The exit status: 0, or that of the worker that made the server give up (see
+        ``trio_djws.servers.workers.supervise``).
 
     Raises:
         RuntimeError: the installed Hypercorn is not the one this module drives.
