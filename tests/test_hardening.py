@@ -28,8 +28,8 @@ from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessa
 from tests.conftest import start_hypercorn
 from tests.processes import run_serve
 from trio_djws.log import PEER_WARNING_INTERVAL, PEER_WARNINGS_PER_INTERVAL, escape, peer_warning
-from trio_djws.state import current_server
 from trio_djws.servers.workers import FAST_CRASH, FAST_CRASHES_TO_STOP
+from trio_djws.state import current_server
 
 LEAK_PACKETS: Final = 300  # the count: 300 packets leaked 300 sockets
 BURST_CLIENTS: Final = 60  # chat clients each posting BURST_MESSAGES, all closed with 1008
