@@ -376,6 +376,7 @@ def run_chatroom(cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
         env = {
             "DATABASE_URL": url,
             "DJANGO_DEBUG": "0",
+            "CHAT_RATE_LIMIT": "off",  # the load is the point: no per-connection limit
             "BENCH_PROBE": f"/ws/chat/{cfg['slug_prefix']}0/",
         }
         _prepare_chatroom(env, cfg)

@@ -6,6 +6,7 @@ import trio
 import trio.testing
 
 from trio_djws import BaseWSClass, CloseCode, Namespace
+from trio_djws.ratelimit import RateLimit
 from trio_djws.typing import Message
 from trio_djws.websocket import WebSocket
 
@@ -39,3 +40,30 @@ class Named(BaseWSClass):
 
     async def on_message(self, websocket: WebSocket, message: Message) -> None:
         await websocket.close(4000, str(message))
+
+
+@Namespace("/harden/rate-close/")
+class RateClose(BaseWSClass):
+    """Echo, at most 3 messages at once and one a minute after that: over it, the default
+    on_rate_limit closes with 1008 "rate limit"."""
+
+    rate_limit = RateLimit(per_second=1 / 60, burst=3)
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        await websocket.send(message)
+
+
+@Namespace("/harden/rate-drop/")
+class RateDrop(RateClose):
+    """As RateClose, but a message over the limit is dropped with an error frame."""
+
+    async def on_rate_limit(self, websocket: WebSocket, message: Message) -> None:
+        await websocket.send_json({"type": "error", "error": "rate limit"})
+
+
+@Namespace("/harden/rate-settings/")
+class RateSettings(BaseWSClass):
+    """Echo under WEBSOCKET_RATE_LIMIT / WEBSOCKET_RATE_BURST (the default rate_limit)."""
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        await websocket.send(message)

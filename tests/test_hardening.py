@@ -22,14 +22,20 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+from django.test import override_settings
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from tests.conftest import start_hypercorn
 from tests.processes import run_serve
+from trio_djws import ConnectionClosed
+from trio_djws.asgi import get_asgi_application
+from trio_djws.conf import validate
 from trio_djws.log import PEER_WARNING_INTERVAL, PEER_WARNINGS_PER_INTERVAL, escape, peer_warning
+from trio_djws.ratelimit import RateLimit
 from trio_djws.servers.workers import FAST_CRASH, FAST_CRASHES_TO_STOP
 from trio_djws.state import current_server
+from trio_djws.testing import WebSocketTestClient
 
 LEAK_PACKETS: Final = 300  # the count: 300 packets leaked 300 sockets
 BURST_CLIENTS: Final = 60  # chat clients each posting BURST_MESSAGES, all closed with 1008
@@ -355,3 +361,59 @@ async def test_repeated_fast_crashes_stop_the_server() -> None:
         f"{FAST_CRASHES_TO_STOP} crashes in a row, each within {FAST_CRASH:.0f} s of its start; "
         "stopping the server" in server.stderr.text
     )
+
+
+# -- message rate limit -----------------------------------------------------------------------
+
+
+async def test_flooding_client_is_closed_with_1008_rate_limit(ws_url: str) -> None:
+    # Was: no limit (one anonymous client wrote 7,869 chat rows in 60 s).
+    with trio.fail_after(TIMEOUT):
+        async with trio_websocket.open_websocket_url(f"{ws_url}/harden/rate-close/") as ws:
+            for i in range(10):
+                await ws.send_message(f"m{i}")
+            assert [await ws.get_message() for _ in range(3)] == ["m0", "m1", "m2"]
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                await ws.get_message()
+    assert closed.value.reason.code == 1008
+    assert closed.value.reason.reason == "rate limit"
+
+
+async def test_handler_may_drop_messages_over_the_rate_with_an_error_frame(ws_url: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio_websocket.open_websocket_url(f"{ws_url}/harden/rate-drop/") as ws:
+            for i in range(5):
+                await ws.send_message(f"m{i}")
+            received = [await ws.get_message() for _ in range(5)]
+            assert received[:3] == ["m0", "m1", "m2"]
+            assert received[3:] == ['{"type": "error", "error": "rate limit"}'] * 2
+            await ws.ping()  # still open
+
+
+@override_settings(WEBSOCKET_RATE_LIMIT=2, WEBSOCKET_RATE_BURST=4)
+async def test_rate_limit_from_settings_refills_over_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with WebSocketTestClient(get_asgi_application(), "/harden/rate-settings/") as client:
+        for i in range(4):  # the burst
+            await client.send(f"m{i}")
+            assert await client.receive() == f"m{i}"
+        await trio.sleep(0.5)  # one token back at 2 messages per second
+        await client.send("after a pause")
+        assert await client.receive() == "after a pause"
+        await client.send("one too many")
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.receive()
+    assert closed.value.code == 1008
+
+
+def test_rate_limit_values_are_checked() -> None:
+    with pytest.raises(ValueError, match="per_second must be a number > 0, got 0"):
+        RateLimit(per_second=0, burst=1)
+    with pytest.raises(ValueError, match="burst must be an int >= 1, got 0"):
+        RateLimit(per_second=1, burst=0)
+    assert validate("rate_limit", 0) == (
+        "WEBSOCKET_RATE_LIMIT must be a number > 0 (messages per second) or None, got 0"
+    )
+    assert validate("rate_burst", 1.5) is not None
+    assert validate("rate_limit", None) is None

@@ -66,6 +66,8 @@ class Settings:
     topics_max_age: float = 24 * 3600 * SECONDS  # a topics token older than this is refused
     celery_app: str | None = None  # dotted path to a Celery app for @signal(queue=...)
     signal_queue_threads: Mapping[str, int] = field(default_factory=dict)  # queue → threads
+    rate_limit: float | None = None  # messages per second per connection; None: no limit
+    rate_burst: int = 10  # messages a connection may send at once above WEBSOCKET_RATE_LIMIT
     # group-name pattern → {"SIZE": messages, "TTL": seconds}: see trio_djws.history
     group_history: Mapping[str, object] = field(default_factory=dict)
     history_publish_timeout: float = 5 * SECONDS  # a history group's broker unreachable this long
@@ -98,6 +100,8 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "topics_max_age": ((int, float), "a number > 0 (seconds)"),
     "celery_app": ((str, type(None)), "a dotted path to a Celery app, or None"),
     "signal_queue_threads": (Mapping, "a dict of queue name → int >= 1 (threads)"),
+    "rate_limit": ((int, float, type(None)), "a number > 0 (messages per second) or None"),
+    "rate_burst": (int, "an int >= 1 (messages)"),
     "group_history": (
         Mapping,
         "a dict of group-name pattern → {'SIZE': int >= 1 (messages), 'TTL': seconds}",

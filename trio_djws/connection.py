@@ -20,6 +20,7 @@ from __future__ import annotations
 import binascii
 import logging
 from base64 import b64decode
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -30,9 +31,10 @@ from .exceptions import ConnectionClosed, Reject
 from .handler import BaseWSClass
 from .log import ConnectionContext, connection_context, escape, peer_warning
 from .origins import origin_allowed
+from .ratelimit import TokenBucket, rate_limit_of
 from .routing import Refusal, registry
 from .state import current_server
-from .typing import Transport, WebSocketScope
+from .typing import Message, Transport, WebSocketScope
 from .websocket import WebSocket
 
 __all__ = ["serve_connection", "serve_websocket", "valid_handshake_key"]
@@ -53,13 +55,16 @@ def _header(scope: WebSocketScope, name: bytes) -> str | None:
 
 
 def valid_handshake_key(scope: WebSocketScope) -> bool:
-    """Whether an HTTP/1.1 handshake carries exactly one ``Sec-WebSocket-Key`` that is the
-    base64 encoding of 16 bytes (RFC 6455 §4.2.1, item 5); True for other HTTP versions
-    (RFC 8441 WebSockets have no key). wsproto (Hypercorn, trio-websocket) accepts any key;
-    the servers answer a False with HTTP 400."""
+    """Whether the ``Sec-WebSocket-Key`` of an HTTP/1.1 handshake is one base64 encoding of
+    16 bytes (RFC 6455 §4.2.1, item 5). True without the header (the servers refuse a missing
+    key themselves; the in-memory test client sends none) and for other HTTP versions (RFC
+    8441 WebSockets have no key). wsproto (Hypercorn, trio-websocket) accepts any key that is
+    present; the servers answer a False with HTTP 400."""
     if scope.get("http_version") != "1.1":
         return True
     keys = [value for name, value in scope["headers"] if name.lower() == b"sec-websocket-key"]
+    if not keys:
+        return True
     if len(keys) != 1:
         return False
     try:
@@ -146,12 +151,7 @@ async def serve_connection(
                         raise Reject(403, "closed in on_connect")  # refuse, as ASGI does
                     await websocket._accept()
                     try:
-                        await websocket._receive_loop(
-                            # One coroutine per message, not two, when no mixin hooks it.
-                            handler.on_message
-                            if handler._direct_on_message
-                            else handler.run_on_message
-                        )
+                        await websocket._receive_loop(_message_hook(handler))
                     except BaseException as exc:
                         # on_close must see why the connection ends; logged further down.
                         failure = _failure(exc)
@@ -189,6 +189,24 @@ async def serve_connection(
             _log_close(websocket)
     finally:
         server.discard(websocket)
+
+
+def _message_hook(handler: BaseWSClass) -> Callable[[WebSocket, Message], Awaitable[None]]:
+    # What the receive loop calls per message: one coroutine per message, not two, when no
+    # mixin hooks it; behind the connection's token bucket when it has a rate limit.
+    on_message = handler.on_message if handler._direct_on_message else handler.run_on_message
+    limit = rate_limit_of(handler.rate_limit)
+    if limit is None:
+        return on_message
+    bucket = TokenBucket(limit, trio.current_time())
+
+    async def limited(websocket: WebSocket, message: Message) -> None:
+        if bucket.take(trio.current_time()):
+            await on_message(websocket, message)
+        else:
+            await handler.on_rate_limit(websocket, message)
+
+    return limited
 
 
 async def _refuse(websocket: WebSocket, transport: Transport, exc: BaseException) -> None:

@@ -11,6 +11,7 @@ thread under the DB limiter, talking to the client through ``websocket.sync``).
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import (
     AbstractAsyncContextManager,
@@ -18,16 +19,22 @@ from contextlib import (
     asynccontextmanager,
     nullcontext,
 )
-from typing import TYPE_CHECKING, ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, cast
+
+from wsproto.frame_protocol import CloseReason
 
 from .exceptions import Block, Reject
+from .log import peer_warning
 from .threads import to_thread
 from .typing import Message
 
 if TYPE_CHECKING:
+    from .ratelimit import RateLimit
     from .websocket import WebSocket
 
 __all__ = ["BaseMixin", "BaseWSClass"]
+
+logger = logging.getLogger(__name__)
 
 _HOOKS = ("on_connect", "on_message", "on_close", "on_resync")
 _NO_CONNECTIONS: AbstractAsyncContextManager[None] = nullcontext()
@@ -72,6 +79,10 @@ class BaseWSClass:
     """
 
     namespace: ClassVar[str | None] = None
+    #: Messages per second this handler's connections may send (``trio_djws.ratelimit``):
+    #: ``"settings"`` (``WEBSOCKET_RATE_LIMIT``/``WEBSOCKET_RATE_BURST``), a ``RateLimit``, or
+    #: None for no limit. Over it, ``on_rate_limit`` runs instead of ``on_message``.
+    rate_limit: ClassVar[RateLimit | Literal["settings"] | None] = "settings"
     _mixin_hooks: ClassVar[dict[str, tuple[_Hook, ...]]] = {}
     _own_hooks: ClassVar[dict[str, _Hook]] = {}
     _connection_factories: ClassVar[tuple[_Descriptor, ...]] = ()
@@ -127,6 +138,21 @@ class BaseWSClass:
 
     async def on_message(self, websocket: WebSocket, message: Message) -> None:
         """Called for each message, in order: ``str`` for text frames, ``bytes`` for binary."""
+
+    async def on_rate_limit(self, websocket: WebSocket, message: Message) -> None:
+        """Called instead of ``on_message`` for a message over the connection's rate limit
+        (``rate_limit``; the message is dropped). By default closes with 1008 "rate limit"
+        (RFC 6455 §7.4.1, policy violation), logged as one rate-limited WARNING line.
+        Override it to keep the connection and answer with an error frame instead, e.g.
+        ``await websocket.send_json({"type": "error", "error": "rate limit"})``. Async only.
+        """
+        peer_warning(
+            logger,
+            "connection %s on %r exceeded its message rate limit; closing with 1008",
+            websocket.id,
+            websocket.path,
+        )
+        await websocket.close(CloseReason.POLICY_VIOLATION, "rate limit")
 
     async def on_close(self, websocket: WebSocket) -> None:
         """Called once when an accepted connection ends, within WEBSOCKET_CLOSE_TIMEOUT

@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 import trio
 from chat.models import Message, Room
-from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket_url,
+)
 
 from trio_djws import database_sync_to_thread
 
@@ -248,3 +253,18 @@ async def test_concurrent_senders_reach_every_client_once_in_one_order(ws_url: s
     orders = {tuple(texts) for texts in received.values()}
     assert len(orders) == 1  # one fan-out per message: every member sees the same order
     assert sorted(orders.pop()) == sorted(f"from {n}" for n in range(clients))
+
+
+async def test_flooding_client_is_closed_with_1008(ws_url: str) -> None:
+    # WEBSOCKET_RATE_LIMIT 10/s after a burst of 20 (chatroom.settings); was: no limit (one
+    # client wrote 7,869 rows in 60 s).
+    flood = 100
+    async with open_websocket_url(chat_url(ws_url)) as ws:
+        await receive_json(ws)
+        for i in range(flood):
+            await ws.send_message(json.dumps({"type": "message", "text": f"flood {i}"}))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await ws.get_message()
+    assert (closed.value.reason.code, closed.value.reason.reason) == (1008, "rate limit")
+    assert 20 <= await message_count() < flood

@@ -111,6 +111,12 @@ TEST_NON_SERIALIZED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"
 # Larger frames are closed with 1009 (RFC 6455 §7.4.1) by Hypercorn itself.
 WEBSOCKET_MAX_MESSAGE_SIZE = 64 * 1024
 
+# A client posting faster than this (messages per second, after a burst of 20) is closed
+# with 1008 "rate limit". CHAT_RATE_LIMIT=off lifts it (the benchmark's load generator).
+_rate = os.environ.get("CHAT_RATE_LIMIT", "10")
+WEBSOCKET_RATE_LIMIT = None if _rate == "off" else float(_rate)
+WEBSOCKET_RATE_BURST = 20
+
 if os.environ.get("REDIS_URL"):
     WEBSOCKET_BROKER = {
         "BACKEND": "trio_djws.brokers.RedisBroker",
