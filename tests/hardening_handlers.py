@@ -7,6 +7,7 @@ import trio.testing
 
 from trio_djws import BaseWSClass, CloseCode, Namespace
 from trio_djws.ratelimit import RateLimit
+from trio_djws.tickets import TicketMixin
 from trio_djws.typing import Message
 from trio_djws.websocket import WebSocket
 
@@ -67,3 +68,12 @@ class RateSettings(BaseWSClass):
 
     async def on_message(self, websocket: WebSocket, message: Message) -> None:
         await websocket.send(message)
+
+
+@Namespace("/harden/ticket/")
+class Ticketed(TicketMixin, BaseWSClass):
+    """Sends the ticket's user name, then the subprotocol it was accepted with."""
+
+    async def on_connect(self, websocket: WebSocket, path: str) -> None:
+        assert websocket.user is not None
+        await websocket.send(websocket.user.get_username())

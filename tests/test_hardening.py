@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
@@ -22,20 +23,27 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.core import signing
 from django.test import override_settings
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from tests.conftest import start_hypercorn
+from tests.conftest import rejected_status, start_hypercorn
 from tests.processes import run_serve
-from trio_djws import ConnectionClosed
+from trio_djws import ConnectionClosed, database_sync_to_thread
 from trio_djws.asgi import get_asgi_application
-from trio_djws.conf import validate
+from trio_djws.auth import issue_ticket
+from trio_djws.checks import check_ticket_cache
+from trio_djws.conf import get_settings, validate
 from trio_djws.log import PEER_WARNING_INTERVAL, PEER_WARNINGS_PER_INTERVAL, escape, peer_warning
 from trio_djws.ratelimit import RateLimit
 from trio_djws.servers.workers import FAST_CRASH, FAST_CRASHES_TO_STOP
 from trio_djws.state import current_server
 from trio_djws.testing import WebSocketTestClient
+from trio_djws.tickets import TICKET_SALT, TICKET_SUBPROTOCOL
 
 LEAK_PACKETS: Final = 300  # the issue's count: 300 packets leaked 300 sockets
 BURST_CLIENTS: Final = 60  # chat clients each posting BURST_MESSAGES, all closed with 1008
@@ -417,3 +425,91 @@ def test_rate_limit_values_are_checked() -> None:
     )
     assert validate("rate_burst", 1.5) is not None
     assert validate("rate_limit", None) is None
+
+
+# -- connection tickets -----------------------------------------------------------------------
+
+
+def _old_ticket(user: AbstractBaseUser, age: float) -> str:
+    # A ticket signed ``age`` seconds ago (TimestampSigner reads the clock when signing).
+    class Past(signing.TimestampSigner):
+        def timestamp(self) -> str:
+            return signing.b62_encode(int(time.time() - age))
+
+    return Past(salt=TICKET_SALT, sep=".").sign_object({"u": str(user.pk), "n": "old"})
+
+
+@pytest.fixture
+def ticket_user(transactional_db: None) -> AbstractBaseUser:
+    return get_user_model().objects.create_user("ticket-holder", password="not-used")
+
+
+async def test_ticket_in_the_query_string_authenticates(
+    ws_url: str, ticket_user: AbstractBaseUser
+) -> None:
+    ticket = issue_ticket(ticket_user)
+    async with trio_websocket.open_websocket_url(f"{ws_url}/harden/ticket/?ticket={ticket}") as ws:
+        assert await ws.get_message() == "ticket-holder"
+        assert ws.subprotocol is None
+
+
+async def test_ticket_as_a_subprotocol_is_never_echoed(
+    ws_url: str, ticket_user: AbstractBaseUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    ticket = issue_ticket(ticket_user)
+    offered = [TICKET_SUBPROTOCOL, f"{TICKET_SUBPROTOCOL}.{ticket}"]
+    with caplog.at_level(logging.DEBUG):
+        async with trio_websocket.open_websocket_url(
+            f"{ws_url}/harden/ticket/", subprotocols=offered
+        ) as ws:
+            assert await ws.get_message() == "ticket-holder"
+            assert ws.subprotocol == TICKET_SUBPROTOCOL
+        # Used again: refused, and the ticket appears in no log line either way.
+        assert await rejected_status(f"{ws_url}/harden/ticket/?ticket={ticket}") == 403
+    server_records = [r for r in caplog.records if r.name.startswith(("trio_djws", "hypercorn"))]
+    assert all(ticket not in record.getMessage() for record in server_records)
+    assert any("ticket already used" in record.getMessage() for record in server_records)
+
+
+@pytest.mark.parametrize("kind", ["reused", "expired", "forged", "tampered", "none", "inactive"])
+async def test_bad_tickets_get_403(ws_url: str, ticket_user: AbstractBaseUser, kind: str) -> None:
+    ticket = issue_ticket(ticket_user)
+    if kind == "reused":
+        async with trio_websocket.open_websocket_url(f"{ws_url}/harden/ticket/?ticket={ticket}"):
+            pass
+    elif kind == "expired":
+        ticket = _old_ticket(ticket_user, get_settings().ticket_max_age + 1)
+    elif kind == "forged":
+        ticket = signing.TimestampSigner(key="not the secret key", salt=TICKET_SALT, sep=".")
+        ticket = ticket.sign_object({"u": str(ticket_user.pk), "n": "forged"})
+    elif kind == "tampered":
+        ticket = ticket[:-2] + ("AA" if not ticket.endswith("AA") else "BB")
+    elif kind == "inactive":
+        ticket_user.is_active = False
+        await database_sync_to_thread(ticket_user.save)()
+    query = "" if kind == "none" else f"?ticket={ticket}"
+    assert await rejected_status(f"{ws_url}/harden/ticket/{query}") == 403
+
+
+def test_issue_ticket_needs_a_saved_authenticated_user() -> None:
+    with pytest.raises(ValueError, match="saved, authenticated user"):
+        issue_ticket(AnonymousUser())
+
+
+async def test_workers_with_a_per_process_ticket_cache_are_refused() -> None:
+    locmem = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings = {"WEBSOCKET_BROKER": CROSS_PROCESS_BROKER, "CACHES": locmem}
+    with trio.fail_after(TIMEOUT):
+        async with run_serve("--workers", "2", settings=settings) as server:
+            assert await server.wait_exit() != 0
+    assert "trio_djws.E080" in server.stderr.text
+    assert "LocMemCache" in server.stderr.text
+
+
+def test_per_process_ticket_cache_is_a_check_warning() -> None:
+    with override_settings(
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    ):
+        assert [m.id for m in check_ticket_cache(None)] == ["trio_djws.W080"]
+    with override_settings(WEBSOCKET_TICKET_CACHE="nope"):
+        assert [m.id for m in check_ticket_cache(None)] == ["trio_djws.E081"]

@@ -37,6 +37,7 @@ from .conf import get_settings
 from .environ import wsgi_environ  # shared with the ASGI app's WSGI bridge
 from .exceptions import ConfigurationError, Reject
 from .threads import to_thread
+from .tickets import TicketMixin, issue_ticket, ticket_view  # connection tickets, also here
 from .typing import HTTPScope, WebSocketScope
 
 if TYPE_CHECKING:
@@ -47,12 +48,15 @@ if TYPE_CHECKING:
     from .websocket import WebSocket
 
 __all__ = [
+    "TicketMixin",
     "build_environ",
     "build_request",
+    "issue_ticket",
     "load_request",
     "middleware_chain",
     "refresh_user",
     "save_session",
+    "ticket_view",
     "user_group",
 ]
 

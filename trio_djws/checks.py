@@ -10,7 +10,9 @@ Ids are ``trio_djws.E001``... and are never reused. Each message's hint names th
 - E042 ``WEBSOCKET_MIDDLEWARE`` lists middleware Django has removed; E043 an entry does not
   import; E044 ``AuthenticationMiddleware`` without ``SessionMiddleware`` before it;
 - E060 ``WEBSOCKET_GROUP_HISTORY`` has a wrong pattern or policy (size, TTL, formatter);
-- W040 an unknown ``WEBSOCKET_*`` setting (a typo, or dwebsocket's/djwebsockets' own).
+- W040 an unknown ``WEBSOCKET_*`` setting (a typo, or dwebsocket's/djwebsockets' own);
+- E080 (raised by ``manage.py serve --workers N``), W080 connection tickets with a per-process
+  ``WEBSOCKET_TICKET_CACHE``; E081 that setting is not a ``CACHES`` alias.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "check_origins",
     "check_settings",
     "check_signals",
+    "check_ticket_cache",
     "check_unknown_settings",
 ]
 
@@ -350,3 +353,40 @@ def check_group_history(
             )
         ]
     return []
+
+
+@register("trio_djws")
+def check_ticket_cache(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
+    """When a handler uses ``TicketMixin``: trio_djws.E081, ``WEBSOCKET_TICKET_CACHE`` is not
+    a ``CACHES`` alias; trio_djws.W080, it is a per-process cache (``LocMemCache``): a ticket
+    is single-use within one process only, and ``manage.py serve --workers N`` refuses it
+    (trio_djws.E080)."""
+    from .tickets import per_process_ticket_cache, tickets_in_use
+
+    if validate("ticket_cache", getattr(settings, "WEBSOCKET_TICKET_CACHE", "default")):
+        return []  # a wrong type is E001's
+    if not tickets_in_use():
+        return []
+    try:
+        backend = per_process_ticket_cache()
+    except ConfigurationError as exc:
+        return [
+            Error(
+                str(exc) + ".",
+                hint="Connection tickets are consumed in that cache; name a CACHES alias.",
+                id="trio_djws.E081",
+            )
+        ]
+    if backend is None:
+        return []
+    return [
+        Warning(
+            f"WEBSOCKET_TICKET_CACHE is {backend}, which each process has to itself: a "
+            f"connection ticket is single-use only within one process.",
+            hint="Fine for one process; for manage.py serve --workers N (refused: "
+            "trio_djws.E080) or several servers use Redis, Memcached or the database cache.",
+            id="trio_djws.W080",
+        )
+    ]

@@ -28,6 +28,7 @@ from hypercorn.typing import ASGIFramework
 
 from ..conf import broker_backend, get_settings, require_app
 from ..exceptions import ConfigurationError
+from ..tickets import check_ticket_cache
 from .hypercorn import check_hypercorn, make_config, serve
 from .lifecycle import Output, stop_on_signals, tune_gc
 from .sockets import http_url
@@ -47,12 +48,15 @@ def check_workers(workers: int) -> None:
         ValueError: ``workers`` is not an int >= 1.
         ConfigurationError: ``workers`` > 1 and ``WEBSOCKET_BROKER`` names a broker whose
             ``cross_process`` is False (the default ``InMemoryBroker``): each process would
-            have its own groups, so group messages would silently reach only some members.
+            have its own groups, so group messages would silently reach only some members;
+            or handlers use connection tickets with a per-process ``WEBSOCKET_TICKET_CACHE``
+            (``trio_djws.tickets.check_ticket_cache``, trio_djws.E080).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers expects an int >= 1, got {workers!r}")
     if workers == 1:
         return
+    check_ticket_cache(workers)
     broker_class, _ = broker_backend()
     backend = str(get_settings().broker["BACKEND"])
     if not getattr(broker_class, "cross_process", False):
