@@ -38,6 +38,7 @@ from trio_djws.asgi import get_asgi_application
 from trio_djws.auth import issue_ticket
 from trio_djws.checks import check_ticket_cache
 from trio_djws.conf import get_settings, validate
+from trio_djws.connection import MAX_LIFETIME_REASON
 from trio_djws.log import PEER_WARNING_INTERVAL, PEER_WARNINGS_PER_INTERVAL, escape, peer_warning
 from trio_djws.ratelimit import RateLimit
 from trio_djws.servers.workers import FAST_CRASH, FAST_CRASHES_TO_STOP
@@ -513,3 +514,18 @@ def test_per_process_ticket_cache_is_a_check_warning() -> None:
         assert [m.id for m in check_ticket_cache(None)] == ["trio_djws.W080"]
     with override_settings(WEBSOCKET_TICKET_CACHE="nope"):
         assert [m.id for m in check_ticket_cache(None)] == ["trio_djws.E081"]
+
+
+# -- maximum connection lifetime --------------------------------------------------------------
+
+
+@override_settings(WEBSOCKET_MAX_LIFETIME=0.5)
+async def test_connection_is_closed_with_1001_at_its_maximum_lifetime(ws_url: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio_websocket.open_websocket_url(f"{ws_url}/echo/") as ws:
+            await ws.send_message("still there")
+            assert await ws.get_message() == "still there"
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                await ws.get_message()
+    assert closed.value.reason.code == 1001
+    assert closed.value.reason.reason == MAX_LIFETIME_REASON

@@ -21,7 +21,7 @@ import binascii
 import logging
 from base64 import b64decode
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import trio
 from wsproto.frame_protocol import CloseReason
@@ -37,7 +37,7 @@ from .state import current_server
 from .typing import Message, Transport, WebSocketScope
 from .websocket import WebSocket
 
-__all__ = ["serve_connection", "serve_websocket", "valid_handshake_key"]
+__all__ = ["MAX_LIFETIME_REASON", "serve_connection", "serve_websocket", "valid_handshake_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,9 @@ async def serve_connection(
     websocket = WebSocket(transport, scope, kwargs, server=server)
     handler = handler_class()
     connection_context.set(ConnectionContext(websocket.id, escape(websocket.path), _client(scope)))
-    close_timeout = get_settings().close_timeout
+    settings = get_settings()
+    close_timeout = settings.close_timeout
+    max_lifetime = settings.max_lifetime
     server.add(websocket)
     try:
         async with trio.open_nursery() as nursery:
@@ -150,6 +152,8 @@ async def serve_connection(
                     if websocket.closed and not websocket._is_accepted:
                         raise Reject(403, "closed in on_connect")  # refuse, as ASGI does
                     await websocket._accept()
+                    if max_lifetime is not None:
+                        nursery.start_soon(_close_at_end_of_life, websocket, max_lifetime)
                     try:
                         await websocket._receive_loop(_message_hook(handler))
                     except BaseException as exc:
@@ -189,6 +193,22 @@ async def serve_connection(
             _log_close(websocket)
     finally:
         server.discard(websocket)
+
+
+MAX_LIFETIME_REASON: Final = "maximum connection lifetime"  # with 1001 at WEBSOCKET_MAX_LIFETIME
+
+
+async def _close_at_end_of_life(websocket: WebSocket, seconds: float) -> None:
+    # WEBSOCKET_MAX_LIFETIME: a normal close (queued messages first) with 1001, as at a
+    # shutdown, so that a client reconnects (and re-authenticates) at least this often.
+    await trio.sleep(seconds)
+    logger.info(
+        "closing %s on %r with 1001: WEBSOCKET_MAX_LIFETIME (%.0f s) reached",
+        websocket.id,
+        websocket.path,
+        seconds,
+    )
+    websocket.close_nowait(CloseReason.GOING_AWAY, MAX_LIFETIME_REASON)
 
 
 def _message_hook(handler: BaseWSClass) -> Callable[[WebSocket, Message], Awaitable[None]]:
