@@ -45,6 +45,7 @@ from trio_djws.servers.workers import FAST_CRASH, FAST_CRASHES_TO_STOP
 from trio_djws.state import current_server
 from trio_djws.testing import WebSocketTestClient
 from trio_djws.tickets import TICKET_SALT, TICKET_SUBPROTOCOL
+from trio_djws.views import IDLE_REASON
 
 LEAK_PACKETS: Final = 300  # the count: 300 packets leaked 300 sockets
 BURST_CLIENTS: Final = 60  # chat clients each posting BURST_MESSAGES, all closed with 1008
@@ -529,3 +530,27 @@ async def test_connection_is_closed_with_1001_at_its_maximum_lifetime(ws_url: st
                 await ws.get_message()
     assert closed.value.reason.code == 1001
     assert closed.value.reason.reason == MAX_LIFETIME_REASON
+
+
+# -- dwebsocket-style views: idle timeout -----------------------------------------------------
+
+
+@override_settings(WEBSOCKET_VIEW_IDLE_TIMEOUT=0.5, WEBSOCKET_VIEW_THREADS=2)
+async def test_idle_view_connections_are_closed_and_free_their_threads(ws_url: str) -> None:
+    # Was: idle clients held every view thread for good; the next client got 503.
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trio_websocket.open_websocket_url(f"{ws_url}/dws/wait/") as first,
+            trio_websocket.open_websocket_url(f"{ws_url}/dws/wait/") as second,
+        ):
+            for ws in (first, second):
+                assert await ws.get_message() == "waiting"
+            for ws in (first, second):
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await ws.get_message()
+                assert (closed.value.reason.code, closed.value.reason.reason) == (
+                    1001,
+                    IDLE_REASON,
+                )
+        async with trio_websocket.open_websocket_url(f"{ws_url}/dws/wait/") as third:
+            assert await third.get_message() == "waiting"  # a thread was free again

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .websocket import WebSocket
 
 __all__ = [
+    "IDLE_REASON",
     "ViewWebSocket",
     "WebSocketRequest",
     "accept_websocket",
@@ -60,6 +61,7 @@ logger = logging.getLogger(__name__)
 R = TypeVar("R")
 _ENVIRON_KEY: Final = "trio_djws.websocket"
 
+IDLE_REASON: Final = "idle timeout"  # with 1001 at WEBSOCKET_VIEW_IDLE_TIMEOUT
 _view_limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("trio_djws.views")
 
 
@@ -159,7 +161,7 @@ class ViewWebSocket:
         if self._closed:
             return
         try:
-            trio.from_thread.run(self._bridge.websocket.send, message)
+            trio.from_thread.run(self._bridge.send, message)
         except (ConnectionClosed, trio.Cancelled):
             self._closed = True
 
@@ -329,6 +331,7 @@ class _Bridge:
         self.done = trio.Event()  # the view thread has returned
         self.accept_requested = False
         self.status = 500  # the view's response status once it has returned
+        self.last_activity = trio.current_time()  # a message either way (idle timeout)
 
     def queued(self) -> int:
         return self.inbox.statistics().current_buffer_used
@@ -337,6 +340,27 @@ class _Bridge:
         self.accept_requested = True
         self.decided.set()
         await self.websocket._wait_accepted()
+
+    async def send(self, message: Message) -> None:
+        self.last_activity = trio.current_time()
+        await self.websocket.send(message)
+
+    async def close_when_idle(self, seconds: float) -> None:
+        # WEBSOCKET_VIEW_IDLE_TIMEOUT: no message either way for ``seconds`` frees
+        # the view's thread (wait() returns None, then the view returns).
+        while True:
+            deadline = self.last_activity + seconds
+            if trio.current_time() >= deadline:
+                logger.info(
+                    "closing view connection %s on %r with 1001: no message for %.0f s "
+                    "(WEBSOCKET_VIEW_IDLE_TIMEOUT)",
+                    self.websocket.id,
+                    self.websocket.path,
+                    seconds,
+                )
+                self.websocket.close_nowait(CloseReason.GOING_AWAY, IDLE_REASON)
+                return
+            await trio.sleep_until(deadline)
 
     # -- worker thread --------------------------------------------------------------------
 
@@ -380,6 +404,9 @@ class _ViewHandler(BaseWSClass):
         websocket.start_soon(self._run, bridge, environ, limiter)
         await bridge.decided.wait()
         if bridge.accept_requested:
+            idle_timeout = get_settings().view_idle_timeout
+            if idle_timeout is not None:
+                websocket.start_soon(bridge.close_when_idle, idle_timeout)
             return
         if bridge.status >= 300:
             raise Reject(bridge.status, f"the view answered HTTP {bridge.status}")
@@ -415,6 +442,7 @@ class _ViewHandler(BaseWSClass):
 
     async def on_message(self, websocket: WebSocket, message: Message) -> None:
         assert self._bridge is not None
+        self._bridge.last_activity = trio.current_time()
         try:
             await self._bridge.inbox_send.send(message)  # waits while the view is behind
         except trio.BrokenResourceError:
