@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from tests.settings import *  # noqa: F403
 from tests.settings import WEBSOCKET_HANDLERS
@@ -18,14 +17,5 @@ WEBSOCKET_SHUTDOWN_TIMEOUT = 3  # seconds
 WEBSOCKET_TCP_USER_TIMEOUT = 2  # seconds
 WEBSOCKET_PING_INTERVAL = 1  # seconds
 WEBSOCKET_SEND_QUEUE_SIZE = 128  # messages: a burst of 100 sends never waits
-
-# A cache every worker process shares: tests.hardening_handlers uses connection tickets, which
-# manage.py serve --workers N refuses with a per-process cache (trio_djws.E080).
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": os.path.join(tempfile.gettempdir(), "trio-djws-tests-cache"),
-    }
-}
 
 globals().update(json.loads(os.environ.get("LAUNCHER_TEST_SETTINGS", "{}")))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
@@ -33,6 +35,18 @@ TEMPLATES = [  # the signals tests' page (tests/templates)
 ]
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# A cache every process shares (one per checkout): tests.hardening_handlers uses connection
+# tickets, consumed once in it (a per-process cache is warning W080, and manage.py serve
+# --workers N refuses it: E080).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": os.path.join(
+            tempfile.gettempdir(),
+            "trio-djws-tests-cache-" + hashlib.sha256(__file__.encode()).hexdigest()[:12],
+        ),
+    }
+}
 WEBSOCKET_HANDLERS = ["tests.handlers", "tests.auth_handlers", "tests.hardening_handlers"]
 LOGGING = {
     "version": 1,

@@ -116,7 +116,9 @@ def test_check_ids_are_the_documented_ones() -> None:
         "trio_djws.E050",
         "trio_djws.E051",
         "trio_djws.E060",
+        "trio_djws.E081",
         "trio_djws.W040",
         "trio_djws.W041",
         "trio_djws.W051",
+        "trio_djws.W080",
     ]

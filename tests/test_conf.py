@@ -11,7 +11,9 @@ from trio_djws.conf import Settings, get_settings
 
 
 def test_defaults() -> None:
-    assert get_settings() == Settings(handlers=("tests.handlers", "tests.auth_handlers"))
+    assert get_settings() == Settings(
+        handlers=("tests.handlers", "tests.auth_handlers", "tests.hardening_handlers")
+    )
     assert get_settings().send_queue_size == 64
     assert get_settings().max_message_size == 1024 * 1024
 

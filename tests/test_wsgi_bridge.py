@@ -6,10 +6,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import TypeVar
 
@@ -17,8 +16,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from django.core.signals import got_request_exception, request_finished
-from django.http import UnreadablePostError
+from django.core.signals import request_finished, request_started
 from django.test import override_settings
 from hypercorn.trio import serve
 
@@ -26,7 +24,6 @@ from tests.conftest import hypercorn_config
 from tests.views import FILE_CONTENT, STREAMS, Stream
 from trio_djws.asgi import get_asgi_application
 from trio_djws.threads import http_limiter
-from trio_djws.wsgi_bridge import _RequestBody
 
 WAIT = 10.0  # seconds; generous bound on anything the server does for one request
 MIB = 1024 * 1024
@@ -328,61 +325,67 @@ async def test_bridge_exception_after_the_response_started_cuts_it_short(
     assert (await client.get("/meta/x/")).status_code == 200
 
 
-async def test_client_gone_mid_body_makes_the_read_raise_unreadable_post_error(
+async def test_client_gone_mid_body_takes_no_worker_thread(
     hypercorn_server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    raised: list[BaseException | None] = []
-
-    def receiver(sender: object, **kwargs: object) -> None:
-        raised.append(sys.exc_info()[1])
-
-    got_request_exception.connect(receiver, dispatch_uid="tests.test_wsgi_bridge.raised")
+    # The body is read on the trio side before a thread is taken: a client that leaves
+    # mid-body never reaches Django.
+    started: list[object] = []
+    request_started.connect(started.append, dispatch_uid="tests.test_wsgi_bridge.started")
     try:
         host, _, port = hypercorn_server.rpartition(":")
         async with await trio.open_tcp_stream(host, int(port)) as connection:
             head = b"POST /upload/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n"
             await connection.send_all(head + b"x" * 10)
-        await trio.testing.wait_all_tasks_blocked()  # the request has its worker thread
+        await trio.testing.wait_all_tasks_blocked()
         await wait_requests_done()
     finally:
-        got_request_exception.disconnect(dispatch_uid="tests.test_wsgi_bridge.raised")
-    [error] = raised  # request.body raised it; Django answered 500 to nobody
-    assert isinstance(error, UnreadablePostError)
-    assert "disconnected" in str(error)
+        request_started.disconnect(dispatch_uid="tests.test_wsgi_bridge.started")
+    assert started == []
     assert errors(caplog) == []
 
 
-async def read_in_thread(chunks: list[bytes], reader: Callable[[_RequestBody], R]) -> R:
-    """Run ``reader`` on a wsgi.input that receives exactly ``chunks``, in a worker thread."""
-    pending = iter(chunks)
+@override_settings(WEBSOCKET_HTTP_BODY_TIMEOUT=1, WEBSOCKET_HTTP_THREADS=2)
+async def test_trickled_bodies_hold_no_thread_and_get_408(
+    hypercorn_server: str, client: httpx.AsyncClient
+) -> None:
+    # Was: 45 POSTs trickling 1 byte every 2 s pinned all 40 HTTP threads; the login page
+    # stopped answering. Here 5 trickling clients against 2 threads.
+    host, _, port = hypercorn_server.rpartition(":")
+    async with trio.open_nursery() as nursery:
+        answers: list[bytes] = []
 
-    async def next_chunk() -> bytes:
-        await trio.lowlevel.checkpoint()
-        return next(pending, b"")
+        async def trickle() -> None:
+            async with await trio.open_tcp_stream(host, int(port)) as connection:
+                head = b"POST /upload/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
+                await connection.send_all(head + b"x")
+                answer = b""
+                while chunk := await connection.receive_some(4096):  # 408, then closed
+                    answer += chunk
+                answers.append(answer)
 
-    return await trio.to_thread.run_sync(reader, _RequestBody(next_chunk))
+        for _ in range(5):
+            nursery.start_soon(trickle)
+        await trio.testing.wait_all_tasks_blocked()
+        # Every trickling request waits for its body on the trio side: other requests are
+        # served meanwhile.
+        assert (await client.get("/meta/x/")).status_code == 200
+    assert len(answers) == 5
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers
 
 
-async def test_read_n_joins_chunks_until_n_bytes_or_the_end() -> None:
-    def reads(body: _RequestBody) -> list[bytes]:
-        return [body.read(4), body.read(0), body.read(10), body.read(1), body.read()]
+@override_settings(FILE_UPLOAD_MAX_MEMORY_SIZE=1024)
+async def test_chunked_body_over_the_memory_size_is_spooled_and_gets_its_length(
+    client: httpx.AsyncClient,
+) -> None:
+    payload = random.randbytes(100_000)
 
-    assert await read_in_thread([b"ab", b"cde", b"f"], reads) == [b"abcd", b"", b"ef", b"", b""]
-    assert await read_in_thread([b"ab", b"cde"], lambda body: body.read()) == b"abcde"
-    assert await read_in_thread([b"ab", b"cde"], lambda body: body.read(None)) == b"abcde"
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: Transfer-Encoding chunked
+        for start in range(0, len(payload), 7_000):
+            yield payload[start : start + 7_000]
 
-
-async def test_readline_stops_at_newline_size_or_the_end() -> None:
-    def readlines(body: _RequestBody) -> list[bytes]:
-        return [
-            body.readline(),
-            body.readline(2),
-            body.readline(),
-            body.readline(),
-            body.readline(),
-        ]
-
-    chunks = [b"ab\ncd", b"e\n", b"fg"]
-    assert await read_in_thread(chunks, readlines) == [b"ab\n", b"cd", b"e\n", b"fg", b""]
-    assert await read_in_thread(chunks, list) == [b"ab\n", b"cde\n", b"fg"]
-    assert await read_in_thread(chunks, lambda body: body.readlines(2)) == [b"ab\n"]
+    response = await client.post("/upload/", content=chunks())
+    assert response.json() == {
+        "length": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }

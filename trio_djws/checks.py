@@ -29,7 +29,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULT_MIDDLEWARE, PREFIX, Settings, validate
+from .conf import DEFAULT_MIDDLEWARE, PREFIX, Settings, get_settings, validate
 from .exceptions import ConfigurationError
 from .origins import _allowed_hosts  # the same DEBUG defaults as the handshake check
 
@@ -365,8 +365,10 @@ def check_ticket_cache(
     (trio_djws.E080)."""
     from .tickets import per_process_ticket_cache, tickets_in_use
 
-    if validate("ticket_cache", getattr(settings, "WEBSOCKET_TICKET_CACHE", "default")):
-        return []  # a wrong type is E001's
+    try:
+        get_settings()
+    except ConfigurationError:
+        return []  # a wrong setting is E001's
     if not tickets_in_use():
         return []
     try:

@@ -68,6 +68,7 @@ class Settings:
     signal_queue_threads: Mapping[str, int] = field(default_factory=dict)  # queue → threads
     rate_limit: float | None = None  # messages per second per connection; None: no limit
     rate_burst: int = 10  # messages a connection may send at once above WEBSOCKET_RATE_LIMIT
+    http_body_timeout: float | None = 60 * SECONDS  # whole HTTP request body, else 408
     view_idle_timeout: float | None = 120 * SECONDS  # a view connection silent this long: 1001
     max_lifetime: float | None = None  # seconds; then closed with 1001 (None: no limit)
     ticket_max_age: float = 30 * SECONDS  # a connection ticket is valid this long, once
@@ -106,6 +107,7 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "signal_queue_threads": (Mapping, "a dict of queue name → int >= 1 (threads)"),
     "rate_limit": ((int, float, type(None)), "a number > 0 (messages per second) or None"),
     "rate_burst": (int, "an int >= 1 (messages)"),
+    "http_body_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "view_idle_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "max_lifetime": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "ticket_max_age": ((int, float), "a number > 0 (seconds)"),

@@ -7,42 +7,45 @@ through Django's WSGI handler (PEP 3333) in one worker thread under ``http_limit
 response's ``close()`` (Django's ``request_finished`` signal, which also cleans up DB
 connections) all run in that one thread, because Django's DB connections belong to threads.
 
-Bodies stream both ways, one trio round trip per chunk, so no size cap of ours applies:
+Bodies:
 
-- in: ``wsgi.input`` hands ``http.request`` chunks to the thread as Django reads them;
-  Django's own limits (``DATA_UPLOAD_MAX_MEMORY_SIZE`` …) apply. Hypercorn's
-  ``TrioWSGIMiddleware`` instead buffers the whole body and caps it at 64 KiB.
+- in: the whole request body is read on the trio side **before** a worker thread is taken,
+  into a ``tempfile.SpooledTemporaryFile`` that stays in memory up to Django's
+  ``FILE_UPLOAD_MAX_MEMORY_SIZE`` bytes and goes to disk past it, within
+  ``WEBSOCKET_HTTP_BODY_TIMEOUT`` seconds from the start of the request: a client that
+  trickles its body (one byte every few seconds) holds no thread, and gets 408 Request
+  Timeout when the deadline passes. A client that disconnects first costs no thread either.
+  The spooled body is ``wsgi.input``; Django's own limits (``DATA_UPLOAD_MAX_MEMORY_SIZE`` …)
+  apply when the view reads it. A chunked body without ``Content-Length`` gets its length.
+  Hypercorn's ``TrioWSGIMiddleware`` buffers the whole body in memory and caps it at 64 KiB.
 - out: each chunk of the WSGI response becomes one ``http.response.body`` message as soon
   as the response iterator yields it, so a ``StreamingHttpResponse`` streams.
 
-One trio task (the pump) is the only caller of ``receive``. It hands body chunks over a
-zero-capacity channel, so the client is read no faster than Django reads, and then watches
-for ``http.disconnect``: after a disconnect the response iterator is not advanced again and
-is closed. Hypercorn drops sends to a closed connection silently, so without the pump an
-endless streaming response would run on forever.
-
-Limits that come from WSGI or Hypercorn, not from this bridge: Django reads
-``CONTENT_LENGTH`` bytes of body, so a chunked request without ``Content-Length`` has an
-empty body; a disconnect is noticed only when the response iterator yields its next chunk;
-once a response is complete, Hypercorn closes the connection if the request body has not all
-arrived (a client still sending a big body that Django refused may see a reset, not the 400).
+Once the body is in, one trio task (the pump) is the only caller of ``receive``: it watches
+for ``http.disconnect``, after which the response iterator is not advanced again and is
+closed. Hypercorn drops sends to a closed connection silently, so without the pump an endless
+streaming response would run on forever. A disconnect is noticed only when the response
+iterator yields its next chunk.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import sys
+import math
+import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 import trio
+from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import setting_changed
-from django.http import UnreadablePostError
 
+from .conf import get_settings
 from .environ import wsgi_environ
+from .log import escape, peer_warning
 from .threads import http_limiter
 from .typing import ASGIReceive, ASGISend, HTTPScope
 
@@ -56,6 +59,7 @@ __all__ = ["serve_http"]
 logger = logging.getLogger(__name__)
 
 _ERROR_BODY: Final = b"Internal Server Error"
+_TIMEOUT_BODY: Final = b"Request Timeout"
 _handler_lock = threading.Lock()
 
 
@@ -98,12 +102,14 @@ async def serve_http(scope: HTTPScope, receive: ASGIReceive, send: ASGISend) -> 
     Raises:
         trio.Cancelled: as above, after the response was closed.
     """
-    body_send, body_receive = trio.open_memory_channel[bytes](0)
-    exchange = _Exchange(scope, send, body_receive)
+    body = await _read_body(scope, receive, send)
+    if body is None:
+        return  # the client left, or got 408: no thread was taken
+    exchange = _Exchange(scope, send, body)
     failed = False
-    with body_receive:
+    try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(exchange.pump, receive, body_send)
+            nursery.start_soon(exchange.pump, receive)
             try:
                 await trio.to_thread.run_sync(exchange.run, limiter=http_limiter())
             except Exception:
@@ -112,19 +118,87 @@ async def serve_http(scope: HTTPScope, receive: ASGIReceive, send: ASGISend) -> 
                 )
                 failed = True
             nursery.cancel_scope.cancel()  # the pump: the request is over
+    finally:
+        with trio.move_on_after(get_settings().close_timeout, shield=True):
+            await body.aclose()  # a no-op once the thread closed it
     if failed and not exchange.response_started and not exchange.disconnected:
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(_ERROR_BODY))]
         await send({"type": "http.response.start", "status": 500, "headers": headers})
         await send({"type": "http.response.body", "body": _ERROR_BODY, "more_body": False})
 
 
+class _Body:
+    """A request body being spooled: memory up to ``FILE_UPLOAD_MAX_MEMORY_SIZE`` bytes, then a
+    temporary file written from a worker thread (disk writes never block the trio thread)."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE)
+        self.size = 0
+        self._on_disk = False
+
+    async def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if not self._on_disk and self.size <= settings.FILE_UPLOAD_MAX_MEMORY_SIZE:
+            self.file.write(chunk)  # in memory: a BytesIO write
+            return
+        self._on_disk = True  # this write rolls the spool over to disk
+        await trio.to_thread.run_sync(self.file.write, chunk, limiter=http_limiter())
+
+    async def aclose(self) -> None:
+        # Deletes the temporary file, if there is one: in a thread.
+        if self._on_disk:
+            await trio.to_thread.run_sync(self.file.close, limiter=http_limiter())
+        else:
+            self.file.close()
+
+
+async def _read_body(scope: HTTPScope, receive: ASGIReceive, send: ASGISend) -> _Body | None:
+    # The whole request body, before any thread is taken, within WEBSOCKET_HTTP_BODY_TIMEOUT
+    # seconds; None if the client disconnected first or got 408 (then the response is sent).
+    timeout = get_settings().http_body_timeout
+    body = _Body()
+    with trio.move_on_after(math.inf if timeout is None else timeout) as deadline:
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                await body.aclose()
+                return None
+            if message["type"] != "http.request":
+                continue
+            chunk = bytes(message.get("body", b""))
+            if chunk:
+                await body.write(chunk)
+            more = bool(message.get("more_body", False))
+    if not deadline.cancelled_caught:
+        return body
+    await body.aclose()
+    client = scope.get("client")
+    peer_warning(
+        logger,
+        "HTTP %s %r from %s: request body incomplete after WEBSOCKET_HTTP_BODY_TIMEOUT "
+        "(%.0f s, %d bytes received); answered 408",
+        scope["method"],
+        scope["path"],
+        escape(f"{client[0]}:{client[1]}") if client else "an unknown client",
+        timeout,
+        body.size,
+    )
+    headers = [
+        (b"content-type", b"text/plain"),
+        (b"content-length", b"%d" % len(_TIMEOUT_BODY)),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 408, "headers": headers})
+    await send({"type": "http.response.body", "body": _TIMEOUT_BODY, "more_body": False})
+    return None
+
+
 class _Exchange:
     """One request and its response: the pump task, the trio-side helpers that the worker
     thread calls through ``trio.from_thread``, and the worker thread's own code."""
 
-    def __init__(
-        self, scope: HTTPScope, send: ASGISend, body: trio.MemoryReceiveChannel[bytes]
-    ) -> None:
+    def __init__(self, scope: HTTPScope, send: ASGISend, body: _Body) -> None:
         self._scope = scope
         self._send = send
         self._body = body
@@ -136,43 +210,13 @@ class _Exchange:
 
     # -- trio side -------------------------------------------------------------------
 
-    async def pump(self, receive: ASGIReceive, body: trio.MemorySendChannel[bytes]) -> None:
-        with body:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    self.disconnected = True
-                    return  # a reader still waiting gets UnreadablePostError
-                if message["type"] != "http.request":
-                    continue
-                chunk = bytes(message.get("body", b""))
-                if chunk:
-                    try:
-                        await body.send(chunk)  # waits until the thread reads
-                    except trio.BrokenResourceError:
-                        pass  # the response started before Django read it all: drop it
-                if not message.get("more_body", False):
-                    break
+    async def pump(self, receive: ASGIReceive) -> None:
+        # The body is in: only a disconnect is left to notice.
         while (await receive())["type"] != "http.disconnect":
             pass
         self.disconnected = True
 
-    async def _next_chunk(self) -> bytes:
-        try:
-            return await self._body.receive()
-        except trio.EndOfChannel:
-            if self.disconnected:
-                raise UnreadablePostError(
-                    "the client disconnected before the end of the request body"
-                ) from None
-            return b""
-        except trio.ClosedResourceError:
-            raise UnreadablePostError(
-                "the request body can only be read until the response starts"
-            ) from None
-
     async def _send_messages(self, messages: list[dict[str, object]]) -> bool:
-        self._body.close()  # the response has started: the pump drops the rest of the body
         if self.disconnected:
             return False
         for message in messages:
@@ -182,7 +226,17 @@ class _Exchange:
     # -- worker thread ---------------------------------------------------------------
 
     def run(self) -> None:
-        environ = wsgi_environ(self._scope, _RequestBody(self._next_chunk))
+        body = self._body.file
+        try:
+            body.seek(0)
+            self._respond(body)
+        finally:
+            body.close()  # deletes a spooled temporary file
+
+    def _respond(self, body: object) -> None:
+        environ = wsgi_environ(self._scope, body)
+        if "CONTENT_LENGTH" not in environ and self._body.size:
+            environ["CONTENT_LENGTH"] = str(self._body.size)  # a chunked body: now known
         response = _wsgi_handler()(environ, self._start_response)
         complete = False
         tail = b""
@@ -241,61 +295,3 @@ class _Exchange:
             messages.insert(0, self._start)
             self.response_started = True
         return trio.from_thread.run(self._send_messages, messages)
-
-
-class _RequestBody:
-    """``wsgi.input``: reads block the worker thread until the pump delivers enough body.
-
-    ``read(n)`` returns ``n`` bytes unless the body ends first, as Django's ``LimitedStream``
-    expects (``request.body`` is one ``read()``). Raises ``UnreadablePostError`` (an
-    ``OSError``, as Django expects from a WSGI input) if the client disconnected first.
-    """
-
-    def __init__(self, next_chunk: Callable[[], Awaitable[bytes]]) -> None:
-        self._next_chunk = next_chunk
-        self._buffer = bytearray()
-        self._eof = False
-
-    def _fill(self) -> bool:
-        if not self._eof:
-            chunk = trio.from_thread.run(self._next_chunk)
-            self._eof = not chunk
-            self._buffer += chunk
-        return not self._eof
-
-    def _take(self, size: int) -> bytes:
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        if size is None or size < 0:
-            while self._fill():
-                pass
-            return self._take(len(self._buffer))
-        while len(self._buffer) < size and self._fill():
-            pass
-        return self._take(size)
-
-    def readline(self, size: int | None = -1, /) -> bytes:
-        limit = sys.maxsize if size is None or size < 0 else size
-        searched = 0
-        while (end := self._buffer.find(b"\n", searched, limit)) < 0:
-            searched = len(self._buffer)
-            if searched >= limit or not self._fill():
-                return self._take(limit)
-        return self._take(end + 1)
-
-    def readlines(self, hint: int = -1, /) -> list[bytes]:
-        lines: list[bytes] = []
-        total = 0
-        while hint <= 0 or total < hint:
-            line = self.readline()
-            if not line:
-                break
-            lines.append(line)
-            total += len(line)
-        return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.readline, b"")
