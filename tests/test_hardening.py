@@ -10,13 +10,16 @@ fails the test at its deadline instead of passing unnoticed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import resource
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Final
 
 import pytest
@@ -32,13 +35,14 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from tests.conftest import rejected_status, start_hypercorn
-from tests.processes import run_serve
+from tests.processes import ServerProcess, child_env, run_serve
 from trio_djws import ConnectionClosed, database_sync_to_thread
 from trio_djws.asgi import get_asgi_application
 from trio_djws.auth import issue_ticket
 from trio_djws.checks import check_ticket_cache
 from trio_djws.conf import get_settings, validate
 from trio_djws.connection import MAX_LIFETIME_REASON
+from trio_djws.limits import current_limits
 from trio_djws.log import PEER_WARNING_INTERVAL, PEER_WARNINGS_PER_INTERVAL, escape, peer_warning
 from trio_djws.ratelimit import RateLimit
 from trio_djws.servers.workers import FAST_CRASH, FAST_CRASHES_TO_STOP
@@ -554,3 +558,126 @@ async def test_idle_view_connections_are_closed_and_free_their_threads(ws_url: s
                 )
         async with trio_websocket.open_websocket_url(f"{ws_url}/dws/wait/") as third:
             assert await third.get_message() == "waiting"  # a thread was free again
+
+
+# -- connection limits ------------------------------------------------------------------------
+
+
+@override_settings(WEBSOCKET_MAX_CONNECTIONS=2)
+async def test_handshakes_above_max_connections_get_503(ws_url: str) -> None:
+    # Was: no limit (one client held 19,000 WebSockets).
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trio_websocket.open_websocket_url(f"{ws_url}/echo/") as first,
+            trio_websocket.open_websocket_url(f"{ws_url}/echo/"),
+        ):
+            assert await rejected_status(f"{ws_url}/echo/") == 503
+            assert await rejected_status(f"{ws_url}/echo/") == 503
+            await first.aclose()
+        async with trio_websocket.open_websocket_url(f"{ws_url}/echo/") as again:
+            await again.send_message("room again")
+            assert await again.get_message() == "room again"
+    assert current_limits().refused["max_connections"] == 2
+
+
+@override_settings(WEBSOCKET_MAX_CONNECTIONS_PER_IP=1, WEBSOCKET_TRUSTED_PROXIES=["127.0.0.1"])
+async def test_per_ip_cap_uses_x_forwarded_for_from_a_trusted_proxy(ws_url: str) -> None:
+    def via(address: str) -> list[tuple[str, str]]:
+        return [("X-Forwarded-For", f"198.51.100.7, {address}")]  # the last entry counts
+
+    url = f"{ws_url}/echo/"
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trio_websocket.open_websocket_url(url, extra_headers=via("203.0.113.1")),
+            trio_websocket.open_websocket_url(url, extra_headers=via("203.0.113.2")),
+        ):
+            assert await rejected_status(url, via("203.0.113.1")) == 503
+        async with trio_websocket.open_websocket_url(url, extra_headers=via("203.0.113.1")):
+            pass  # its count went back to 0
+
+
+@override_settings(WEBSOCKET_MAX_CONNECTIONS_PER_IP=1)
+async def test_per_ip_cap_ignores_x_forwarded_for_by_default(ws_url: str) -> None:
+    url = f"{ws_url}/echo/"
+    with trio.fail_after(TIMEOUT):
+        async with trio_websocket.open_websocket_url(
+            url, extra_headers=[("X-Forwarded-For", "203.0.113.1")]
+        ):
+            assert await rejected_status(url, [("X-Forwarded-For", "203.0.113.2")]) == 503
+
+
+async def test_handshakes_near_the_fd_limit_get_503_and_one_log_line(
+    ws_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with (
+        override_settings(WEBSOCKET_FD_HEADROOM=soft),  # every descriptor counts as the last
+        trio.fail_after(TIMEOUT),
+        caplog.at_level(logging.WARNING, logger="trio_djws"),
+    ):
+        for _ in range(5):
+            assert await rejected_status(f"{ws_url}/echo/") == 503
+    lines = [r for r in caplog.records if "WEBSOCKET_FD_HEADROOM" in r.getMessage()]
+    assert len(lines) == 1  # once per interval, not once per handshake
+    assert current_limits().refused["fd_headroom"] == 5
+
+
+def test_limit_settings_are_checked() -> None:
+    assert validate("fd_headroom", 0) is None
+    assert validate("fd_headroom", -1) is not None
+    assert validate("max_connections", 0) is not None
+    assert validate("max_connections", True) is not None
+    assert validate("trusted_proxies", ["10.0.0.0/8", "::1"]) is None
+    assert validate("trusted_proxies", ["proxy.example"]) is not None
+
+
+FD_LIMIT: Final = 64  # RLIMIT_NOFILE of the server below (it starts with about 10 open)
+
+
+def _serve_with_fd_limit(headroom: int) -> AbstractAsyncContextManager[ServerProcess]:
+    env = child_env(
+        "tests.launcher_settings",
+        LAUNCHER_TEST_SETTINGS=json.dumps({"WEBSOCKET_FD_HEADROOM": headroom}),
+    )
+    command = ["prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}", sys.executable, "-m", "django"]
+    return ServerProcess.open([*command, "serve", "--bind", "127.0.0.1:0"], env)
+
+
+async def _hold_connections(host: str, port: int, count: int, stack: AsyncExitStack) -> None:
+    for _ in range(count):
+        await stack.enter_async_context(await trio.open_tcp_stream(host, port))
+
+
+async def test_out_of_file_descriptors_logs_one_line_not_a_traceback_per_retry() -> None:
+    # Was: "accept returned EMFILE ... retrying" with a traceback 563 times in 55 s.
+    with trio.fail_after(TIMEOUT):
+        async with _serve_with_fd_limit(0) as server, AsyncExitStack() as held:
+            host, port = await server.address()
+            await _hold_connections(host, port, FD_LIMIT, held)  # more than it can accept
+            await server.stderr.wait_for("accept returned")
+            # What is under test is a rate over time: trio retries every 0.1 s, so a second
+            # is ten retries, and they must have made one line.
+            await trio.sleep(1)
+            assert await server.stop(signal.SIGKILL) != 0
+    assert server.stderr.text.count("accept returned") == 1
+    assert "Traceback" not in server.stderr.text
+
+
+async def test_handshakes_get_503_before_the_fd_limit_is_reached() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with _serve_with_fd_limit(20) as server, AsyncExitStack() as held:
+            host, port = await server.address()
+            url = f"ws://{host}:{port}/echo/"
+            statuses: list[int] = []
+            for _ in range(FD_LIMIT):
+                try:
+                    ws = await held.enter_async_context(trio_websocket.open_websocket_url(url))
+                except trio_websocket.ConnectionRejected as exc:
+                    statuses.append(exc.status_code)
+                    break
+                await ws.send_message("hello")
+                assert await ws.get_message() == "hello"
+            assert statuses == [503]
+            assert await server.stop(signal.SIGKILL) != 0
+    assert "WEBSOCKET_FD_HEADROOM" in server.stderr.text
+    assert "accept returned" not in server.stderr.text

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
@@ -68,6 +69,10 @@ class Settings:
     signal_queue_threads: Mapping[str, int] = field(default_factory=dict)  # queue → threads
     rate_limit: float | None = None  # messages per second per connection; None: no limit
     rate_burst: int = 10  # messages a connection may send at once above WEBSOCKET_RATE_LIMIT
+    max_connections: int | None = None  # WebSockets per process, 503 above (None: no limit)
+    max_connections_per_ip: int | None = None  # WebSockets per client IP, 503 above
+    trusted_proxies: tuple[str, ...] = ()  # proxy IPs/networks whose X-Forwarded-For counts
+    fd_headroom: int = 100  # file descriptors kept free below RLIMIT_NOFILE (0: unchecked)
     http_body_timeout: float | None = 60 * SECONDS  # whole HTTP request body, else 408
     view_idle_timeout: float | None = 120 * SECONDS  # a view connection silent this long: 1001
     max_lifetime: float | None = None  # seconds; then closed with 1001 (None: no limit)
@@ -107,6 +112,10 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "signal_queue_threads": (Mapping, "a dict of queue name → int >= 1 (threads)"),
     "rate_limit": ((int, float, type(None)), "a number > 0 (messages per second) or None"),
     "rate_burst": (int, "an int >= 1 (messages)"),
+    "max_connections": ((int, type(None)), "an int >= 1 (WebSockets) or None"),
+    "max_connections_per_ip": ((int, type(None)), "an int >= 1 (WebSockets) or None"),
+    "trusted_proxies": ((list, tuple), "a list of IP addresses or networks"),
+    "fd_headroom": (int, "an int >= 0 (file descriptors)"),
     "http_body_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "view_idle_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "max_lifetime": ((int, float, type(None)), "a number > 0 (seconds) or None"),
@@ -120,6 +129,14 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
 }
 
 
+def _is_network(value: object) -> bool:
+    try:
+        ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
 def validate(name: str, value: object) -> str | None:
     """Return why ``value`` is not valid for setting field ``name``, or None if it is."""
     expected_type, expected = _CHECKS[name]
@@ -130,6 +147,12 @@ def validate(name: str, value: object) -> str | None:
         bad = bad or not (isinstance(value, int) and 0 <= value <= 65535)
     elif not bad and isinstance(value, int | float) and not isinstance(value, bool):
         bad = value < 1 if isinstance(value, int) and expected_type is int else value <= 0
+    if name in ("max_connections", "max_connections_per_ip"):
+        bad = bad or isinstance(value, bool)
+    if name == "fd_headroom":
+        bad = type(value) is not int or value < 0
+    if not bad and name == "trusted_proxies" and isinstance(value, list | tuple):
+        bad = not all(_is_network(item) for item in value)
     if not bad and name == "middleware":
         bad = not isinstance(value, list | tuple) or not all(isinstance(i, str) for i in value)
     if not bad and name == "engine":

@@ -29,6 +29,7 @@ from wsproto.frame_protocol import CloseReason
 from .conf import get_settings
 from .exceptions import ConnectionClosed, Reject
 from .handler import BaseWSClass
+from .limits import current_limits
 from .log import ConnectionContext, connection_context, escape, peer_warning
 from .origins import origin_allowed
 from .ratelimit import TokenBucket, rate_limit_of
@@ -81,15 +82,21 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
     WebSockets).
 
     Rejections (logged at WARNING, each naming its cause): HTTP 503 while the server drains
-    for shutdown, 403 for an ``Origin`` that ``WEBSOCKET_ALLOWED_ORIGINS``/``ALLOWED_HOSTS``
-    does not allow, 403 for a path that neither a ``@Namespace`` nor a URL pattern matches,
-    400 for a view that does not accept WebSockets, 503 when every view thread is busy.
+    for shutdown; 503 above ``WEBSOCKET_MAX_CONNECTIONS``, ``WEBSOCKET_MAX_CONNECTIONS_PER_IP``
+    or within ``WEBSOCKET_FD_HEADROOM`` of the fd limit (``trio_djws.limits``); 403 for an
+    ``Origin`` that ``WEBSOCKET_ALLOWED_ORIGINS``/``ALLOWED_HOSTS`` does not allow; 403 for a
+    path that neither a ``@Namespace`` nor a URL pattern matches; 400 for a view that does not
+    accept WebSockets; 503 when every view thread is busy.
     """
     path = scope["path"]
     server = current_server()
     if server.draining:
         logger.warning("rejected handshake for %r with 503: the server is shutting down", path)
         await transport.reject(503)
+        return
+    limits = current_limits()
+    if limits.refusal(scope, len(server.connections)) is not None:
+        await transport.reject(503)  # logged by refusal(), at most once a minute per cause
         return
     origin = _header(scope, b"origin")
     if not origin_allowed(origin):
@@ -120,7 +127,8 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
         await transport.reject(found.status)
         return
     handler_class, kwargs = found
-    await serve_connection(handler_class, transport, scope, kwargs)
+    with limits.counted(scope):
+        await serve_connection(handler_class, transport, scope, kwargs)
 
 
 async def serve_connection(

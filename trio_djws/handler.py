@@ -25,11 +25,11 @@ from wsproto.frame_protocol import CloseReason
 
 from .exceptions import Block, Reject
 from .log import peer_warning
+from .ratelimit import RateLimit  # at run time: the API docs resolve the annotation
 from .threads import to_thread
 from .typing import Message
 
 if TYPE_CHECKING:
-    from .ratelimit import RateLimit
     from .websocket import WebSocket
 
 __all__ = ["BaseMixin", "BaseWSClass"]

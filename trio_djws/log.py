@@ -29,6 +29,7 @@ __all__ = [
     "connection_context",
     "escape",
     "peer_warning",
+    "quiet_accept_errors",
 ]
 
 PEER_WARNING_INTERVAL: Final = 60.0  # seconds: the window of peer_warning()'s rate limit
@@ -94,11 +95,16 @@ def _table() -> dict[tuple[str, str], _Window] | None:
         return None
 
 
-def peer_warning(logger: logging.Logger, msg: str, *args: object) -> None:
+def peer_warning(
+    logger: logging.Logger,
+    msg: str,
+    *args: object,
+    per_interval: int = PEER_WARNINGS_PER_INTERVAL,
+) -> None:
     """Log one WARNING line about a peer's fault (never a traceback), rate-limited.
 
-    At most ``PEER_WARNINGS_PER_INTERVAL`` calls with the same ``logger`` and ``msg`` (the
-    template, whatever the ``args``) are logged per ``PEER_WARNING_INTERVAL`` seconds; the
+    At most ``per_interval`` calls with the same ``logger`` and ``msg`` (the template,
+    whatever the ``args``) are logged per ``PEER_WARNING_INTERVAL`` seconds; the
     first one logged after a window that dropped some ends with the number dropped. Pass
     client strings as ``%r`` arguments or through ``escape()``. Sync, never blocks.
     """
@@ -115,7 +121,7 @@ def peer_warning(logger: logging.Logger, msg: str, *args: object) -> None:
     if window is None or now - window.started >= PEER_WARNING_INTERVAL:
         suppressed = window.suppressed if window is not None else 0
         window = table[key] = _Window(now)
-    if window.logged >= PEER_WARNINGS_PER_INTERVAL:
+    if window.logged >= per_interval:
         window.suppressed += 1
         return
     window.logged += 1
@@ -128,3 +134,33 @@ def peer_warning(logger: logging.Logger, msg: str, *args: object) -> None:
         )
     else:
         logger.warning(msg, *args)
+
+
+class _AcceptErrorFilter(logging.Filter):
+    # trio's accept loop logs "accept returned EMFILE ...; retrying" with a traceback on every
+    # retry (10 times a second when out of file descriptors): keep one line per interval,
+    # without the traceback (WEBSOCKET_FD_HEADROOM normally keeps the server below the limit).
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        table = _table()
+        if table is None:
+            return True
+        now = trio.current_time()
+        key = (record.name, str(record.msg))
+        window = table.get(key)
+        if window is None or now - window.started >= PEER_WARNING_INTERVAL:
+            table[key] = _Window(now)
+            return True
+        window.suppressed += 1
+        return False
+
+
+_ACCEPT_ERROR_FILTER: Final = _AcceptErrorFilter()
+
+
+def quiet_accept_errors() -> None:
+    """Make trio's accept loop (logger ``trio.serve_listeners``) log an accept error such as
+    ``EMFILE`` once per ``PEER_WARNING_INTERVAL`` seconds without a traceback, instead of a
+    traceback per retry. Idempotent; called by the servers when they start."""
+    logging.getLogger("trio.serve_listeners").addFilter(_ACCEPT_ERROR_FILTER)

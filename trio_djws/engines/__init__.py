@@ -37,6 +37,7 @@ import trio
 
 from ..conf import ENGINES
 from ..exceptions import ConnectionClosed
+from ..log import quiet_accept_errors
 from ..typing import WebSocketScope
 
 __all__ = ["Engine", "StreamEngine", "get_engine", "make_scope", "peer", "reason_phrase"]
@@ -86,6 +87,7 @@ class StreamEngine:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """See ``Engine.serve``."""
+        quiet_accept_errors()  # EMFILE: one line a minute, not a traceback per retry
         async with trio.open_nursery() as nursery:
             await nursery.start(
                 partial(

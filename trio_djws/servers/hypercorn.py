@@ -56,7 +56,7 @@ from hypercorn.utils import wrap_app
 from wsproto.events import Ping
 
 from ..conf import SECONDS, get_settings
-from ..log import escape, peer_warning
+from ..log import escape, peer_warning, quiet_accept_errors
 from .lifecycle import drain
 from .sockets import BACKLOG, http_url
 
@@ -312,6 +312,7 @@ async def serve(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
+        quiet_accept_errors()  # EMFILE: one line a minute, not a traceback per retry
         connections = _Connections(
             wrapped, config, context, ConnectionState(lifespan_state.copy()), ping_interval
         )
