@@ -77,7 +77,9 @@ class Limits:
     def __init__(self) -> None:
         self.per_ip: Counter[str] = Counter()  # live WebSockets per client IP
         self.refused: Counter[str] = Counter()  # handshakes refused, per cause
-        self._fds_checked = -FD_CHECK_INTERVAL
+        self._fds_checked = -FD_CHECK_INTERVAL  # when the descriptors were last counted
+        self._fds = 0  # how many were open then
+        self._live_at_count = 0  # and how many WebSockets were live
         self._fds_low = False
 
     def refusal(self, scope: WebSocketScope, live: int) -> str | None:
@@ -102,7 +104,7 @@ class Limits:
                     scope,
                     settings.max_connections_per_ip,
                 )
-        if settings.fd_headroom and self._few_fds(settings.fd_headroom):
+        if settings.fd_headroom and self._few_fds(settings.fd_headroom, live):
             return self._refuse(
                 "fd_headroom",
                 "rejected handshake from %s for %r with 503: fewer than WEBSOCKET_FD_HEADROOM "
@@ -119,16 +121,25 @@ class Limits:
         peer_warning(logger, msg, peer, scope["path"], limit, per_interval=1)
         return cause
 
-    def _few_fds(self, headroom: int) -> bool:
-        # Counting /proc/self/fd costs a syscall per descriptor: at most once a second.
+    def _few_fds(self, headroom: int, live: int) -> bool:
+        # Counting /proc/self/fd costs a syscall per descriptor: once a second, and in between
+        # only when the WebSockets opened since the last count (one descriptor each) may
+        # have brought the process within ``headroom`` of its limit. Once short, a handshake
+        # is refused without a count for the rest of that second.
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return False
         now = trio.current_time()
-        if now - self._fds_checked >= FD_CHECK_INTERVAL:
-            self._fds_checked = now
-            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        stale = now - self._fds_checked >= FD_CHECK_INTERVAL
+        if self._fds_low and not stale:
+            return True
+        estimate = self._fds + max(0, live - self._live_at_count)
+        if stale or estimate >= soft - headroom:
             count = _open_fds()
-            self._fds_low = (
-                count is not None and soft != resource.RLIM_INFINITY and count >= soft - headroom
-            )
+            if count is None:
+                return False
+            self._fds, self._live_at_count, self._fds_checked = count, live, now
+            self._fds_low = count >= soft - headroom
         return self._fds_low
 
     @contextmanager
