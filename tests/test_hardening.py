@@ -36,6 +36,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessa
 
 from tests.conftest import rejected_status, start_hypercorn
 from tests.processes import ServerProcess, child_env, run_serve
+from tests.test_servers_hypercorn import read_head, upgrade_request
 from trio_djws import ConnectionClosed, database_sync_to_thread
 from trio_djws.asgi import get_asgi_application
 from trio_djws.auth import issue_ticket
@@ -57,15 +58,6 @@ BURST_MESSAGES: Final = 20  # more than Hypercorn's 10-message app queue
 TIMEOUT: Final = 45.0  # seconds, real time: the peers are sockets
 
 
-def upgrade_request(path: str, key: str = "dGhlIHNhbXBsZSBub25jZQ==") -> bytes:
-    """A WebSocket upgrade request (RFC 6455 §4.1) for ``path`` (already percent-encoded)."""
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
 def masked_text_frame(text: str) -> bytes:
     """One masked text frame, as a client sends it (RFC 6455 §5.2)."""
     payload = text.encode()
@@ -73,17 +65,6 @@ def masked_text_frame(text: str) -> bytes:
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return bytes([0x81, 0x80 | len(payload)]) + mask + masked
-
-
-async def read_head(stream: trio.SocketStream) -> bytes:
-    """Read until the end of the HTTP response head (or EOF); returns what was read."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 async def wait_server_eof(stream: trio.SocketStream) -> None:

@@ -47,11 +47,12 @@ GOING_AWAY: Final = 1001
 CROSS_PROCESS_BROKER: Final = {"BACKEND": "tests.launcher_handlers.CrossProcessTestBroker"}
 
 
-def upgrade_request(path: str) -> bytes:
-    """A valid WebSocket upgrade request (RFC 6455 §4.1)."""
+def upgrade_request(path: str, key: str = "dGhlIHNhbXBsZSBub25jZQ==") -> bytes:
+    """A WebSocket upgrade request (RFC 6455 §4.1) for ``path`` (already percent-encoded),
+    valid unless ``key`` is not a base64-encoded 16-byte value."""
     return (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
         "Sec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
 
