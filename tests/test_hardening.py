@@ -34,14 +34,14 @@ from django.test import override_settings
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from tests.conftest import rejected_status, start_hypercorn
+from tests.conftest import rejected_status, start_hypercorn, start_standalone
 from tests.processes import ServerProcess, child_env, run_serve
 from tests.test_servers_hypercorn import read_head, upgrade_request
 from trio_djws import ConnectionClosed, database_sync_to_thread
 from trio_djws.asgi import get_asgi_application
 from trio_djws.auth import issue_ticket
 from trio_djws.checks import check_ticket_cache
-from trio_djws.conf import get_settings, validate
+from trio_djws.conf import ENGINES, get_settings, validate
 from trio_djws.connection import MAX_LIFETIME_REASON
 from trio_djws.limits import current_limits
 from trio_djws.log import PEER_WARNING_INTERVAL, PEER_WARNINGS_PER_INTERVAL, escape, peer_warning
@@ -662,3 +662,48 @@ async def test_handshakes_get_503_before_the_fd_limit_is_reached() -> None:
             assert await server.stop(signal.SIGKILL) != 0
     assert "WEBSOCKET_FD_HEADROOM" in server.stderr.text
     assert "accept returned" not in server.stderr.text
+
+
+# -- standalone: a bad frame pipelined with the handshake -------------------------------------
+
+BAD_FRAME: Final = bytes([0x80 | 0x40 | 0x1, 0x02]) + b"hi"  # RSV1 set, unmasked: RFC 6455 §5.2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_bad_frame_pipelined_with_the_handshake_fails_with_1002(
+    engine: str, nursery: trio.Nursery
+) -> None:
+    # Was: 101, then nothing until the client left.
+    host, port = (await start_standalone(nursery, engine)).rsplit(":", 1)
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(upgrade_request("/echo/") + BAD_FRAME)
+            head = await read_head(stream)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            rest = head.partition(b"\r\n\r\n")[2]
+            while len(rest) < 4:
+                chunk = await stream.receive_some(4096)
+                assert chunk, "closed without a close frame"
+                rest += chunk
+    assert rest[0] == 0x88  # a close frame
+    assert int.from_bytes(rest[2:4], "big") == 1002
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_message_pipelined_with_the_handshake_is_handled(
+    engine: str, nursery: trio.Nursery
+) -> None:
+    host, port = (await start_standalone(nursery, engine)).rsplit(":", 1)
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(upgrade_request("/echo/") + masked_text_frame("early"))
+            head = await read_head(stream)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            rest = head.partition(b"\r\n\r\n")[2]
+            while len(rest) < 7:
+                chunk = await stream.receive_some(4096)
+                assert chunk, "closed without an answer"
+                rest += chunk
+    assert rest[:7] == b"\x81\x05early"  # the echo, unmasked (RFC 6455 §5.1)

@@ -42,6 +42,7 @@ __all__ = ["ENGINE", "TrioWebsocketTransport"]
 
 logger = logging.getLogger(__name__)
 
+_MAX_HEAD_BYTES: Final = 64 * 1024  # a request head longer than this is refused by wsproto
 _MESSAGE_QUEUE_SIZE: Final = 1  # trio-websocket's default; the connection model buffers
 _PING_PAYLOAD: Final = b"trio-djws"
 
@@ -74,8 +75,10 @@ class TrioWebsocketTransport:
         with self._write_deadline():
             self._connection = await self._request.accept(subprotocol=subprotocol)
         self._stream.connection = self._connection
+        self._stream.handshake_done.set()  # the reader may now see what was pipelined
 
     async def reject(self, status: int) -> None:
+        self._stream.handshake_done.set()
         body = f"{status} {reason_phrase(status)}\n".encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8")]
         with trio.move_on_after(self._close_timeout):
@@ -181,13 +184,23 @@ def _failed_without_close_frame(connection: trio_websocket.WebSocketConnection) 
 
 class _Stream(trio.abc.HalfCloseableStream):
     """The accepted ``SocketStream`` as trio-websocket uses it, adding the close frame it
-    does not send when wsproto fails a connection, and a synchronous abort."""
+    does not send when wsproto fails a connection, and a synchronous abort.
+
+    Bytes that arrive after the handshake's request head in the same read (a frame pipelined
+    with the handshake) are held back until the handshake is answered (``handshake_done``):
+    handed to wsproto before, they would wait as its trailing data until the next read, so a
+    pipelined message, or a bad frame that must fail the connection with 1002, would go
+    unnoticed until the client sent more.
+    """
 
     def __init__(self, stream: trio.SocketStream, close_timeout: float) -> None:
         self._stream = stream
         self._close_timeout = close_timeout
         self.peer = peer(stream)
         self.connection: trio_websocket.WebSocketConnection | None = None
+        self.handshake_done = trio.Event()  # set by the transport's accept() and reject()
+        self._head: bytearray | None = bytearray()  # the request head so far; None once read
+        self._held = b""  # what followed the request head, delivered after the handshake
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         try:
@@ -207,7 +220,25 @@ class _Stream(trio.abc.HalfCloseableStream):
         await self._stream.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._stream.receive_some(max_bytes)
+        if self._held:
+            await self.handshake_done.wait()
+            data = self._held[:max_bytes] if max_bytes else self._held
+            self._held = self._held[len(data) :]
+            return data
+        data = await self._stream.receive_some(max_bytes)
+        head = self._head
+        if head is not None and data:
+            start = len(head)
+            head += data
+            end = head.find(b"\r\n\r\n", max(0, start - 3))
+            if end >= 0:
+                cut = end + 4 - start
+                self._held = bytes(data[cut:])
+                data = data[:cut]
+                self._head = None
+            elif len(head) > _MAX_HEAD_BYTES:
+                self._head = None  # wsproto refuses it: nothing to hold back
+        return data
 
     def abort(self) -> None:
         """Close the socket now: every task blocked on it wakes with ClosedResourceError."""

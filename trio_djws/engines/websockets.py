@@ -54,6 +54,7 @@ from . import StreamEngine, make_scope, peer, reason_phrase
 __all__ = ["ENGINE", "SansIOTransport"]
 
 logger = logging.getLogger(__name__)
+_MAX_REASON_CHARS: Final = 30  # of an exception text as a close reason (<= 123 bytes)
 
 RECEIVE_BYTES: Final = 64 * KIB  # one read; also bounds the frames buffered from one read
 WRITE_CHUNK_BYTES: Final = 256 * KIB  # the write deadline applies to each piece this large
@@ -151,7 +152,25 @@ class SansIOTransport:
             self._protocol.subprotocol = subprotocol  # type: ignore[assignment]  # a NewType
         self._protocol.send_response(self._response)
         self._plain = not self._protocol.extensions
+        self._fail_pipelined()
         await self._flush()
+        self._check_done()
+
+    def _fail_pipelined(self) -> None:
+        # A frame pipelined with the handshake was parsed before the response, when the
+        # library cannot send a close frame (it is CONNECTING): its error is only recorded.
+        # Fail the connection now that it is open, with the code RFC 6455 gives the error.
+        protocol = self._protocol
+        exc = protocol.parser_exc
+        if exc is None or protocol.close_sent is not None or protocol.state is not State.OPEN:
+            return
+        if isinstance(exc, PayloadTooBig):
+            code = CloseReason.MESSAGE_TOO_BIG
+        elif isinstance(exc, UnicodeDecodeError):
+            code = CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        else:
+            code = CloseReason.PROTOCOL_ERROR
+        protocol.fail(code, str(exc)[:_MAX_REASON_CHARS])
 
     async def reject(self, status: int) -> None:
         await _send_status(self._stream, self._protocol, status)
