@@ -26,13 +26,14 @@ its frames made by its protocol, always on the queued path.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import enum
 import errno
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 from websockets.datastructures import Headers
@@ -50,13 +51,14 @@ from ..exceptions import ConnectionClosed
 from ..typing import Message
 from . import StreamEngine, make_scope, peer, reason_phrase
 
-__all__ = ["ENGINE", "SansIOTransport"]
+__all__ = ["ENGINE", "PingSchedule", "SansIOTransport", "serve_stream"]
 
 logger = logging.getLogger(__name__)
 
 RECEIVE_BYTES: Final = 64 * KIB  # one read; also bounds the frames buffered from one read
 WRITE_CHUNK_BYTES: Final = 256 * KIB  # the write deadline applies to each piece this large
 _BAD_REQUEST: Final = 400
+_UTF8_DECODER: Final = codecs.getincrementaldecoder("utf-8")  # strict
 
 
 class _Written(enum.Enum):
@@ -138,6 +140,7 @@ class SansIOTransport:
         # Frames parsed from the last read and not handled yet: at most RECEIVE_BYTES worth.
         self._pending: Iterator[Event] = iter(list(early))
         self._fragments: bytearray | None = None
+        self._utf8: codecs.IncrementalDecoder | None = None  # while a text message is fragmented
         self._fragment_opcode = Opcode.TEXT
         self._done: ConnectionClosed | None = None  # set once nothing more can be received
         self._peer = peer(stream)
@@ -257,11 +260,17 @@ class SansIOTransport:
         # the engine then closes the TCP connection. Data frames still arriving are dropped
         # (§1.4). The connection model's reader may hold the read lock: it sees the close
         # frame, releases the lock, and this loop finds ``_done`` set.
+        # Then, once the library has half-closed (a server closes the TCP connection first,
+        # §7.1.1), read what the peer still sends until its EOF (same deadline): closing a
+        # socket with unread data resets the connection, and the peer may lose the close frame.
         with trio.move_on_after(self._close_timeout):
             async with self._read_lock:
                 while self._done is None:
                     self._pending = iter(())
                     await self._read()
+                if self._protocol.eof_sent:
+                    while await self._receive_some():
+                        pass
 
     # -- keepalive -------------------------------------------------------------------------
 
@@ -280,6 +289,29 @@ class SansIOTransport:
                 await self._flush()
             except ConnectionClosed:
                 return
+
+    def ping_nowait(self) -> None:
+        """Send a ping (RFC 6455 §5.5.2) now, with one non-blocking write, if the connection is
+        open and nothing else is being written; else do nothing (the data under way already
+        arms the kernel's ``TCP_USER_TIMEOUT``). Sync: never blocks. Used by the one pinger of
+        ``manage.py serve`` (``trio_djws.servers.listener``) instead of a ``keepalive`` task per
+        connection. Pongs are not awaited (see ``keepalive``)."""
+        if self._protocol.state is not State.OPEN:
+            return
+        if self._out or self._rest is not None or self._send_lock.locked():
+            return
+        sock = self._stream.socket
+        fd = sock.fileno()
+        if fd < 0 or sock.did_shutdown_SHUT_WR:
+            return
+        self._protocol.send_ping(os.urandom(4))
+        data = b"".join(self._protocol.data_to_send())
+        try:
+            sent = os.write(fd, data)
+        except OSError:
+            sent = 0  # the socket is full or gone: the next write of any task sends it
+        if sent < len(data):
+            self._rest = memoryview(data)[sent:]
 
     # -- I/O -------------------------------------------------------------------------------
 
@@ -386,15 +418,34 @@ class SansIOTransport:
                     return self._decode(opcode, frame.data)
                 self._fragments = bytearray(frame.data)
                 self._fragment_opcode = opcode
+                if opcode is Opcode.TEXT:
+                    # Each fragment is checked as it arrives, so invalid UTF-8 fails the
+                    # connection at once (RFC 6455 §8.1), not at the end of the message.
+                    self._utf8 = _UTF8_DECODER()
+                    self._check_utf8(frame.data, 0)
             elif opcode is Opcode.CONT and self._fragments is not None:
+                start = len(self._fragments)
                 self._fragments += frame.data
-                if frame.fin:
-                    data, self._fragments = self._fragments, None
+                if self._utf8 is not None:
+                    self._check_utf8(frame.data, start, final=frame.fin)
+                if frame.fin and self._done is None:
+                    data, self._fragments, self._utf8 = self._fragments, None, None
                     return self._decode(self._fragment_opcode, data)
             # PING is answered by the protocol, PONG needs nothing, CLOSE sets close_rcvd.
             if self._done is not None:
                 break
         return None
+
+    def _check_utf8(
+        self, data: bytes | bytearray | memoryview, offset: int, *, final: bool = False
+    ) -> None:
+        # One fragment of a text message through the incremental decoder (only validated: the
+        # whole message is decoded once complete); invalid UTF-8 fails the connection (1007).
+        assert self._utf8 is not None
+        try:
+            self._utf8.decode(data, final)
+        except UnicodeDecodeError as exc:
+            self._fail_utf8(offset + exc.start)
 
     def _decode(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> Message | None:
         if opcode is Opcode.BINARY:
@@ -402,7 +453,12 @@ class SansIOTransport:
         try:
             return str(data, "utf-8")
         except UnicodeDecodeError as exc:
-            reason = f"invalid UTF-8 at byte {exc.start}"
+            self._fail_utf8(exc.start)
+            return None
+
+    def _fail_utf8(self, position: int) -> None:
+        if self._done is None:
+            reason = f"invalid UTF-8 at byte {position}"
             logger.warning(
                 "text message from %s is not valid UTF-8 (%s); closing with 1007",
                 self._peer,
@@ -412,7 +468,7 @@ class SansIOTransport:
                 self._protocol.fail(CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason)
             self._pending = iter(())
             self._done = ConnectionClosed(CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason)
-            return None
+        self._fragments = self._utf8 = None
 
     def _closed(self) -> ConnectionClosed:
         if self._done is not None:
@@ -496,18 +552,22 @@ async def _send_status(stream: trio.SocketStream, protocol: ServerProtocol, stat
 
 
 async def _read_handshake(
-    stream: trio.SocketStream, protocol: ServerProtocol
+    stream: trio.SocketStream, protocol: ServerProtocol, received: bytes
 ) -> tuple[Request, list[Event]] | None:
     # The request and any frames that arrived with it, or None once the connection has been
     # answered (malformed request → 400; oversized lines → the library's 414/431) or lost.
+    # ``received``: bytes already read from the stream (by manage.py serve's listener).
+    data = received
     while True:
-        try:
-            data = await stream.receive_some(RECEIVE_BYTES)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return None
         if not data:
-            return None
+            try:
+                data = await stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not data:
+                return None
         protocol.receive_data(data)
+        data = b""
         events = protocol.events_received()
         if events and isinstance(events[0], Request):
             return events[0], events[1:]
@@ -531,13 +591,37 @@ def _handshake_cause(exc: BaseException) -> str:
     return f"{exc}: {cause}" if cause is not exc else str(exc)
 
 
-async def _serve_stream(stream: trio.SocketStream) -> None:
-    # One accepted TCP connection, from the handshake to the closed socket. StreamEngine
-    # contains its exceptions (one bad connection never ends the server) and closes the stream.
+class PingSchedule(Protocol):
+    """Pings connections on behalf of their engine (``manage.py serve``'s one pinger)."""
+
+    def add(self, transport: SansIOTransport) -> None:
+        """Ping ``transport`` (``ping_nowait()``) every ping interval from now on."""
+
+    def discard(self, transport: SansIOTransport) -> None:
+        """Stop pinging ``transport``."""
+
+
+async def serve_stream(
+    stream: trio.SocketStream, received: bytes = b"", pings: PingSchedule | None = None
+) -> None:
+    """Serve one accepted TCP connection, from the handshake to the close frame.
+
+    Args:
+        stream: the accepted connection; the caller closes it afterwards.
+        received: bytes already read from ``stream`` (the start of the handshake request,
+            perhaps more), parsed before anything else is read.
+        pings: if given, it pings the connection every ``WEBSOCKET_PING_INTERVAL`` seconds
+            while it is open; else the connection runs a ``keepalive`` task of its own.
+
+    A malformed handshake gets HTTP 400 (the library's 414/431 for oversized lines), a
+    refused one its status (``serve_websocket``); no handshake within
+    ``WEBSOCKET_CLOSE_TIMEOUT`` seconds ends the connection. Raises ``ConnectionClosed``
+    when the peer leaves mid-handshake; any other exception is a bug, for the caller to log.
+    """
     settings = get_settings()
     protocol = ServerProtocol(max_size=settings.max_message_size)
     with trio.move_on_after(settings.close_timeout) as handshake_deadline:
-        found = await _read_handshake(stream, protocol)
+        found = await _read_handshake(stream, protocol, received)
     if handshake_deadline.cancelled_caught:
         logger.info("no handshake from %s within WEBSOCKET_CLOSE_TIMEOUT", peer(stream))
         return
@@ -563,12 +647,20 @@ async def _serve_stream(stream: trio.SocketStream) -> None:
     ]
     transport = SansIOTransport(stream, protocol, response, early)
     scope = make_scope(request.path, request.headers.raw_items(), offered, stream)
-    async with trio.open_nursery() as nursery:
-        if settings.ping_interval is not None:
-            nursery.start_soon(transport.keepalive, settings.ping_interval)
+    if settings.ping_interval is None:
         await serve_websocket(transport, scope)
-        nursery.cancel_scope.cancel()
+    elif pings is not None:
+        pings.add(transport)
+        try:
+            await serve_websocket(transport, scope)
+        finally:
+            pings.discard(transport)
+    else:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.keepalive, settings.ping_interval)
+            await serve_websocket(transport, scope)
+            nursery.cancel_scope.cancel()
 
 
 # WEBSOCKET_ENGINE = "websockets": trio.serve_listeners + ServerProtocol.
-ENGINE: Final = StreamEngine("websockets", _serve_stream)
+ENGINE: Final = StreamEngine("websockets", serve_stream)
