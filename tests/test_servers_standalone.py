@@ -19,6 +19,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from websockets.client import ClientProtocol as WebSocketsClient
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
+from websockets.trio.client import connect as trio_connect
 from websockets.uri import parse_uri
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -334,6 +335,23 @@ async def test_protocol_error_gets_a_1002_close_frame(server: str) -> None:
             await client.stream.send_all(bytes(frame))
             events = await client.events_until_eof()
     assert [e.code for e in events if isinstance(e, CloseConnection)] == [1002]
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_permessage_deflate_is_negotiated_only_when_the_setting_asks(
+    server_kind: str, compression: str | None, nursery: trio.Nursery
+) -> None:
+    message = "compressible " * 1000
+    with override_settings(WEBSOCKET_COMPRESSION=compression):
+        server = await start_transport(nursery, server_kind)
+        async with trio_connect(f"ws://{server}/server/echo/", compression="deflate") as ws:
+            await ws.send(message)
+            with trio.fail_after(WAIT):
+                assert await ws.recv() == message
+            negotiated = [extension.name for extension in ws.protocol.extensions]
+    # trio-websocket negotiates no extension (system check W070 says so).
+    expected = ["permessage-deflate"] if compression and server_kind != "trio_websocket" else []
+    assert negotiated == expected
 
 
 async def test_client_close_code_and_reason_reach_the_app(server: str) -> None:

@@ -10,7 +10,8 @@ Ids are ``trio_djws.E001``... and are never reused. Each message's hint names th
 - E042 ``WEBSOCKET_MIDDLEWARE`` lists middleware Django has removed; E043 an entry does not
   import; E044 ``AuthenticationMiddleware`` without ``SessionMiddleware`` before it;
 - E060 ``WEBSOCKET_GROUP_HISTORY`` has a wrong pattern or policy (size, TTL, formatter);
-- W040 an unknown ``WEBSOCKET_*`` setting (a typo, or dwebsocket's/djwebsockets' own).
+- W040 an unknown ``WEBSOCKET_*`` setting (a typo, or dwebsocket's/djwebsockets' own);
+- W070 ``WEBSOCKET_COMPRESSION`` with ``WEBSOCKET_ENGINE = "trio_websocket"`` (no extension).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .origins import _allowed_hosts  # the same DEBUG defaults as the handshake 
 
 __all__ = [
     "check_broker",
+    "check_compression",
     "check_group_history",
     "check_handler_modules",
     "check_middleware",
@@ -350,3 +352,26 @@ def check_group_history(
             )
         ]
     return []
+
+
+@register("trio_djws")
+def check_compression(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
+    """trio_djws.W070: ``WEBSOCKET_COMPRESSION`` is on while ``WEBSOCKET_ENGINE`` is
+    ``"trio_websocket"``, which negotiates no extension: the standalone server then serves
+    uncompressed (``manage.py serve`` uses the ``websockets`` engine and compresses)."""
+    compression = getattr(settings, "WEBSOCKET_COMPRESSION", None)
+    engine = getattr(settings, "WEBSOCKET_ENGINE", "websockets")
+    if compression is None or engine != "trio_websocket":
+        return []
+    return [
+        Warning(
+            f"WEBSOCKET_COMPRESSION is {compression!r} but WEBSOCKET_ENGINE is "
+            f"'trio_websocket', which negotiates no extension: the standalone server "
+            f"(runwebsocket) serves WebSockets uncompressed.",
+            hint="Use WEBSOCKET_ENGINE = 'websockets' for permessage-deflate, or remove "
+            "WEBSOCKET_COMPRESSION.",
+            id="trio_djws.W070",
+        )
+    ]

@@ -38,6 +38,8 @@ from typing import Final, Protocol
 import trio
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidMessage, PayloadTooBig, ProtocolError
+from websockets.extensions import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
 from websockets.frames import Frame, Opcode
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
@@ -591,6 +593,15 @@ def _handshake_cause(exc: BaseException) -> str:
     return f"{exc}: {cause}" if cause is not exc else str(exc)
 
 
+def _extensions(compression: str | None) -> Sequence[ServerExtensionFactory] | None:
+    # WEBSOCKET_COMPRESSION = "deflate": permessage-deflate (RFC 7692) with the library's
+    # recommended settings (window 2**12 bytes each way, zlib memLevel 5), offered to every
+    # client that asks; None: no extension.
+    if compression == "deflate":
+        return enable_server_permessage_deflate(None)
+    return None
+
+
 class PingSchedule(Protocol):
     """Pings connections on behalf of their engine (``manage.py serve``'s one pinger)."""
 
@@ -619,7 +630,9 @@ async def serve_stream(
     when the peer leaves mid-handshake; any other exception is a bug, for the caller to log.
     """
     settings = get_settings()
-    protocol = ServerProtocol(max_size=settings.max_message_size)
+    protocol = ServerProtocol(
+        max_size=settings.max_message_size, extensions=_extensions(settings.compression)
+    )
     with trio.move_on_after(settings.close_timeout) as handshake_deadline:
         found = await _read_handshake(stream, protocol, received)
     if handshake_deadline.cancelled_caught:
