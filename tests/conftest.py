@@ -119,10 +119,10 @@ async def start_serve(
     app: ASGIFramework | None = None,
     keep_alive_timeout: float | None = None,
 ) -> tuple[str, trio.Event]:
-    """Run ``manage.py serve``'s server (``trio_djws.servers.hypercorn.serve``: the listener,
-    Hypercorn and the websockets engine) on 127.0.0.1:0 in ``nursery``; returns ``host:port`` and the
-    event that shuts it down (drain, then 1001). ``app``: another ASGI application than
-    trio-djws's; ``keep_alive_timeout``: Hypercorn's setting, in seconds."""
+    """Run ``manage.py serve``'s server (``trio_djws.servers.hypercorn.serve``: the
+    listener, Hypercorn and the websockets engine) on 127.0.0.1:0 in ``nursery``; returns
+    ``host:port`` and the event that shuts it down (drain, then 1001). ``app``: another ASGI
+    application than trio-djws's; ``keep_alive_timeout``: Hypercorn's setting, in seconds."""
     shutdown = trio.Event()
     config = hypercorn_driver.make_config()
     config.accesslog = None

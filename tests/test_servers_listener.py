@@ -1,7 +1,7 @@
 """``manage.py serve``'s listener (trio_djws/servers/listener.py) in process: WebSocket
 upgrades on the websockets engine, everything else on Hypercorn with the bytes already read
-replayed, and the decided edges (keep-alive upgrade, HTTP/2, a foreign ASGI application, slow or oversized
-heads)."""
+replayed, and the decided edges (keep-alive upgrade, HTTP/2, a foreign ASGI application,
+slow or oversized heads)."""
 
 from __future__ import annotations
 

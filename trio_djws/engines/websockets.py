@@ -262,15 +262,18 @@ class SansIOTransport:
         # the engine then closes the TCP connection. Data frames still arriving are dropped
         # (§1.4). The connection model's reader may hold the read lock: it sees the close
         # frame, releases the lock, and this loop finds ``_done`` set.
-        # Then, once the library has half-closed (a server closes the TCP connection first,
-        # §7.1.1), read what the peer still sends until its EOF (same deadline): closing a
-        # socket with unread data resets the connection, and the peer may lose the close frame.
+        # After a failure (our close frame sent, the peer's never read: 1002, 1007, 1009) the
+        # library has half-closed; read what the peer still sends until its EOF (same
+        # deadline): closing a socket with unread data resets the connection, and the peer may
+        # lose the close frame. After a close handshake the socket is closed at once (§7.1.1:
+        # the server closes the TCP connection first).
         with trio.move_on_after(self._close_timeout):
             async with self._read_lock:
                 while self._done is None:
                     self._pending = iter(())
                     await self._read()
-                if self._protocol.eof_sent:
+                protocol = self._protocol
+                if protocol.eof_sent and protocol.close_rcvd is None:
                     while await self._receive_some():
                         pass
 
