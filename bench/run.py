@@ -70,6 +70,11 @@ class Server:
     why_not: str = ""
     compression: str | None = None  # what the load generator offers ("deflate"), if anything
     http: bool = False  # serves the benchmark project's HTTP view (the ``http`` workload)
+    only: tuple[str, ...] | None = None  # the workloads it is measured in (None: every one)
+
+    def runs(self, workload: str) -> bool:
+        """Whether this server is measured in ``workload``."""
+        return self.only is None or workload in self.only
 
     def command(self, port: int) -> list[str]:
         return [a.format(port=port, python=sys.executable) for a in self.argv]
@@ -92,7 +97,11 @@ SERVERS: dict[str, Server] = {
     "trio-djws": Server("trio-djws", SERVE_ARGV, http=True),
     # manage.py serve with WEBSOCKET_COMPRESSION = "deflate", clients offering it.
     "trio-djws-deflate": Server(
-        "trio-djws-deflate", SERVE_ARGV, env={"BENCH_COMPRESSION": "deflate"}, compression="deflate"
+        "trio-djws-deflate",
+        SERVE_ARGV,
+        env={"BENCH_COMPRESSION": "deflate"},
+        compression="deflate",
+        only=("broadcast", "idle"),  # the cost of compression: memory and fan-out
     ),
     # The same project under the plain Hypercorn CLI (the ASGI app, no manage.py serve).
     "trio-djws-hypercorn": Server(
@@ -109,6 +118,7 @@ SERVERS: dict[str, Server] = {
         ],
         env={"PYTHONPATH": f"{ROOT}:{ROOT / 'bench' / 'app'}"},
         http=True,
+        only=("http",),  # the HTTP baseline of manage.py serve
     ),
     "trio-djws-standalone-websockets": _standalone("websockets"),
     "trio-djws-standalone-trio-websocket": _standalone("trio_websocket"),
@@ -287,7 +297,7 @@ def _record(server: str, workload: str, params: dict[str, Any], result: dict[str
 def run_echo(server: Server, cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
     records = []
     for workload, window in (("echo", 1), ("pipelined", cfg["window"])):
-        if workload not in opts.workloads:
+        if workload not in opts.workloads or not server.runs(workload):
             continue
         with running(server) as (process, base):
             params = {
@@ -659,11 +669,11 @@ def main(argv: list[str] | None = None) -> int:
         records += _medians(runs)
     for server in servers:
         print(f"== {server.name}", flush=True)
-        if "http" in opts.workloads and server.http:
+        if "http" in opts.workloads and server.http and server.runs("http"):
             records += run_http(server, cfg["http"], opts)
-        if "broadcast" in opts.workloads:
+        if "broadcast" in opts.workloads and server.runs("broadcast"):
             records += run_broadcast(server, cfg["broadcast"], opts)
-        if "idle" in opts.workloads:
+        if "idle" in opts.workloads and server.runs("idle"):
             records += run_idle(server, cfg["idle"], opts)
     if "chatroom" in opts.workloads and "trio-djws" in names:
         print("== chatroom (trio-djws)", flush=True)

@@ -121,14 +121,14 @@ def test_check_ids_are_the_documented_ones() -> None:
         "trio_djws.W040",
         "trio_djws.W041",
         "trio_djws.W051",
-        "trio_djws.W070",
+        "trio_djws.W080",
     ]
 
 
 def test_compression_with_the_trio_websocket_engine_is_a_warning() -> None:
     with override_settings(WEBSOCKET_COMPRESSION="deflate", WEBSOCKET_ENGINE="trio_websocket"):
-        [warning] = messages("trio_djws.W070")
+        [warning] = messages("trio_djws.W080")
     assert "WEBSOCKET_COMPRESSION" in warning.msg
     assert "WEBSOCKET_ENGINE" in (warning.hint or "")
     with override_settings(WEBSOCKET_COMPRESSION="deflate"):
-        assert messages("trio_djws.W070") == []
+        assert messages("trio_djws.W080") == []

@@ -11,7 +11,7 @@ Ids are ``trio_djws.E001``... and are never reused. Each message's hint names th
   import; E044 ``AuthenticationMiddleware`` without ``SessionMiddleware`` before it;
 - E060 ``WEBSOCKET_GROUP_HISTORY`` has a wrong pattern or policy (size, TTL, formatter);
 - W040 an unknown ``WEBSOCKET_*`` setting (a typo, or dwebsocket's/djwebsockets' own);
-- W070 ``WEBSOCKET_COMPRESSION`` with ``WEBSOCKET_ENGINE = "trio_websocket"`` (no extension).
+- W080 ``WEBSOCKET_COMPRESSION`` with ``WEBSOCKET_ENGINE = "trio_websocket"`` (no extension).
 """
 
 from __future__ import annotations
@@ -358,7 +358,7 @@ def check_group_history(
 def check_compression(
     app_configs: Sequence[AppConfig] | None, **kwargs: object
 ) -> list[CheckMessage]:
-    """trio_djws.W070: ``WEBSOCKET_COMPRESSION`` is on while ``WEBSOCKET_ENGINE`` is
+    """trio_djws.W080: ``WEBSOCKET_COMPRESSION`` is on while ``WEBSOCKET_ENGINE`` is
     ``"trio_websocket"``, which negotiates no extension: the standalone server then serves
     uncompressed (``manage.py serve`` uses the ``websockets`` engine and compresses)."""
     compression = getattr(settings, "WEBSOCKET_COMPRESSION", None)
@@ -372,6 +372,6 @@ def check_compression(
             f"(runwebsocket) serves WebSockets uncompressed.",
             hint="Use WEBSOCKET_ENGINE = 'websockets' for permessage-deflate, or remove "
             "WEBSOCKET_COMPRESSION.",
-            id="trio_djws.W070",
+            id="trio_djws.W080",
         )
     ]

@@ -40,7 +40,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidMessage, PayloadTooBig, ProtocolError
 from websockets.extensions import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
 from websockets.protocol import Event, State
@@ -61,6 +61,7 @@ RECEIVE_BYTES: Final = 64 * KIB  # one read; also bounds the frames buffered fro
 WRITE_CHUNK_BYTES: Final = 256 * KIB  # the write deadline applies to each piece this large
 _BAD_REQUEST: Final = 400
 _UTF8_DECODER: Final = codecs.getincrementaldecoder("utf-8")  # strict
+_DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.CONT})  # frames whose UTF-8 is checked
 
 
 class _Written(enum.Enum):
@@ -143,6 +144,7 @@ class SansIOTransport:
         self._pending: Iterator[Event] = iter(list(early))
         self._fragments: bytearray | None = None
         self._utf8: codecs.IncrementalDecoder | None = None  # while a text message is fragmented
+        self._held: list[bytes] | None = None  # the protocol's output held back (see _read)
         self._fragment_opcode = Opcode.TEXT
         self._done: ConnectionClosed | None = None  # set once nothing more can be received
         self._peer = peer(stream)
@@ -175,6 +177,7 @@ class SansIOTransport:
                 if message is not None:
                     return message
                 if self._done is not None:
+                    self._release_held()
                     with contextlib.suppress(ConnectionClosed):
                         await self._flush()  # the close frame after a failure (1007)
                     raise self._done
@@ -258,6 +261,7 @@ class SansIOTransport:
             except ProtocolError:  # a code that must not be sent (1005, 1006, 1015)
                 self._protocol.send_close(CloseReason.INTERNAL_ERROR, reason)
             await self._flush()
+        await self._flush_held()
         # RFC 6455 §7.1.1: wait (WEBSOCKET_CLOSE_TIMEOUT at most) for the peer's close frame;
         # the engine then closes the TCP connection. Data frames still arriving are dropped
         # (§1.4). The connection model's reader may hold the read lock: it sees the close
@@ -272,6 +276,7 @@ class SansIOTransport:
                 while self._done is None:
                     self._pending = iter(())
                     await self._read()
+                await self._flush_held()
                 protocol = self._protocol
                 if protocol.eof_sent and protocol.close_rcvd is None:
                     while await self._receive_some():
@@ -345,7 +350,15 @@ class SansIOTransport:
             self._protocol.receive_data(data)
         else:
             self._protocol.receive_eof()
-        self._pending = iter(self._protocol.events_received())
+        events = self._protocol.events_received()
+        self._pending = iter(events)
+        if self._protocol.close_rcvd is not None and any(
+            isinstance(e, Frame) and e.opcode in _DATA_OPCODES for e in events
+        ):
+            # The peer's close frame came with data frames in one read, and the library has
+            # already queued its answer (the echo of the close). Held back until the messages
+            # before it are decoded: a text message that is not UTF-8 turns it into 1007.
+            self._held = self._protocol.data_to_send()
         try:
             await self._flush()  # pongs, the echo of a close frame, a close after an error
         except ConnectionClosed as exc:
@@ -461,8 +474,35 @@ class SansIOTransport:
             self._fail_utf8(exc.start)
             return None
 
+    async def _flush_held(self) -> None:
+        # The protocol's output held back by _read() (the answer to the peer's close), now.
+        if self._held is not None:
+            self._release_held()
+            with contextlib.suppress(ConnectionClosed):
+                await self._flush()
+
+    def _release_held(self) -> None:
+        # The protocol's output held back by _read(): written by the next flush.
+        if self._held is not None:
+            self._out += self._held
+            self._held = None
+
     def _fail_utf8(self, position: int) -> None:
-        if self._done is None:
+        held = self._held
+        if held is not None:
+            # The peer's close frame followed in the same read: our answer becomes 1007
+            # instead of the library's echo (still unsent), then EOF as the library's was.
+            reason = f"invalid UTF-8 at byte {position}"
+            logger.warning(
+                "text message from %s is not valid UTF-8 (%s); closing with 1007",
+                self._peer,
+                reason,
+            )
+            close = Close(CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason).serialize()
+            self._held = [Frame(Opcode.CLOSE, close).serialize(mask=False), b""]
+            self._pending = iter(())
+            self._done = ConnectionClosed(CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason)
+        elif self._done is None:
             reason = f"invalid UTF-8 at byte {position}"
             logger.warning(
                 "text message from %s is not valid UTF-8 (%s); closing with 1007",
@@ -557,12 +597,15 @@ async def _send_status(stream: trio.SocketStream, protocol: ServerProtocol, stat
 
 
 async def _read_handshake(
-    stream: trio.SocketStream, protocol: ServerProtocol, received: bytes
+    stream: trio.SocketStream, protocol: ServerProtocol, received: bytearray | bytes
 ) -> tuple[Request, list[Event]] | None:
     # The request and any frames that arrived with it, or None once the connection has been
     # answered (malformed request → 400; oversized lines → the library's 414/431) or lost.
-    # ``received``: bytes already read from the stream (by manage.py serve's listener).
-    data = received
+    # ``received``: bytes already read from the stream (by manage.py serve's listener); a
+    # bytearray is emptied once parsed.
+    data = bytes(received)
+    if isinstance(received, bytearray):
+        received.clear()
     while True:
         if not data:
             try:
@@ -616,14 +659,17 @@ class PingSchedule(Protocol):
 
 
 async def serve_stream(
-    stream: trio.SocketStream, received: bytes = b"", pings: PingSchedule | None = None
+    stream: trio.SocketStream,
+    received: bytearray | bytes = b"",
+    pings: PingSchedule | None = None,
 ) -> None:
     """Serve one accepted TCP connection, from the handshake to the close frame.
 
     Args:
         stream: the accepted connection; the caller closes it afterwards.
         received: bytes already read from ``stream`` (the start of the handshake request,
-            perhaps more), parsed before anything else is read.
+            perhaps more), parsed before anything else is read; a ``bytearray`` is emptied
+            once parsed (the caller may hold it for the connection's lifetime).
         pings: if given, it pings the connection every ``WEBSOCKET_PING_INTERVAL`` seconds
             while it is open; else the connection runs a ``keepalive`` task of its own.
 

@@ -86,7 +86,7 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         await self._stream.aclose()
 
 
-async def read_request_head(stream: trio.SocketStream, max_size: int) -> tuple[bytes, bool]:
+async def read_request_head(stream: trio.SocketStream, max_size: int) -> tuple[bytearray, bool]:
     """Read until ``h11`` has parsed the first request head, or refused the bytes.
 
     Args:
@@ -96,11 +96,11 @@ async def read_request_head(stream: trio.SocketStream, max_size: int) -> tuple[b
 
     Returns:
         Every byte read (the head, perhaps more: a body, early frames), and whether the head
-        is an HTTP/1.1 WebSocket upgrade. ``(b"", False)`` if the peer closed first.
+        is an HTTP/1.1 WebSocket upgrade. Nothing read if the peer closed first.
         A checkpoint; the caller bounds it with a deadline.
     """
     connection = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
-    received = b""
+    received = bytearray()
     while True:
         try:
             event = connection.next_event()
@@ -261,6 +261,17 @@ class Listener:
         # Connections still sending their first request head: closed by close_idle().
         self._reading: set[trio.CancelScope] = set()
 
+    async def _read_head(self, stream: trio.SocketStream) -> tuple[bytearray, bool]:
+        # read_request_head() within keep_alive_timeout, cancelled by close_idle(); nothing
+        # read if it timed out or was cancelled.
+        with trio.move_on_after(self._keep_alive_timeout) as scope:
+            self._reading.add(scope)
+            try:
+                return await read_request_head(stream, self._max_head_size)
+            finally:
+                self._reading.discard(scope)
+        return bytearray(), False
+
     def close_idle(self) -> None:
         """Close every connection whose first request head has not arrived yet (at shutdown,
         as Hypercorn closes its idle keep-alive connections)."""
@@ -273,20 +284,15 @@ class Listener:
         if not self.websockets:
             await self._serve_hypercorn(stream)
             return
-        received = b""
-        upgrade = False
-        with trio.move_on_after(self._keep_alive_timeout) as scope:
-            self._reading.add(scope)
-            try:
-                received, upgrade = await read_request_head(stream, self._max_head_size)
-            finally:
-                self._reading.discard(scope)
+        # Held for the connection's lifetime (by this frame): a bytearray that the engine
+        # empties once parsed, so an idle WebSocket does not keep its request head.
+        received, upgrade = await self._read_head(stream)
         if not received:  # closed, timed out or shut down before a request: nothing to answer
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
             return
         if not upgrade:
-            await self._serve_hypercorn(ReplayStream(stream, received))
+            await self._serve_hypercorn(ReplayStream(stream, bytes(received)))
             return
         try:
             await serve_stream(stream, received, self._pinger)
