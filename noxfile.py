@@ -48,11 +48,14 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, mypy (strict on trio_djws/)."""
+    """ruff check, ruff format --check, mypy (strict on trio_djws/), import-linter (the
+    layers of docs/explanation/layers.md, no cycles)."""
     session.install("-e", ".[test,lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    # The layers and the no-cycles rule (pyproject.toml [tool.importlinter]).
+    session.run("lint-imports")
 
 
 @nox.session

@@ -115,10 +115,15 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value / 1e6, 2)
 
 
+# "deflate" offers permessage-deflate (the ``compression`` parameter of a workload); by
+# default every server is measured without it.
+_COMPRESSION: dict[str, str | None] = {"offer": None}
+
+
 async def _open(url: str) -> ClientConnection:
     return await connect(
         url,
-        compression=None,  # no permessage-deflate: every server is measured without it
+        compression=_COMPRESSION["offer"],
         ping_interval=None,
         max_size=2**20,
         max_queue=None,  # the client never applies backpressure: it must not be the limit
@@ -487,7 +492,73 @@ async def chatroom(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
     }
 
 
+async def http(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
+    """``clients`` keep-alive HTTP/1.1 connections, each sending ``requests`` GETs of ``path``
+    one after the other (h11 parses the responses): requests/s, latency p50/p99, errors."""
+    import h11
+
+    host, port = p["host"], p["port"]
+    clients, requests = p["clients"], p["requests"]
+    deadline = time.monotonic() + p["deadline"]
+    latencies: list[int] = []
+    done = 0
+    errors = 0
+
+    async def run() -> None:
+        nonlocal done, errors
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            errors += 1
+            return
+        connection = h11.Connection(h11.CLIENT)
+        request = h11.Request(method="GET", target=p["path"], headers=[("Host", host)])
+        try:
+            for _ in range(requests):
+                if time.monotonic() > deadline:
+                    return
+                start = time.perf_counter_ns()
+                writer.write(connection.send(request) + connection.send(h11.EndOfMessage()))
+                status = 0
+                while True:
+                    event = connection.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await reader.read(65536)
+                        if not data:
+                            raise ConnectionError("closed by the server")
+                        connection.receive_data(data)
+                    elif isinstance(event, h11.Response):
+                        status = event.status_code
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                connection.start_next_cycle()
+                if status != 200:
+                    errors += 1
+                    return
+                latencies.append(time.perf_counter_ns() - start)
+                done += 1
+        except (ConnectionError, h11.ProtocolError):
+            errors += 1
+        finally:
+            writer.close()
+
+    with meter:
+        await asyncio.gather(*(run() for _ in range(clients)))
+    return {
+        "requests": done,
+        "expected": clients * requests,
+        "elapsed_s": round(meter.elapsed, 3),
+        "rate": round(done / meter.elapsed, 1),
+        "errors": errors,
+        "lost": clients * requests - done,
+        "p50_ms": _ms(percentile(latencies, 50)),
+        "p99_ms": _ms(percentile(latencies, 99)),
+        **meter.result,
+    }
+
+
 WORKLOADS: dict[str, Callable[[dict[str, Any], _Meter], Awaitable[dict[str, Any]]]] = {
+    "http": http,
     "echo": echo,
     "broadcast": broadcast,
     "idle": idle,
@@ -503,6 +574,7 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     meter = _Meter(params.get("server_pids", []), params.get("extra_pids", {}))
+    _COMPRESSION["offer"] = params.get("compression")
     try:
         import uvloop
 

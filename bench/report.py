@@ -3,6 +3,7 @@ per workload (matplotlib, imported only when charts are drawn)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,13 @@ _COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("rates_all_runs", "every run"),
     ],
     "pipelined": [("rate", "messages/s"), ("lost", "lost"), ("rates_all_runs", "every run")],
+    "http": [
+        ("rate", "requests/s"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("errors", "errors"),
+        ("lost", "lost"),
+    ],
     "broadcast": [
         ("receivers", "receivers"),
         ("rate_param", "R msg/s"),
@@ -232,7 +240,62 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         None if best is None else float(best["deliveries_per_s"]),
         5.0,
     )
+    _main_path_targets(records, rows, get, ratio)
     return rows
+
+
+def _main_path_targets(
+    records: list[dict[str, Any]],
+    rows: list[tuple[str, str, str]],
+    get: Callable[..., float | None],
+    ratio: Callable[[str, float | None, float | None, float], None],
+) -> None:
+    # manage.py serve with WebSocket upgrades on its own engine: its targets, added to rows
+    # (ratio() adds to the same list).
+    standalone = "trio-djws-standalone-websockets"
+    ratio(
+        "serve: echo ≥ 2 x Channels on uvicorn",
+        get(OURS, "echo", "rate"),
+        get("channels-uvicorn", "echo", "rate"),
+        2.0,
+    )
+    ratio(
+        "serve: echo ≥ 0.9 x the standalone websockets engine",
+        get(OURS, "echo", "rate"),
+        get(standalone, "echo", "rate"),
+        0.9,
+    )
+    best = _best(records, "broadcast", "deliveries_per_s", CHANNELS, receivers=1000, rate=50)
+    ratio(
+        "serve: broadcast-1000 at R=50 ≥ 10 x best Channels"
+        + (f" ({best['server']})" if best else ""),
+        get(OURS, "broadcast", "deliveries_per_s", receivers=1000, rate=50),
+        None if best is None else float(best["deliveries_per_s"]),
+        10.0,
+    )
+    ours = get(OURS, "idle", "rss_per_connection_kib", connections=5000)
+    theirs = get(standalone, "idle", "rss_per_connection_kib", connections=5000)
+    rows.append(
+        (
+            "serve: idle RSS/conn (5k) ≤ the standalone websockets engine's",
+            f"{_fmt(ours, 'KiB')} vs {_fmt(theirs, 'KiB')}",
+            _ok(ours is not None and theirs is not None and ours <= theirs, ours is not None),
+        )
+    )
+    best = _best(records, "idle", "handshakes_per_s", CHANNELS, connections=5000)
+    ratio(
+        "serve: handshakes/s at 5,000 held ≥ 3 x best Channels"
+        + (f" ({best['server']})" if best else ""),
+        get(OURS, "idle", "handshakes_per_s", connections=5000),
+        None if best is None else float(best["handshakes_per_s"]),
+        3.0,
+    )
+    ratio(
+        "serve: HTTP requests/s within noise of plain Hypercorn (≥ 0.9 x)",
+        get(OURS, "http", "rate"),
+        get("trio-djws-hypercorn", "http", "rate"),
+        0.9,
+    )
 
 
 def _ok(flag: bool, measured: bool = True) -> str:

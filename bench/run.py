@@ -68,6 +68,13 @@ class Server:
     ours: bool = True
     available: bool = True
     why_not: str = ""
+    compression: str | None = None  # what the load generator offers ("deflate"), if anything
+    http: bool = False  # serves the benchmark project's HTTP view (the ``http`` workload)
+    only: tuple[str, ...] | None = None  # the workloads it is measured in (None: every one)
+
+    def runs(self, workload: str) -> bool:
+        """Whether this server is measured in ``workload``."""
+        return self.only is None or workload in self.only
 
     def command(self, port: int) -> list[str]:
         return [a.format(port=port, python=sys.executable) for a in self.argv]
@@ -85,9 +92,33 @@ def _standalone(engine: str) -> Server:
     )
 
 
+SERVE_ARGV = ["{python}", str(APP_MANAGE), "serve", "--bind", "127.0.0.1:{port}"]
 SERVERS: dict[str, Server] = {
-    "trio-djws": Server(
-        "trio-djws", ["{python}", str(APP_MANAGE), "serve", "--bind", "127.0.0.1:{port}"]
+    "trio-djws": Server("trio-djws", SERVE_ARGV, http=True),
+    # manage.py serve with WEBSOCKET_COMPRESSION = "deflate", clients offering it.
+    "trio-djws-deflate": Server(
+        "trio-djws-deflate",
+        SERVE_ARGV,
+        env={"BENCH_COMPRESSION": "deflate"},
+        compression="deflate",
+        only=("broadcast", "idle"),  # the cost of compression: memory and fan-out
+    ),
+    # The same project under the plain Hypercorn CLI (the ASGI app, no manage.py serve).
+    "trio-djws-hypercorn": Server(
+        "trio-djws-hypercorn",
+        [
+            "{python}",
+            "-m",
+            "hypercorn",
+            "-k",
+            "trio",
+            "-b",
+            "127.0.0.1:{port}",
+            "benchapp.asgi:application",
+        ],
+        env={"PYTHONPATH": f"{ROOT}:{ROOT / 'bench' / 'app'}"},
+        http=True,
+        only=("http",),  # the HTTP baseline of manage.py serve
     ),
     "trio-djws-standalone-websockets": _standalone("websockets"),
     "trio-djws-standalone-trio-websocket": _standalone("trio_websocket"),
@@ -266,7 +297,7 @@ def _record(server: str, workload: str, params: dict[str, Any], result: dict[str
 def run_echo(server: Server, cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
     records = []
     for workload, window in (("echo", 1), ("pipelined", cfg["window"])):
-        if workload not in opts.workloads:
+        if workload not in opts.workloads or not server.runs(workload):
             continue
         with running(server) as (process, base):
             params = {
@@ -276,6 +307,7 @@ def run_echo(server: Server, cfg: dict[str, Any], opts: argparse.Namespace) -> l
                 "window": window,
                 "deadline": cfg["deadline"],
                 "server_pids": [process.pid],
+                "compression": server.compression,
             }
             with profiling(
                 opts.profile and server.name == "trio-djws",
@@ -317,6 +349,7 @@ def run_broadcast(
                     "deadline": cfg["deadline"],
                     "server_pids": [process.pid],
                     "extra_pids": extra,
+                    "compression": server.compression,
                 }
                 name = f"broadcast-{receivers}"
                 with profiling(
@@ -355,11 +388,32 @@ def run_idle(server: Server, cfg: dict[str, Any], opts: argparse.Namespace) -> l
                 "round_trips": cfg["round_trips"],
                 "deadline": cfg["deadline"],
                 "server_pids": [process.pid],
+                "compression": server.compression,
             }
             result = loadgen("idle", params, cfg["deadline"] + 90)
         records.append(_record(server.name, "idle", _public(params), result))
         _show(records[-1])
     return records
+
+
+def run_http(server: Server, cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
+    """The ``http`` workload: ``clients`` keep-alive connections GET the project's small view
+    (``/hello/``) ``requests`` times each."""
+    with running(server) as (process, base):
+        host, port = base.removeprefix("ws://").rsplit(":", 1)
+        params = {
+            "host": host,
+            "port": int(port),
+            "path": "/hello/",
+            "clients": cfg["clients"],
+            "requests": cfg["requests"],
+            "deadline": cfg["deadline"],
+            "server_pids": [process.pid],
+        }
+        result = loadgen("http", params, cfg["deadline"] + 60)
+    record = _record(server.name, "http", _public(params), result)
+    _show(record)
+    return [record]
 
 
 def run_chatroom(cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
@@ -461,7 +515,8 @@ def _start_redis() -> tuple[subprocess.Popen[bytes], int]:
 
 
 def _public(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k not in {"url", "server_pids", "extra_pids"}}
+    hidden = {"url", "server_pids", "extra_pids", "host", "port"}
+    return {k: v for k, v in params.items() if k not in hidden}
 
 
 def _show(record: dict[str, Any]) -> None:
@@ -473,6 +528,7 @@ def _show(record: dict[str, Any]) -> None:
 
 FULL: dict[str, dict[str, Any]] = {
     "echo": {"clients": 50, "round_trips": 2000, "window": 16, "deadline": 45},
+    "http": {"clients": 50, "requests": 200, "deadline": 45},
     "broadcast": {
         "receivers": [100, 1000, 5000],
         "rates": [1, 5, 50],
@@ -516,6 +572,7 @@ SMOKE_BROADCAST: dict[str, Any] = {
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "echo": {"clients": 5, "round_trips": 50, "window": 4, "deadline": 20},
+    "http": {"clients": 5, "requests": 20, "deadline": 20},
     "broadcast": SMOKE_BROADCAST,
     "idle": {"connections": [50], "echo_clients": 5, "round_trips": 20, "deadline": 20},
     "chatroom": {
@@ -529,7 +586,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "redis": {**SMOKE_BROADCAST, "redis": True},
 }
 
-WORKLOADS = ["echo", "pipelined", "broadcast", "idle", "chatroom", "redis"]
+WORKLOADS = ["echo", "pipelined", "http", "broadcast", "idle", "chatroom", "redis"]
 
 
 def _versions() -> dict[str, str]:
@@ -613,9 +670,11 @@ def main(argv: list[str] | None = None) -> int:
         records += _medians(runs)
     for server in servers:
         print(f"== {server.name}", flush=True)
-        if "broadcast" in opts.workloads:
+        if "http" in opts.workloads and server.http and server.runs("http"):
+            records += run_http(server, cfg["http"], opts)
+        if "broadcast" in opts.workloads and server.runs("broadcast"):
             records += run_broadcast(server, cfg["broadcast"], opts)
-        if "idle" in opts.workloads:
+        if "idle" in opts.workloads and server.runs("idle"):
             records += run_idle(server, cfg["idle"], opts)
     if "chatroom" in opts.workloads and "trio-djws" in names:
         print("== chatroom (trio-djws)", flush=True)

@@ -79,5 +79,5 @@ nitpick_ignore_regex = [
 html_theme = "furo"
 html_title = f"trio-djws {release}"
 html_static_path = ["_static"]
+html_css_files = ["tables.css"]
 html_show_sourcelink = False
-pygments_style = "sphinx"

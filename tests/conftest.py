@@ -23,10 +23,14 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 from tests.redis_server import redis_server  # noqa: F401  (a fixture for every test module)
 from trio_djws.asgi import get_asgi_application
 from trio_djws.conf import ENGINES, get_settings
+from trio_djws.servers import hypercorn as hypercorn_driver
+from trio_djws.servers.sockets import open_sockets
 from trio_djws.servers.standalone import serve as serve_standalone
 
 TEST_DEADLINE = 60.0  # seconds; a hang fails the test instead of freezing CI
-TRANSPORTS = ["hypercorn", *ENGINES]  # "hypercorn": the ASGI path; else a standalone engine
+# "hypercorn": the ASGI app on plain Hypercorn; "serve": manage.py serve's listener (upgrades
+# on the websockets engine, the rest on Hypercorn); else a standalone engine.
+TRANSPORTS = ["hypercorn", "serve", *ENGINES]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -109,6 +113,44 @@ async def start_hypercorn(nursery: trio.Nursery) -> tuple[str, trio.Event]:
     return binds[0].removeprefix("http://"), shutdown
 
 
+async def start_serve(
+    nursery: trio.Nursery,
+    *,
+    app: ASGIFramework | None = None,
+    keep_alive_timeout: float | None = None,
+) -> tuple[str, trio.Event]:
+    """Run ``manage.py serve``'s server (``trio_djws.servers.hypercorn.serve``: the
+    listener, Hypercorn and the websockets engine) on 127.0.0.1:0 in ``nursery``; returns
+    ``host:port`` and the event that shuts it down (drain, then 1001). ``app``: another ASGI
+    application than trio-djws's; ``keep_alive_timeout``: Hypercorn's setting, in seconds."""
+    shutdown = trio.Event()
+    config = hypercorn_driver.make_config()
+    config.accesslog = None
+    if keep_alive_timeout is not None:
+        config.keep_alive_timeout = keep_alive_timeout
+    sockets = open_sockets([("127.0.0.1", 0)])
+    urls = await nursery.start(
+        partial(
+            hypercorn_driver.serve,
+            app or get_asgi_application(),
+            config,
+            sockets,
+            shutdown_trigger=shutdown.wait,
+        )
+    )
+    return urls[0].removeprefix("http://"), shutdown
+
+
+async def start_transport(nursery: trio.Nursery, transport: str) -> str:
+    """``host:port`` of a live server on ``transport`` (one of ``TRANSPORTS``), running in
+    ``nursery`` until it is cancelled."""
+    if transport == "hypercorn":
+        return (await start_hypercorn(nursery))[0]
+    if transport == "serve":
+        return (await start_serve(nursery))[0]
+    return await start_standalone(nursery, transport)
+
+
 @pytest.fixture
 async def hypercorn_server(nursery: trio.Nursery) -> AsyncIterator[str]:
     """Serve the ASGI app with ``hypercorn.trio.serve`` on 127.0.0.1:0; yields ``host:port``."""
@@ -142,6 +184,10 @@ async def server_address(transport: str, nursery: trio.Nursery) -> AsyncIterator
     """``host:port`` of a live server on ``transport``."""
     if transport == "hypercorn":
         address, shutdown = await start_hypercorn(nursery)
+        yield address
+        shutdown.set()
+    elif transport == "serve":
+        address, shutdown = await start_serve(nursery)
         yield address
         shutdown.set()
     else:

@@ -36,8 +36,8 @@ TEMPLATES = [  # the signals tests' page (tests/templates)
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # A cache every process shares (one per checkout): tests.hardening_handlers uses connection
-# tickets, consumed once in it (a per-process cache is warning W080, and manage.py serve
-# --workers N refuses it: E080).
+# tickets, consumed once in it (a per-process cache is warning W090, and manage.py serve
+# --workers N refuses it: E090).
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",

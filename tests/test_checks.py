@@ -25,6 +25,8 @@ def test_the_test_settings_pass_every_check() -> None:
         ("WEBSOCKET_MIDDLEWARE", [SESSION, 3]),
         ("WEBSOCKET_ACCEPT_ALL", "yes"),
         ("WEBSOCKET_VIEW_THREADS", 0),
+        ("WEBSOCKET_COMPRESSION", "gzip"),
+        ("WEBSOCKET_COMPRESSION", True),
     ],
 )
 def test_new_settings_have_type_checks(setting: str, value: object) -> None:
@@ -116,9 +118,19 @@ def test_check_ids_are_the_documented_ones() -> None:
         "trio_djws.E050",
         "trio_djws.E051",
         "trio_djws.E060",
-        "trio_djws.E081",
+        "trio_djws.E091",
         "trio_djws.W040",
         "trio_djws.W041",
         "trio_djws.W051",
         "trio_djws.W080",
+        "trio_djws.W090",
     ]
+
+
+def test_compression_with_the_trio_websocket_engine_is_a_warning() -> None:
+    with override_settings(WEBSOCKET_COMPRESSION="deflate", WEBSOCKET_ENGINE="trio_websocket"):
+        [warning] = messages("trio_djws.W080")
+    assert "WEBSOCKET_COMPRESSION" in warning.msg
+    assert "WEBSOCKET_ENGINE" in (warning.hint or "")
+    with override_settings(WEBSOCKET_COMPRESSION="deflate"):
+        assert messages("trio_djws.W080") == []

@@ -489,7 +489,7 @@ async def test_workers_with_a_per_process_ticket_cache_are_refused() -> None:
     with trio.fail_after(TIMEOUT):
         async with run_serve("--workers", "2", settings=settings) as server:
             assert await server.wait_exit() != 0
-    assert "trio_djws.E080" in server.stderr.text
+    assert "trio_djws.E090" in server.stderr.text
     assert "LocMemCache" in server.stderr.text
 
 
@@ -497,9 +497,9 @@ def test_per_process_ticket_cache_is_a_check_warning() -> None:
     with override_settings(
         CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     ):
-        assert [m.id for m in check_ticket_cache(None)] == ["trio_djws.W080"]
+        assert [m.id for m in check_ticket_cache(None)] == ["trio_djws.W090"]
     with override_settings(WEBSOCKET_TICKET_CACHE="nope"):
-        assert [m.id for m in check_ticket_cache(None)] == ["trio_djws.E081"]
+        assert [m.id for m in check_ticket_cache(None)] == ["trio_djws.E091"]
 
 
 # -- maximum connection lifetime --------------------------------------------------------------

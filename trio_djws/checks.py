@@ -11,8 +11,9 @@ Ids are ``trio_djws.E001``... and are never reused. Each message's hint names th
   import; E044 ``AuthenticationMiddleware`` without ``SessionMiddleware`` before it;
 - E060 ``WEBSOCKET_GROUP_HISTORY`` has a wrong pattern or policy (size, TTL, formatter);
 - W040 an unknown ``WEBSOCKET_*`` setting (a typo, or dwebsocket's/djwebsockets' own);
-- E080 (raised by ``manage.py serve --workers N``), W080 connection tickets with a per-process
-  ``WEBSOCKET_TICKET_CACHE``; E081 that setting is not a ``CACHES`` alias.
+- W080 ``WEBSOCKET_COMPRESSION`` with ``WEBSOCKET_ENGINE = "trio_websocket"`` (no extension);
+- E090 (raised by ``manage.py serve --workers N``), W090 connection tickets with a per-process
+  ``WEBSOCKET_TICKET_CACHE``; E091 that setting is not a ``CACHES`` alias.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .origins import _allowed_hosts  # the same DEBUG defaults as the handshake 
 
 __all__ = [
     "check_broker",
+    "check_compression",
     "check_group_history",
     "check_handler_modules",
     "check_middleware",
@@ -356,13 +358,36 @@ def check_group_history(
 
 
 @register("trio_djws")
+def check_compression(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
+    """trio_djws.W080: ``WEBSOCKET_COMPRESSION`` is on while ``WEBSOCKET_ENGINE`` is
+    ``"trio_websocket"``, which negotiates no extension: the standalone server then serves
+    uncompressed (``manage.py serve`` uses the ``websockets`` engine and compresses)."""
+    compression = getattr(settings, "WEBSOCKET_COMPRESSION", None)
+    engine = getattr(settings, "WEBSOCKET_ENGINE", "websockets")
+    if compression is None or engine != "trio_websocket":
+        return []
+    return [
+        Warning(
+            f"WEBSOCKET_COMPRESSION is {compression!r} but WEBSOCKET_ENGINE is "
+            f"'trio_websocket', which negotiates no extension: the standalone server "
+            f"(runwebsocket) serves WebSockets uncompressed.",
+            hint="Use WEBSOCKET_ENGINE = 'websockets' for permessage-deflate, or remove "
+            "WEBSOCKET_COMPRESSION.",
+            id="trio_djws.W080",
+        )
+    ]
+
+
+@register("trio_djws")
 def check_ticket_cache(
     app_configs: Sequence[AppConfig] | None, **kwargs: object
 ) -> list[CheckMessage]:
-    """When a handler uses ``TicketMixin``: trio_djws.E081, ``WEBSOCKET_TICKET_CACHE`` is not
-    a ``CACHES`` alias; trio_djws.W080, it is a per-process cache (``LocMemCache``): a ticket
+    """When a handler uses ``TicketMixin``: trio_djws.E091, ``WEBSOCKET_TICKET_CACHE`` is not
+    a ``CACHES`` alias; trio_djws.W090, it is a per-process cache (``LocMemCache``): a ticket
     is single-use within one process only, and ``manage.py serve --workers N`` refuses it
-    (trio_djws.E080)."""
+    (trio_djws.E090)."""
     from .tickets import per_process_ticket_cache, tickets_in_use
 
     try:
@@ -378,7 +403,7 @@ def check_ticket_cache(
             Error(
                 str(exc) + ".",
                 hint="Connection tickets are consumed in that cache; name a CACHES alias.",
-                id="trio_djws.E081",
+                id="trio_djws.E091",
             )
         ]
     if backend is None:
@@ -388,7 +413,7 @@ def check_ticket_cache(
             f"WEBSOCKET_TICKET_CACHE is {backend}, which each process has to itself: a "
             f"connection ticket is single-use only within one process.",
             hint="Fine for one process; for manage.py serve --workers N (refused: "
-            "trio_djws.E080) or several servers use Redis, Memcached or the database cache.",
-            id="trio_djws.W080",
+            "trio_djws.E090) or several servers use Redis, Memcached or the database cache.",
+            id="trio_djws.W090",
         )
     ]

@@ -18,13 +18,14 @@ from django.utils.module_loading import import_string
 
 from .exceptions import ConfigurationError
 
-__all__ = ["ENGINES", "PREFIX", "Settings", "get_settings", "require_app"]
+__all__ = ["COMPRESSIONS", "ENGINES", "PREFIX", "Settings", "get_settings", "require_app"]
 
 PREFIX: Final = "WEBSOCKET_"
 SECONDS: Final = 1.0
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
 ENGINES: Final = ("websockets", "trio_websocket")  # WEBSOCKET_ENGINE values (trio_djws.engines)
+COMPRESSIONS: Final = (None, "deflate")  # WEBSOCKET_COMPRESSION values: off, or RFC 7692
 
 
 def _default_broker() -> Mapping[str, object]:
@@ -60,6 +61,7 @@ class Settings:
     view_threads: int = 20  # threads for dwebsocket-style views: one per open view connection
     presence_ttl: float = 30 * SECONDS  # a dead process's presence expires after this
     engine: str = "websockets"  # standalone server's protocol engine: see ENGINES
+    compression: str | None = None  # "deflate": permessage-deflate on the websockets engine
     host: str = "127.0.0.1"  # standalone server (runwebsocket, trio_djws.wsgi): address
     port: int = 8001  # standalone server: TCP port (0: any free port)
     signals_path: str | None = "/ws/signals/"  # SignalHandler's namespace; None: not served
@@ -103,6 +105,7 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "accept_all": (bool, "a bool"),
     "view_threads": (int, "an int >= 1 (threads)"),
     "engine": (str, "one of " + ", ".join(repr(name) for name in ENGINES)),
+    "compression": ((str, type(None)), "None or 'deflate'"),
     "host": (str, "a host name or IP address (str)"),
     "port": (int, "an int in 0-65535 (TCP port)"),
     "signals_path": ((str, type(None)), "a path starting and ending with '/', or None"),
@@ -157,6 +160,8 @@ def validate(name: str, value: object) -> str | None:
         bad = not isinstance(value, list | tuple) or not all(isinstance(i, str) for i in value)
     if not bad and name == "engine":
         bad = value not in ENGINES
+    if not bad and name == "compression":
+        bad = value not in COMPRESSIONS
     if not bad and name == "broker":
         bad = (
             not isinstance(value, Mapping)

@@ -16,7 +16,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 from django.core.serializers.json import DjangoJSONEncoder
@@ -25,9 +25,19 @@ from wsproto.frame_protocol import CloseReason
 from .typing import JSONValue, Message
 
 if TYPE_CHECKING:
+    from .brokers import Broker
     from .websocket import WebSocket
 
-__all__ = ["Announce", "GroupWatcher", "Groups", "send_group_json", "send_to_group"]
+__all__ = [
+    "Announce",
+    "GroupServer",
+    "GroupWatcher",
+    "Groups",
+    "current_group_server",
+    "send_group_json",
+    "send_to_group",
+    "set_group_server_lookup",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +46,40 @@ Announce = Callable[[Mapping[str, int]], Message]
 
 GroupWatcher = Callable[[str, bool], None]
 """Called with (group, presence_changed) on every membership change; must not block."""
+
+
+class GroupServer(Protocol):
+    """What group sending needs of the server of this trio run (``trio_djws.state``'s
+    ``ServerState``): its groups and its broker."""
+
+    @property
+    def groups(self) -> Groups: ...
+
+    @property
+    def broker(self) -> Broker: ...
+
+
+_lookup: Callable[[], GroupServer] | None = None
+
+
+def set_group_server_lookup(lookup: Callable[[], GroupServer]) -> None:
+    """Register how ``current_group_server()`` finds the server of the current trio run.
+    ``trio_djws.state`` registers ``current_server`` when it is imported (the server state
+    sits above this module: it owns the ``Groups``)."""
+    global _lookup
+    _lookup = lookup
+
+
+def current_group_server() -> GroupServer:
+    """The server of the current trio run, for its groups and broker (made on first use, as
+    ``trio_djws.state.current_server``).
+
+    Raises:
+        RuntimeError: ``trio_djws.state`` was never imported (no server can exist).
+    """
+    if _lookup is None:
+        raise RuntimeError("no trio_djws server state: trio_djws.state is not imported")
+    return _lookup()
 
 
 class Groups:
@@ -186,11 +230,9 @@ async def send_to_group(group: str, message: Message) -> None:
     Raises:
         TypeError: ``message`` is neither ``str`` nor ``bytes``.
     """
-    from .state import current_server
-
     if not isinstance(message, str | bytes):
         raise TypeError(f"send_to_group expects str or bytes, got {type(message).__name__}")
-    await current_server().broker.publish(group, message)
+    await current_group_server().broker.publish(group, message)
 
 
 async def send_group_json(group: str, data: JSONValue) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .groups import Announce
+from .groups import Announce, current_group_server
 
 if TYPE_CHECKING:
     from .websocket import WebSocket
@@ -65,7 +65,8 @@ async def join(
     """
     await websocket.join(group)
     who = identity(websocket, name)
-    websocket._server.groups.set_identity(group, websocket, who, announce)
+    # The connection's server is the one of this trio run (serve_connection made it so).
+    current_group_server().groups.set_identity(group, websocket, who, announce)
     return who
 
 
@@ -81,6 +82,4 @@ async def members(group: str) -> dict[str, int]:
     Raises:
         BrokerError: the broker's store (Redis) is unreachable.
     """
-    from .state import current_server
-
-    return await current_server().broker.members(group)
+    return await current_group_server().broker.members(group)

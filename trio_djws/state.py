@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import trio
 from wsproto.frame_protocol import CloseReason
 
-from .brokers import Broker
 from .conf import broker_backend, get_settings
-from .groups import Groups
+from .groups import Groups, set_group_server_lookup
 
 if TYPE_CHECKING:
+    from .brokers import Broker
     from .handler import BaseWSClass
     from .websocket import WebSocket
 
@@ -77,6 +77,9 @@ def current_server() -> ServerState:
         state = ServerState()
         _server.set(state)
         return state
+
+
+set_group_server_lookup(current_server)  # groups and presence find this run's server
 
 
 async def drain_connections(code: int = CloseReason.GOING_AWAY, reason: str = "going away") -> None:

@@ -16,7 +16,7 @@ subprotocol entry). It expires after ``WEBSOCKET_TICKET_MAX_AGE`` seconds and is
 through ``cache.add`` in the ``WEBSOCKET_TICKET_CACHE`` cache, which every server process must
 share (Redis, Memcached, the database cache): with a per-process cache (``LocMemCache``) a
 ticket could be used once per process, which ``manage.py serve --workers N`` refuses
-(``trio_djws.E080``). Expired, reused, forged, or for a user that is gone or inactive: HTTP 403.
+(``trio_djws.E090``). Expired, reused, forged, or for a user that is gone or inactive: HTTP 403.
 No ticket is ever written to a log line.
 """
 
@@ -172,7 +172,7 @@ def ticket_view(request: HttpRequest) -> HttpResponse:
 
 def check_ticket_cache(workers: int) -> None:
     """For ``manage.py serve --workers N``: refuse a per-process ticket cache when a
-    registered handler uses ``TicketMixin`` and ``workers`` > 1 (trio_djws.E080).
+    registered handler uses ``TicketMixin`` and ``workers`` > 1 (trio_djws.E090).
 
     Raises:
         ConfigurationError: as above; the message names the cache and the fix.
@@ -182,7 +182,7 @@ def check_ticket_cache(workers: int) -> None:
     backend = per_process_ticket_cache()
     if backend is not None:
         raise ConfigurationError(
-            f"trio_djws.E080: --workers {workers} with connection tickets needs a cache every "
+            f"trio_djws.E090: --workers {workers} with connection tickets needs a cache every "
             f"worker shares, but WEBSOCKET_TICKET_CACHE {get_settings().ticket_cache!r} is "
             f"{backend}: a ticket could be used once per worker. Use Redis, Memcached or the "
             f"database cache, or --workers 1."

@@ -26,18 +26,21 @@ its frames made by its protocol, always on the queued path.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import enum
 import errno
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidMessage, PayloadTooBig, ProtocolError
-from websockets.frames import Frame, Opcode
+from websockets.extensions import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
+from websockets.frames import Close, Frame, Opcode
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
 from websockets.protocol import Event, State
@@ -51,7 +54,7 @@ from ..log import escape, peer_warning
 from ..typing import Message
 from . import StreamEngine, make_scope, peer, reason_phrase
 
-__all__ = ["ENGINE", "SansIOTransport"]
+__all__ = ["ENGINE", "PingSchedule", "SansIOTransport", "serve_stream"]
 
 logger = logging.getLogger(__name__)
 _MAX_REASON_CHARS: Final = 30  # of an exception text as a close reason (<= 123 bytes)
@@ -59,6 +62,8 @@ _MAX_REASON_CHARS: Final = 30  # of an exception text as a close reason (<= 123 
 RECEIVE_BYTES: Final = 64 * KIB  # one read; also bounds the frames buffered from one read
 WRITE_CHUNK_BYTES: Final = 256 * KIB  # the write deadline applies to each piece this large
 _BAD_REQUEST: Final = 400
+_UTF8_DECODER: Final = codecs.getincrementaldecoder("utf-8")  # strict
+_DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.CONT})  # frames whose UTF-8 is checked
 
 
 class _Written(enum.Enum):
@@ -140,6 +145,8 @@ class SansIOTransport:
         # Frames parsed from the last read and not handled yet: at most RECEIVE_BYTES worth.
         self._pending: Iterator[Event] = iter(list(early))
         self._fragments: bytearray | None = None
+        self._utf8: codecs.IncrementalDecoder | None = None  # while a text message is fragmented
+        self._held: list[bytes] | None = None  # the protocol's output held back (see _read)
         self._fragment_opcode = Opcode.TEXT
         self._done: ConnectionClosed | None = None  # set once nothing more can be received
         self._peer = peer(stream)
@@ -190,6 +197,7 @@ class SansIOTransport:
                 if message is not None:
                     return message
                 if self._done is not None:
+                    self._release_held()
                     with contextlib.suppress(ConnectionClosed):
                         await self._flush()  # the close frame after a failure (1007)
                     raise self._done
@@ -273,15 +281,26 @@ class SansIOTransport:
             except ProtocolError:  # a code that must not be sent (1005, 1006, 1015)
                 self._protocol.send_close(CloseReason.INTERNAL_ERROR, reason)
             await self._flush()
+        await self._flush_held()
         # RFC 6455 §7.1.1: wait (WEBSOCKET_CLOSE_TIMEOUT at most) for the peer's close frame;
         # the engine then closes the TCP connection. Data frames still arriving are dropped
         # (§1.4). The connection model's reader may hold the read lock: it sees the close
         # frame, releases the lock, and this loop finds ``_done`` set.
+        # After a failure (our close frame sent, the peer's never read: 1002, 1007, 1009) the
+        # library has half-closed; read what the peer still sends until its EOF (same
+        # deadline): closing a socket with unread data resets the connection, and the peer may
+        # lose the close frame. After a close handshake the socket is closed at once (§7.1.1:
+        # the server closes the TCP connection first).
         with trio.move_on_after(self._close_timeout):
             async with self._read_lock:
                 while self._done is None:
                     self._pending = iter(())
                     await self._read()
+                await self._flush_held()
+                protocol = self._protocol
+                if protocol.eof_sent and protocol.close_rcvd is None:
+                    while await self._receive_some():
+                        pass
 
     # -- keepalive -------------------------------------------------------------------------
 
@@ -300,6 +319,29 @@ class SansIOTransport:
                 await self._flush()
             except ConnectionClosed:
                 return
+
+    def ping_nowait(self) -> None:
+        """Send a ping (RFC 6455 §5.5.2) now, with one non-blocking write, if the connection is
+        open and nothing else is being written; else do nothing (the data under way already
+        arms the kernel's ``TCP_USER_TIMEOUT``). Sync: never blocks. Used by the one pinger of
+        ``manage.py serve`` (``trio_djws.servers.listener``) instead of a ``keepalive`` task per
+        connection. Pongs are not awaited (see ``keepalive``)."""
+        if self._protocol.state is not State.OPEN:
+            return
+        if self._out or self._rest is not None or self._send_lock.locked():
+            return
+        sock = self._stream.socket
+        fd = sock.fileno()
+        if fd < 0 or sock.did_shutdown_SHUT_WR:
+            return
+        self._protocol.send_ping(os.urandom(4))
+        data = b"".join(self._protocol.data_to_send())
+        try:
+            sent = os.write(fd, data)
+        except OSError:
+            sent = 0  # the socket is full or gone: the next write of any task sends it
+        if sent < len(data):
+            self._rest = memoryview(data)[sent:]
 
     # -- I/O -------------------------------------------------------------------------------
 
@@ -328,7 +370,15 @@ class SansIOTransport:
             self._protocol.receive_data(data)
         else:
             self._protocol.receive_eof()
-        self._pending = iter(self._protocol.events_received())
+        events = self._protocol.events_received()
+        self._pending = iter(events)
+        if self._protocol.close_rcvd is not None and any(
+            isinstance(e, Frame) and e.opcode in _DATA_OPCODES for e in events
+        ):
+            # The peer's close frame came with data frames in one read, and the library has
+            # already queued its answer (the echo of the close). Held back until the messages
+            # before it are decoded: a text message that is not UTF-8 turns it into 1007.
+            self._held = self._protocol.data_to_send()
         try:
             await self._flush()  # pongs, the echo of a close frame, a close after an error
         except ConnectionClosed as exc:
@@ -409,15 +459,34 @@ class SansIOTransport:
                     return self._decode(opcode, frame.data)
                 self._fragments = bytearray(frame.data)
                 self._fragment_opcode = opcode
+                if opcode is Opcode.TEXT:
+                    # Each fragment is checked as it arrives, so invalid UTF-8 fails the
+                    # connection at once (RFC 6455 §8.1), not at the end of the message.
+                    self._utf8 = _UTF8_DECODER()
+                    self._check_utf8(frame.data, 0)
             elif opcode is Opcode.CONT and self._fragments is not None:
+                start = len(self._fragments)
                 self._fragments += frame.data
-                if frame.fin:
-                    data, self._fragments = self._fragments, None
+                if self._utf8 is not None:
+                    self._check_utf8(frame.data, start, final=frame.fin)
+                if frame.fin and self._done is None:
+                    data, self._fragments, self._utf8 = self._fragments, None, None
                     return self._decode(self._fragment_opcode, data)
             # PING is answered by the protocol, PONG needs nothing, CLOSE sets close_rcvd.
             if self._done is not None:
                 break
         return None
+
+    def _check_utf8(
+        self, data: bytes | bytearray | memoryview, offset: int, *, final: bool = False
+    ) -> None:
+        # One fragment of a text message through the incremental decoder (only validated: the
+        # whole message is decoded once complete); invalid UTF-8 fails the connection (1007).
+        assert self._utf8 is not None
+        try:
+            self._utf8.decode(data, final)
+        except UnicodeDecodeError as exc:
+            self._fail_utf8(offset + exc.start)
 
     def _decode(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> Message | None:
         if opcode is Opcode.BINARY:
@@ -425,7 +494,40 @@ class SansIOTransport:
         try:
             return str(data, "utf-8")
         except UnicodeDecodeError as exc:
-            reason = f"invalid UTF-8 at byte {exc.start}"
+            self._fail_utf8(exc.start)
+            return None
+
+    async def _flush_held(self) -> None:
+        # The protocol's output held back by _read() (the answer to the peer's close), now.
+        if self._held is not None:
+            self._release_held()
+            with contextlib.suppress(ConnectionClosed):
+                await self._flush()
+
+    def _release_held(self) -> None:
+        # The protocol's output held back by _read(): written by the next flush.
+        if self._held is not None:
+            self._out += self._held
+            self._held = None
+
+    def _fail_utf8(self, position: int) -> None:
+        held = self._held
+        if held is not None:
+            # The peer's close frame followed in the same read: our answer becomes 1007
+            # instead of the library's echo (still unsent), then EOF as the library's was.
+            reason = f"invalid UTF-8 at byte {position}"
+            peer_warning(
+                logger,
+                "text message from %s is not valid UTF-8 (%s); closing with 1007",
+                self._peer,
+                reason,
+            )
+            close = Close(CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason).serialize()
+            self._held = [Frame(Opcode.CLOSE, close).serialize(mask=False), b""]
+            self._pending = iter(())
+            self._done = ConnectionClosed(CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason)
+        elif self._done is None:
+            reason = f"invalid UTF-8 at byte {position}"
             peer_warning(
                 logger,
                 "text message from %s is not valid UTF-8 (%s); closing with 1007",
@@ -436,7 +538,7 @@ class SansIOTransport:
                 self._protocol.fail(CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason)
             self._pending = iter(())
             self._done = ConnectionClosed(CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason)
-            return None
+        self._fragments = self._utf8 = None
 
     def _closed(self) -> ConnectionClosed:
         if self._done is not None:
@@ -520,18 +622,25 @@ async def _send_status(stream: trio.SocketStream, protocol: ServerProtocol, stat
 
 
 async def _read_handshake(
-    stream: trio.SocketStream, protocol: ServerProtocol
+    stream: trio.SocketStream, protocol: ServerProtocol, received: bytearray | bytes
 ) -> tuple[Request, list[Event]] | None:
     # The request and any frames that arrived with it, or None once the connection has been
     # answered (malformed request → 400; oversized lines → the library's 414/431) or lost.
+    # ``received``: bytes already read from the stream (by manage.py serve's listener); a
+    # bytearray is emptied once parsed.
+    data = bytes(received)
+    if isinstance(received, bytearray):
+        received.clear()
     while True:
-        try:
-            data = await stream.receive_some(RECEIVE_BYTES)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return None
         if not data:
-            return None
+            try:
+                data = await stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not data:
+                return None
         protocol.receive_data(data)
+        data = b""
         events = protocol.events_received()
         if events and isinstance(events[0], Request):
             return events[0], events[1:]
@@ -556,13 +665,51 @@ def _handshake_cause(exc: BaseException) -> str:
     return f"{exc}: {cause}" if cause is not exc else str(exc)
 
 
-async def _serve_stream(stream: trio.SocketStream) -> None:
-    # One accepted TCP connection, from the handshake to the closed socket. StreamEngine
-    # contains its exceptions (one bad connection never ends the server) and closes the stream.
+def _extensions(compression: str | None) -> Sequence[ServerExtensionFactory] | None:
+    # WEBSOCKET_COMPRESSION = "deflate": permessage-deflate (RFC 7692) with the library's
+    # recommended settings (window 2**12 bytes each way, zlib memLevel 5), offered to every
+    # client that asks; None: no extension.
+    if compression == "deflate":
+        return enable_server_permessage_deflate(None)
+    return None
+
+
+class PingSchedule(Protocol):
+    """Pings connections on behalf of their engine (``manage.py serve``'s one pinger)."""
+
+    def add(self, transport: SansIOTransport) -> None:
+        """Ping ``transport`` (``ping_nowait()``) every ping interval from now on."""
+
+    def discard(self, transport: SansIOTransport) -> None:
+        """Stop pinging ``transport``."""
+
+
+async def serve_stream(
+    stream: trio.SocketStream,
+    received: bytearray | bytes = b"",
+    pings: PingSchedule | None = None,
+) -> None:
+    """Serve one accepted TCP connection, from the handshake to the close frame.
+
+    Args:
+        stream: the accepted connection; the caller closes it afterwards.
+        received: bytes already read from ``stream`` (the start of the handshake request,
+            perhaps more), parsed before anything else is read; a ``bytearray`` is emptied
+            once parsed (the caller may hold it for the connection's lifetime).
+        pings: if given, it pings the connection every ``WEBSOCKET_PING_INTERVAL`` seconds
+            while it is open; else the connection runs a ``keepalive`` task of its own.
+
+    A malformed handshake gets HTTP 400 (the library's 414/431 for oversized lines), a
+    refused one its status (``serve_websocket``); no handshake within
+    ``WEBSOCKET_CLOSE_TIMEOUT`` seconds ends the connection. Raises ``ConnectionClosed``
+    when the peer leaves mid-handshake; any other exception is a bug, for the caller to log.
+    """
     settings = get_settings()
-    protocol = ServerProtocol(max_size=settings.max_message_size)
+    protocol = ServerProtocol(
+        max_size=settings.max_message_size, extensions=_extensions(settings.compression)
+    )
     with trio.move_on_after(settings.close_timeout) as handshake_deadline:
-        found = await _read_handshake(stream, protocol)
+        found = await _read_handshake(stream, protocol, received)
     if handshake_deadline.cancelled_caught:
         logger.info("no handshake from %s within WEBSOCKET_CLOSE_TIMEOUT", peer(stream))
         return
@@ -589,12 +736,20 @@ async def _serve_stream(stream: trio.SocketStream) -> None:
     ]
     transport = SansIOTransport(stream, protocol, response, early)
     scope = make_scope(request.path, request.headers.raw_items(), offered, stream)
-    async with trio.open_nursery() as nursery:
-        if settings.ping_interval is not None:
-            nursery.start_soon(transport.keepalive, settings.ping_interval)
+    if settings.ping_interval is None:
         await serve_websocket(transport, scope)
-        nursery.cancel_scope.cancel()
+    elif pings is not None:
+        pings.add(transport)
+        try:
+            await serve_websocket(transport, scope)
+        finally:
+            pings.discard(transport)
+    else:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.keepalive, settings.ping_interval)
+            await serve_websocket(transport, scope)
+            nursery.cancel_scope.cancel()
 
 
 # WEBSOCKET_ENGINE = "websockets": trio.serve_listeners + ServerProtocol.
-ENGINE: Final = StreamEngine("websockets", _serve_stream)
+ENGINE: Final = StreamEngine("websockets", serve_stream)

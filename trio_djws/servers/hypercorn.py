@@ -6,6 +6,12 @@ Every use of Hypercorn's private internals (``TCPServer``, ``Lifespan``, ``Worke
 internals. ``serve()`` follows ``hypercorn.trio.run.worker_serve`` with these changes
 (measured in the project's findings on Hypercorn):
 
+- One listener (``trio_djws.servers.listener``): each connection's first request head is
+  parsed with h11; a WebSocket upgrade is served by the ``websockets`` engine (real close
+  codes, a close frame after every protocol error, no zombie connection after an oversized
+  message), anything else by Hypercorn's ``TCPServer`` on a stream that replays the bytes
+  already read. A project whose ``ASGI_APPLICATION`` is not trio-djws's own application keeps
+  every request on Hypercorn (a warning says so).
 - Containment: each connection runs Hypercorn's ``TCPServer`` under our own
   ``trio.serve_listeners`` handler, which logs any exception and closes only that connection.
   In ``worker_serve`` one malformed packet (an upgrade request followed by a stray byte:
@@ -19,10 +25,11 @@ internals. ``serve()`` follows ``hypercorn.trio.run.worker_serve`` with these ch
   with ``TCP_USER_TIMEOUT`` (``WEBSOCKET_TCP_USER_TIMEOUT``), which accepted sockets inherit,
   and every WebSocket is pinged every ``WEBSOCKET_PING_INTERVAL`` seconds: a peer that stops
   acknowledging is aborted by the kernel, which unblocks Hypercorn's shielded socket writes.
-- Pings: one task pings every WebSocket (``_Connections``) instead of Hypercorn's task per
-  WebSocket, which cost about 3.4 KiB per idle connection and kept a closed connection's task
-  until it woke (up to ``WEBSOCKET_PING_INTERVAL`` seconds), holding shutdown until
-  ``graceful_timeout``.
+- Pings: one task (``trio_djws.servers.listener.Pinger``) pings every WebSocket, the engine's
+  and Hypercorn's, instead of Hypercorn's task per WebSocket, which cost about 3.4 KiB per
+  idle connection and kept a closed connection's task until it woke (up to
+  ``WEBSOCKET_PING_INTERVAL`` seconds), holding shutdown until ``graceful_timeout``. Only
+  WebSockets left on Hypercorn are pinged through its private ``WSStream`` API.
 
 The process around it (signals, garbage collector, worker processes) is
 ``trio_djws.servers.serve``'s, the entry point of ``manage.py serve``.
@@ -34,9 +41,9 @@ import copy
 import importlib.metadata
 import inspect
 import logging
+import re
 import select
 import socket
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Final
@@ -55,9 +62,11 @@ from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, Lifespa
 from hypercorn.utils import wrap_app
 from wsproto.events import Ping
 
+from ..asgi import TrioDjwsApplication
 from ..conf import SECONDS, get_settings
 from ..log import escape, peer_warning, quiet_accept_errors
 from .lifecycle import drain
+from .listener import Listener, Pinger
 from .sockets import BACKLOG, http_url
 
 __all__ = [
@@ -87,13 +96,31 @@ _PINNED: Final = (
     (WSStream._send_wsproto_event, ("self", "event")),
 )
 
+# Every attribute Hypercorn's TCPServer uses on its stream. The listener hands it a
+# ReplayStream, which has no do_handshake (TCPServer then takes it for plain TCP, catching
+# the AttributeError) and passes ``socket`` through; check_hypercorn() compares this set
+# with TCPServer's source.
+_TCPSERVER_STREAM_ATTRIBUTES: Final = frozenset(
+    {
+        "aclose",
+        "do_handshake",
+        "receive_some",
+        "selected_alpn_protocol",
+        "send_all",
+        "send_eof",
+        "socket",
+        "transport_stream",
+    }
+)
+
 
 def check_hypercorn() -> None:
     """Verify that the installed Hypercorn has the private API this module drives.
 
     Raises:
-        RuntimeError: Hypercorn is not a 0.18.x release, or a pinned signature changed; the
-            message names the version and the callable.
+        RuntimeError: Hypercorn is not a 0.18.x release, a pinned signature changed, or
+            ``TCPServer`` uses its stream differently from what the listener's ``ReplayStream``
+            provides; the message names the version and the callable.
     """
     version = importlib.metadata.version("hypercorn")
     if not version.startswith(HYPERCORN_SERIES):
@@ -108,6 +135,15 @@ def check_hypercorn() -> None:
                 f"Hypercorn {version}: {function.__qualname__} takes {found}, "
                 f"trio_djws.servers.hypercorn expects {expected}"
             )
+    source = inspect.getsource(TCPServer)
+    used = frozenset(re.findall(r"self\.stream\.(\w+)", source))
+    if used != _TCPSERVER_STREAM_ATTRIBUTES or "except AttributeError:  # Not SSL" not in source:
+        raise RuntimeError(
+            f"Hypercorn {version}: TCPServer uses {sorted(used)} of its stream (and a "
+            f"stream without do_handshake must be plain TCP); "
+            f"trio_djws.servers.listener.ReplayStream expects "
+            f"{sorted(_TCPSERVER_STREAM_ATTRIBUTES)}"
+        )
 
 
 def make_config() -> Config:
@@ -129,15 +165,16 @@ def make_config() -> Config:
     return config
 
 
-def _peer(stream: trio.SocketStream) -> str:
+def _peer(stream: trio.abc.HalfCloseableStream) -> str:
+    sock = getattr(stream, "socket", None)  # a SocketStream or the listener's ReplayStream
     try:
-        host, port = stream.socket.getpeername()[:2]
-    except OSError:
+        host, port = sock.getpeername()[:2]  # type: ignore[union-attr]  # None: AttributeError
+    except (OSError, AttributeError):
         return "an unknown peer"
     return f"{host}:{port}"
 
 
-def _client(server: TCPServer, stream: trio.SocketStream) -> str:
+def _client(server: TCPServer, stream: trio.abc.HalfCloseableStream) -> str:
     # The peer's address, as Hypercorn recorded it (the socket may be closed by now): not
     # kept per connection by us (idle memory).
     client = getattr(getattr(getattr(server, "protocol", None), "protocol", None), "client", None)
@@ -172,18 +209,29 @@ def _writable(server: TCPServer) -> bool:
     return bool(poller.poll(0))
 
 
+class _HypercornPings:
+    # The Pingable face (trio_djws.servers.listener) of one connection Hypercorn serves: its
+    # WebSockets (an upgrade on a keep-alive connection, RFC 8441 streams, every WebSocket of
+    # a foreign ASGI_APPLICATION) are pinged through Hypercorn's private WSStream API.
+    __slots__ = ("server",)
+
+    def __init__(self, server: TCPServer) -> None:
+        self.server = server
+
+    async def ping(self) -> None:
+        server = self.server
+        for stream in _websocket_streams(server):
+            if server.send_lock.locked() or not _writable(server):
+                return  # a write is under way or stuck: TCP_USER_TIMEOUT watches that data
+            await stream._send_wsproto_event(Ping())
+
+
 class _Connections:
-    """The accepted connections of one ``serve()``, and their pings.
+    """Hypercorn's side of one ``serve()``: runs its ``TCPServer`` on the connections the
+    listener (``trio_djws.servers.listener.Listener``) hands it, and has their WebSockets
+    pinged by the server's one ``Pinger``."""
 
-    Hypercorn spawns one ping task per WebSocket (``WSStream._send_pings``, about 3.4 KiB per
-    idle connection, and it holds a closed connection's task until it wakes); instead one task
-    here pings every WebSocket every ``ping_interval`` seconds, each on its own schedule
-    (``ping_interval`` after it was accepted, then every ``ping_interval``), in accept order.
-    The pinger never waits on one connection: it skips a connection while a write is under way
-    or its socket buffer is full (data unacknowledged there already arms ``TCP_USER_TIMEOUT``).
-    """
-
-    __slots__ = ("_app", "_config", "_context", "_due", "_ping_interval", "_state")
+    __slots__ = ("_app", "_config", "_context", "_pinger", "_state")
 
     def __init__(
         self,
@@ -191,24 +239,24 @@ class _Connections:
         config: Config,
         context: WorkerContext,
         state: ConnectionState,
-        ping_interval: float | None,
+        pinger: Pinger,
     ) -> None:
         self._app = app
         self._config = config
         self._context = context
         self._state = state
-        self._ping_interval = ping_interval
-        # Each live connection and when it is next pinged (trio time, s), in that order.
-        self._due: OrderedDict[TCPServer, float] = OrderedDict()
+        self._pinger = pinger
 
-    async def serve(self, stream: trio.SocketStream) -> None:
-        """Run Hypercorn's ``TCPServer`` on one accepted stream (the ``serve_listeners``
-        handler); an exception ends this connection only, logged with the client address."""
+    async def serve(self, stream: trio.abc.HalfCloseableStream) -> None:
+        """Run Hypercorn's ``TCPServer`` on one accepted stream (a ``SocketStream``, or the
+        listener's ``ReplayStream``); an exception ends this connection only, logged with the
+        client address. Closes the stream."""
         # TCPServer is annotated for SSLStream but serves any stream without do_handshake
-        # (its run() falls back on AttributeError), as in worker_serve.
+        # (its run() falls back on AttributeError), as in worker_serve; check_hypercorn()
+        # pins the attributes it uses.
         server = TCPServer(self._app, self._config, self._context, self._state, stream)  # type: ignore[arg-type]
-        if self._ping_interval is not None:
-            self._due[server] = trio.current_time() + self._ping_interval
+        pings = _HypercornPings(server)
+        self._pinger.schedule(pings)
         try:
             await server.run()
         except* h11.LocalProtocolError as group:
@@ -230,39 +278,9 @@ class _Connections:
                 _client(server, stream),
             )
         finally:
-            self._due.pop(server, None)
+            self._pinger.unschedule(pings)
             with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
-
-    async def ping_forever(self) -> None:
-        """Ping each WebSocket every ``ping_interval`` seconds until cancelled."""
-        interval = self._ping_interval
-        if interval is None:
-            return
-        due = self._due
-        while True:
-            if not due:
-                # A connection added from now on is due ``interval`` from its accept: later
-                # than this wake-up.
-                await trio.sleep(interval)
-                continue
-            server, when = next(iter(due.items()))
-            now = trio.current_time()
-            if when > now:
-                await trio.sleep_until(when)
-                continue
-            due.move_to_end(server)
-            due[server] = now + interval
-            try:
-                await self._ping(server)
-            except Exception:
-                logger.exception("sending a ping failed inside Hypercorn; the pings go on")
-
-    async def _ping(self, server: TCPServer) -> None:
-        for stream in _websocket_streams(server):
-            if server.send_lock.locked() or not _writable(server):
-                return  # a write is under way or stuck: TCP_USER_TIMEOUT watches that data
-            await stream._send_wsproto_event(Ping())
 
 
 async def serve(
@@ -286,8 +304,9 @@ async def serve(
     Args:
         app: an ASGI 3 application.
         config: Hypercorn's config (``make_config()``); its ``bind`` is ignored. Its
-            ``websocket_ping_interval`` (seconds, None: no pings) is applied by one task of
-            this module, not by Hypercorn; ``config`` itself is not modified.
+            ``websocket_ping_interval`` (seconds, None: no pings) is applied by the one task
+            of ``trio_djws.servers.listener.Pinger``, not by Hypercorn; ``config`` itself is
+            not modified.
         sockets: bound, listening, non-blocking TCP sockets
             (``trio_djws.servers.sockets.open_sockets``); closed when accepting stops.
         shutdown_trigger: returns when shutdown should start.
@@ -303,6 +322,15 @@ async def serve(
     config = copy.copy(config)
     ping_interval, config.websocket_ping_interval = config.websocket_ping_interval, None
     config.set_statsd_logger_class(StatsdLogger)
+    ours = isinstance(app, TrioDjwsApplication)
+    if not ours:
+        logger.warning(
+            "ASGI_APPLICATION is %r, not trio-djws's own application: every request, "
+            "WebSocket upgrades included, goes to Hypercorn so that this application sees it; "
+            "its WebSockets have Hypercorn's limits (client close codes arrive as 1006, no "
+            "close frame after a protocol error; see the docs, 'Transports')",
+            app,
+        )
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     lifespan_state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, lifespan_state)
@@ -313,16 +341,24 @@ async def serve(
         await lifespan.wait_for_startup()
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
         quiet_accept_errors()  # EMFILE: one line a minute, not a traceback per retry
+        pinger = Pinger(ping_interval)
         connections = _Connections(
-            wrapped, config, context, ConnectionState(lifespan_state.copy()), ping_interval
+            wrapped, config, context, ConnectionState(lifespan_state.copy()), pinger
         )
-        lifespan_nursery.start_soon(connections.ping_forever)
+        listener = Listener(
+            connections.serve,
+            keep_alive_timeout=config.keep_alive_timeout,
+            max_head_size=config.h11_max_incomplete_size,
+            pinger=pinger,
+            websockets=ours,
+        )
+        lifespan_nursery.start_soon(pinger.serve)
         async with trio.open_nursery() as server_nursery:
             async with trio.open_nursery() as accept_nursery:
                 await accept_nursery.start(
                     partial(
                         trio.serve_listeners,
-                        connections.serve,
+                        listener.serve,
                         listeners,
                         handler_nursery=server_nursery,
                     )
@@ -333,6 +369,7 @@ async def serve(
             grace_ends = trio.current_time() + config.graceful_timeout
             logger.info("stopped accepting on %s; closing connections with 1001", ", ".join(urls))
             await context.terminated.set()  # idle HTTP keep-alive connections close now
+            listener.close_idle()  # and those that have not sent a request yet
             await drain("Hypercorn cancels them at its graceful_timeout")
             server_nursery.cancel_scope.deadline = grace_ends
         await lifespan.wait_for_shutdown()

@@ -50,7 +50,7 @@ def check_workers(workers: int) -> None:
             ``cross_process`` is False (the default ``InMemoryBroker``): each process would
             have its own groups, so group messages would silently reach only some members;
             or handlers use connection tickets with a per-process ``WEBSOCKET_TICKET_CACHE``
-            (``trio_djws.tickets.check_ticket_cache``, trio_djws.E080).
+            (``trio_djws.tickets.check_ticket_cache``, trio_djws.E090).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers expects an int >= 1, got {workers!r}")

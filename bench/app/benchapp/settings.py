@@ -5,6 +5,7 @@
   that URL (prefix ``bench``); else the in-memory broker.
 - ``BENCH_ENGINE``: ``WEBSOCKET_ENGINE`` for ``manage.py runwebsocket`` (the standalone
   server), when that command exists.
+- ``BENCH_COMPRESSION``: ``WEBSOCKET_COMPRESSION`` (``deflate``; default off).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ if os.environ.get("BENCH_REDIS_URL"):
     }
 if os.environ.get("BENCH_ENGINE"):
     WEBSOCKET_ENGINE = os.environ["BENCH_ENGINE"]
+if os.environ.get("BENCH_COMPRESSION"):
+    WEBSOCKET_COMPRESSION = os.environ["BENCH_COMPRESSION"]
 
 # Connects and closes are logged at INFO; the benchmark measures the server, not its log.
 LOGGING = {
