@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import resource
 import signal
 import sys
@@ -56,6 +55,8 @@ LEAK_PACKETS: Final = 300  # the issue's count: 300 packets leaked 300 sockets
 BURST_CLIENTS: Final = 60  # chat clients each posting BURST_MESSAGES, all closed with 1008
 BURST_MESSAGES: Final = 20  # more than Hypercorn's 10-message app queue
 TIMEOUT: Final = 45.0  # seconds, real time: the peers are sockets
+FD_SETTLE: Final = 5.0  # seconds a leak-free subprocess server may take to close its sockets
+FD_SETTLE_STEPS: Final = 50
 
 
 def masked_text_frame(text: str) -> bytes:
@@ -76,6 +77,17 @@ async def wait_server_eof(stream: trio.SocketStream) -> None:
 
 def open_fds(pid: int | None = None) -> int:
     return len(os.listdir(f"/proc/{pid or 'self'}/fd"))
+
+
+async def assert_fds_back_to(before: int, pid: int | None) -> None:
+    """Assert that the server's open descriptors come back to ``before``. A subprocess server
+    closes a socket a moment after its client saw the EOF (the close follows the shutdown),
+    and another process offers no event to wait on: up to FD_SETTLE seconds, in steps."""
+    for _ in range(FD_SETTLE_STEPS):
+        if open_fds(pid) <= before:
+            return
+        await trio.sleep(FD_SETTLE / FD_SETTLE_STEPS)
+    assert open_fds(pid) <= before
 
 
 @asynccontextmanager
@@ -111,6 +123,9 @@ async def echo_once(host: str, port: int, path: str) -> None:
 async def test_extra_bytes_with_the_handshake_leak_no_connection(kind: str, extra: bytes) -> None:
     # Hypercorn answers 400, marks its WSStream closed and drops the app's accept without ever
     # sending websocket.disconnect: the app must notice, or the socket stays in CLOSE-WAIT.
+    # manage.py serve hands WebSocket upgrades to the websockets engine, which accepts (101)
+    # and reads what followed as frames.
+    status = b"HTTP/1.1 400" if kind == "hypercorn" else b"HTTP/1.1 101"
     with trio.fail_after(TIMEOUT):
         async with asgi_server(kind) as (host, port, pid):
             await echo_once(host, port, "/harden/slow-accept/")  # imports, thread pool
@@ -119,11 +134,11 @@ async def test_extra_bytes_with_the_handshake_leak_no_connection(kind: str, extr
                 stream = await trio.open_tcp_stream(host, port)
                 async with stream:
                     await stream.send_all(upgrade_request("/harden/slow-accept/") + extra)
-                    assert (await read_head(stream)).startswith(b"HTTP/1.1 400")
+                    assert (await read_head(stream)).startswith(status)
                     await wait_server_eof(stream)
             if pid is None:
                 await current_server().wait_idle()
-            assert open_fds(pid) <= before
+            await assert_fds_back_to(before, pid)
 
 
 async def _flood_until_closed(host: str, port: int) -> int:
@@ -152,8 +167,7 @@ async def _flood_until_closed(host: str, port: int) -> int:
                 if isinstance(event, CloseConnection):
                     code = event.code
                     await stream.send_all(client.send(event.response()))
-        while await stream.receive_some(65536):  # the server closes once it has our answer
-            pass
+        await wait_server_eof(stream)  # the server closes once it has our answer
     return code
 
 
@@ -176,7 +190,7 @@ async def test_server_close_with_messages_in_flight_leaks_no_socket(kind: str) -
             assert codes == [1008] * BURST_CLIENTS
             if pid is None:
                 await current_server().wait_idle()
-            assert open_fds(pid) <= before
+            await assert_fds_back_to(before, pid)
 
 
 # -- log safety -------------------------------------------------------------------------------
@@ -237,22 +251,20 @@ async def test_client_strings_cannot_forge_log_lines_behind_serve() -> None:
 # -- log amplification ------------------------------------------------------------------------
 
 
-async def test_stray_byte_packet_is_one_warning_line_behind_serve() -> None:
-    # Was three ERROR tracebacks (135 lines) per packet.
+async def test_stray_byte_packet_is_at_most_one_line_behind_serve() -> None:
+    # Was three ERROR tracebacks (135 lines) per packet (Hypercorn's h11 failing on it).
     with trio.fail_after(TIMEOUT):
         async with run_serve() as server:
             host, port = await server.address()
-            stream = await trio.open_tcp_stream(host, port)
-            client = "{}:{}".format(*stream.socket.getsockname()[:2])
-            async with stream:
-                await stream.send_all(upgrade_request("/echo/") + b"x")
-                assert (await read_head(stream)).startswith(b"HTTP/1.1 400")
-                await wait_server_eof(stream)
-            await server.stderr.wait_for(f"connection from {re.escape(client)} failed")
+            for _ in range(20):
+                stream = await trio.open_tcp_stream(host, port)
+                async with stream:
+                    await stream.send_all(upgrade_request("/echo/") + b"x")
+                    assert (await read_head(stream)).startswith(b"HTTP/1.1 101")
+                    await wait_server_eof(stream)
             assert await server.stop(signal.SIGTERM) == 0
-    about = [line for line in server.stderr.text.splitlines() if client in line]
-    assert len(about) <= 2, about  # the app's INFO note and the launcher's one WARNING
     assert "Traceback" not in server.stderr.text
+    assert len(server.stderr.text.splitlines()) <= 20 * 2 + 10  # accepted/closed, start, stop
 
 
 async def test_identical_peer_warnings_are_rate_limited(
@@ -707,3 +719,38 @@ async def test_message_pipelined_with_the_handshake_is_handled(
                 assert chunk, "closed without an answer"
                 rest += chunk
     assert rest[:7] == b"\x81\x05early"  # the echo, unmasked (RFC 6455 §5.1)
+
+
+# -- ping timeout -----------------------------------------------------------------------------
+
+
+async def _silent_client_is_dropped(host: str, port: int) -> None:
+    # A client that completes the handshake, then neither reads nor answers anything: its
+    # kernel still acknowledges, so TCP_USER_TIMEOUT never fires. The server must close it.
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(upgrade_request("/echo/"))
+        assert (await read_head(stream)).startswith(b"HTTP/1.1 101")
+        while await stream.receive_some(65536):  # its pings, unanswered; then EOF
+            pass
+
+
+@override_settings(WEBSOCKET_PING_INTERVAL=0.2, WEBSOCKET_PING_TIMEOUT=0.5)
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_peer_that_answers_no_ping_is_closed(engine: str, nursery: trio.Nursery) -> None:
+    # Was: pings went out and nobody checked for pongs; the peer stayed connected for good.
+    host, port = (await start_standalone(nursery, engine)).rsplit(":", 1)
+    with trio.fail_after(TIMEOUT):
+        async with trio_websocket.open_websocket_url(f"ws://{host}:{port}/echo/") as live:
+            await _silent_client_is_dropped(host, int(port))
+            await live.send_message("still here")  # it answered every ping meanwhile
+            assert await live.get_message() == "still here"
+
+
+async def test_a_peer_that_answers_no_ping_is_closed_behind_serve() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_serve(settings={"WEBSOCKET_PING_TIMEOUT": 1}) as server:
+            host, port = await server.address()
+            await _silent_client_is_dropped(host, port)
+            assert await server.stop(signal.SIGTERM) == 0
+    assert "WEBSOCKET_PING_TIMEOUT" in server.stderr.text

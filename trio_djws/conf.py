@@ -53,6 +53,7 @@ class Settings:
     shutdown_timeout: float = 10 * SECONDS  # drain at server shutdown, then 1001 for all
     http_threads: int = 40  # worker threads for Django's WSGI handler (HTTP requests)
     db_threads: int = 10  # worker threads for ORM and other sync calls from handlers
+    ping_timeout: float | None = 20 * SECONDS  # no frame since a ping this old: closed
     ping_interval: float | None = 20 * SECONDS  # Hypercorn's websocket_ping_interval
     tcp_user_timeout: float | None = 30 * SECONDS  # TCP_USER_TIMEOUT on listening sockets
     broker: Mapping[str, object] = field(default_factory=_default_broker)
@@ -97,6 +98,7 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "shutdown_timeout": ((int, float), "a number > 0 (seconds)"),
     "http_threads": (int, "an int >= 1 (threads)"),
     "db_threads": (int, "an int >= 1 (threads)"),
+    "ping_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "ping_interval": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "tcp_user_timeout": ((int, float, type(None)), "a number > 0 (seconds) or None"),
     "broker": (Mapping, "a dict with a 'BACKEND' dotted path and an optional 'CONFIG' dict"),

@@ -16,6 +16,7 @@ how many were suppressed.
 from __future__ import annotations
 
 import logging
+import select
 from contextvars import ContextVar
 from typing import Final, NamedTuple
 
@@ -30,6 +31,7 @@ __all__ = [
     "escape",
     "peer_warning",
     "quiet_accept_errors",
+    "readable",
 ]
 
 PEER_WARNING_INTERVAL: Final = 60.0  # seconds: the window of peer_warning()'s rate limit
@@ -58,6 +60,18 @@ class ConnectionContextFilter(logging.Filter):
         record.websocket_path = context.path if context else "-"
         record.websocket_client = context.client if context else "-"
         return True
+
+
+def readable(sock: object) -> bool:
+    """Whether a socket (anything with ``fileno()``) has data waiting to be read (or an EOF),
+    without reading it. Sync, never blocks; False for a closed socket."""
+    fileno = getattr(sock, "fileno", None)
+    fd = fileno() if fileno is not None else -1
+    if fd < 0:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def escape(value: str) -> str:

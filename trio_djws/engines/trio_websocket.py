@@ -34,7 +34,7 @@ from wsproto.frame_protocol import LOCAL_ONLY_CLOSE_REASONS, CloseReason, FrameP
 from ..conf import get_settings
 from ..connection import serve_websocket, valid_handshake_key
 from ..exceptions import ConnectionClosed
-from ..log import escape, peer_warning
+from ..log import escape, peer_warning, readable
 from ..typing import Message
 from . import StreamEngine, make_scope, peer, reason_phrase
 
@@ -124,12 +124,18 @@ class TrioWebsocketTransport:
         task in ``nursery`` (the connection's: no nursery of its own, idle memory), so a peer
         slow to answer (its reader waits while a handler is busy) delays the next ping instead
         of failing the connection. The ping's bytes make the kernel's ``TCP_USER_TIMEOUT``
-        abort a peer that stopped acknowledging."""
+        abort a peer that stopped acknowledging. A ping unanswered for
+        ``WEBSOCKET_PING_TIMEOUT`` seconds, with no data waiting unread in the socket (a busy
+        handler's peer is alive), aborts the connection at the next ping (1006 for the
+        handler)."""
         in_flight = False
+        started = 0.0
+        timeout = get_settings().ping_timeout
 
         async def ping(connection: trio_websocket.WebSocketConnection) -> None:
-            nonlocal in_flight
+            nonlocal in_flight, started
             in_flight = True
+            started = trio.current_time()
             try:
                 # No deadline: it would count the wait for the pong. A ping stuck behind a
                 # stalled peer ends when the writer's deadline aborts the stream.
@@ -145,6 +151,21 @@ class TrioWebsocketTransport:
             if connection is None:
                 continue
             if connection.closed is not None:
+                break
+            if (
+                in_flight
+                and timeout is not None
+                and trio.current_time() - started >= timeout
+                and not readable(self._stream.socket)
+            ):
+                peer_warning(
+                    logger,
+                    "%s answered no ping for WEBSOCKET_PING_TIMEOUT (%.0f s); closing the "
+                    "connection",
+                    self._stream.peer,
+                    timeout,
+                )
+                self._stream.abort()
                 break
             if not in_flight:
                 nursery.start_soon(ping, connection)
@@ -251,6 +272,11 @@ class _Stream(trio.abc.HalfCloseableStream):
             elif len(head) > _MAX_HEAD_BYTES:
                 self._head = None  # wsproto refuses it: nothing to hold back
         return data
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The accepted socket."""
+        return self._stream.socket
 
     def abort(self) -> None:
         """Close the socket now: every task blocked on it wakes with ClosedResourceError."""

@@ -50,7 +50,7 @@ from wsproto.frame_protocol import CloseReason
 from ..conf import KIB, get_settings
 from ..connection import serve_websocket
 from ..exceptions import ConnectionClosed
-from ..log import escape, peer_warning
+from ..log import escape, peer_warning, readable
 from ..typing import Message
 from . import StreamEngine, make_scope, peer, reason_phrase
 
@@ -150,6 +150,8 @@ class SansIOTransport:
         self._fragment_opcode = Opcode.TEXT
         self._done: ConnectionClosed | None = None  # set once nothing more can be received
         self._peer = peer(stream)
+        self._ping_timeout = settings.ping_timeout
+        self._unanswered_since: float | None = None  # a ping went out, nothing heard since
 
     # -- Transport -----------------------------------------------------------------------------
 
@@ -305,20 +307,48 @@ class SansIOTransport:
     # -- keepalive -------------------------------------------------------------------------
 
     async def keepalive(self, interval: float) -> None:
-        """Ping every ``interval`` seconds while open (RFC 6455 §5.5.2). Pongs are not
-        awaited: the ping's bytes make the kernel's ``TCP_USER_TIMEOUT`` abort a peer that
-        stopped acknowledging, and a slow handler cannot make a live peer look dead."""
+        """Ping every ``interval`` seconds while open (RFC 6455 §5.5.2). The ping's bytes
+        make the kernel's ``TCP_USER_TIMEOUT`` abort a peer that stopped acknowledging; a peer
+        that has sent nothing since a ping ``WEBSOCKET_PING_TIMEOUT`` seconds old is aborted
+        at the next ping (``_pong_overdue``)."""
         while True:
             await trio.sleep(interval)
             if self._protocol.state is State.CONNECTING:
                 continue
             if self._protocol.state is not State.OPEN:
                 return
+            if self._pong_overdue():
+                return
+            self._ping_sent()
             self._protocol.send_ping(os.urandom(4))
             try:
                 await self._flush()
             except ConnectionClosed:
                 return
+
+    def _ping_sent(self) -> None:
+        if self._unanswered_since is None:
+            self._unanswered_since = trio.current_time()
+
+    def _pong_overdue(self) -> bool:
+        # WEBSOCKET_PING_TIMEOUT: the peer has sent nothing (no pong, no message) since a ping
+        # at least that old. Data waiting unread in the socket counts as heard: the peer is
+        # alive and only this connection's handler is slow to read. If overdue, the socket is
+        # closed (the peer sees the connection end; the handler, 1006) and True returned.
+        since, timeout = self._unanswered_since, self._ping_timeout
+        if since is None or timeout is None or trio.current_time() - since < timeout:
+            return False
+        if readable(self._stream.socket):
+            return False
+        peer_warning(
+            logger,
+            "%s sent nothing, not even a pong, for WEBSOCKET_PING_TIMEOUT (%.0f s) after a "
+            "ping; closing the connection",
+            self._peer,
+            timeout,
+        )
+        self._stream.socket.close()  # wakes the reader: the connection ends as lost (1006)
+        return True
 
     def ping_nowait(self) -> None:
         """Send a ping (RFC 6455 §5.5.2) now, with one non-blocking write, if the connection is
@@ -326,7 +356,7 @@ class SansIOTransport:
         arms the kernel's ``TCP_USER_TIMEOUT``). Sync: never blocks. Used by the one pinger of
         ``manage.py serve`` (``trio_djws.servers.listener``) instead of a ``keepalive`` task per
         connection. Pongs are not awaited (see ``keepalive``)."""
-        if self._protocol.state is not State.OPEN:
+        if self._protocol.state is not State.OPEN or self._pong_overdue():
             return
         if self._out or self._rest is not None or self._send_lock.locked():
             return
@@ -334,6 +364,7 @@ class SansIOTransport:
         fd = sock.fileno()
         if fd < 0 or sock.did_shutdown_SHUT_WR:
             return
+        self._ping_sent()
         self._protocol.send_ping(os.urandom(4))
         data = b"".join(self._protocol.data_to_send())
         try:
@@ -367,6 +398,7 @@ class SansIOTransport:
     async def _read(self) -> None:
         data = await self._receive_some()
         if data:
+            self._unanswered_since = None  # the peer is alive (WEBSOCKET_PING_TIMEOUT)
             self._protocol.receive_data(data)
         else:
             self._protocol.receive_eof()
