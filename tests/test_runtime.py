@@ -11,12 +11,13 @@ import trio
 import trio.testing
 from wsproto.frame_protocol import CloseReason
 
+from tests.scopes import websocket_scope
 from trio_djws._runtime import Cause, Runtime, State, truncate_reason
 from trio_djws.connection import serve_connection
 from trio_djws.exceptions import ConnectionClosed
 from trio_djws.handler import BaseWSClass
 from trio_djws.state import current_server
-from trio_djws.typing import Message, WebSocketScope
+from trio_djws.typing import Message
 from trio_djws.websocket import WebSocket
 
 GONE = object()  # fed to the transport: the peer vanishes (1006)
@@ -72,23 +73,6 @@ class FastTransport(MemoryTransport):
         self.sent.append(message)
 
 
-def scope(path: str = "/runtime/") -> WebSocketScope:
-    return {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "subprotocols": [],
-    }
-
-
 class Recorder(BaseWSClass):
     """Records the runtime and its state at each hook; ``script`` runs in on_message."""
 
@@ -116,7 +100,7 @@ class Recorder(BaseWSClass):
 
 
 async def serve(handler: type[BaseWSClass], transport: MemoryTransport) -> None:
-    await serve_connection(handler, transport, scope())
+    await serve_connection(handler, transport, websocket_scope("/runtime/"))
 
 
 def recording() -> tuple[type[Recorder], list[Recorder]]:
@@ -131,23 +115,29 @@ def recording() -> tuple[type[Recorder], list[Recorder]]:
     return Kept, kept
 
 
-async def test_state_goes_connecting_open_closing_closed_with_cause_close() -> None:
+async def run_recorder(*messages: Message) -> tuple[Recorder, Runtime, MemoryTransport]:
+    """Serve one Recorder connection that gets ``messages``, until it has ended."""
     handler, kept = recording()
     transport = MemoryTransport()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve, handler, transport)
-        await transport.feed("hi")
-        await transport.feed("close")
+        for message in messages:
+            await transport.feed(message)
     (recorder,) = kept
+    assert recorder.runtime is not None
+    return recorder, recorder.runtime, transport
+
+
+async def test_state_goes_connecting_open_closing_closed_with_cause_close() -> None:
+    recorder, runtime, transport = await run_recorder("hi", "close")
     assert recorder.states == [
         ("connect", State.CONNECTING),
         ("message", State.OPEN),
         ("message", State.OPEN),
         ("close", State.CLOSING),
     ]
-    assert recorder.runtime is not None
-    assert recorder.runtime.state is State.CLOSED
-    assert recorder.runtime.cause is Cause.CLOSE
+    assert runtime.state is State.CLOSED
+    assert runtime.cause is Cause.CLOSE
     assert transport.sent == ["hi"]  # flushed before the close frame
     assert transport.events == [("accept", None), ("close", 4000, "bye")]
 
@@ -196,15 +186,8 @@ async def test_peer_gone_sends_no_close_frame_and_later_sends_raise_1006() -> No
 
 
 async def test_hook_failure_is_cause_failed_1011_after_the_flush() -> None:
-    handler, kept = recording()
-    transport = MemoryTransport()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve, handler, transport)
-        await transport.feed("first")
-        await transport.feed("fail")
-    (recorder,) = kept
-    assert recorder.runtime is not None
-    assert recorder.runtime.cause is Cause.FAILED
+    _, runtime, transport = await run_recorder("first", "fail")
+    assert runtime.cause is Cause.FAILED
     assert transport.sent == ["first"]
     assert transport.events[-1] == ("close", CloseReason.INTERNAL_ERROR, "internal error")
 
@@ -257,14 +240,8 @@ async def test_close_while_the_accept_is_under_way_still_counts_as_accepted() ->
 
 async def test_message_over_the_limit_is_cause_too_big_1009(settings: Any) -> None:
     settings.WEBSOCKET_MAX_MESSAGE_SIZE = 8
-    handler, kept = recording()
-    transport = MemoryTransport()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve, handler, transport)
-        await transport.feed("x" * 9)
-    (recorder,) = kept
-    assert recorder.runtime is not None
-    assert recorder.runtime.cause is Cause.TOO_BIG
+    _, runtime, transport = await run_recorder("x" * 9)
+    assert runtime.cause is Cause.TOO_BIG
     assert transport.events[-1] == ("close", CloseReason.MESSAGE_TOO_BIG, "message too big")
 
 
