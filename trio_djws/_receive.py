@@ -1,4 +1,4 @@
-"""The receive side of a connection's runtime (internal, not part of the API).
+"""Internal: the receive side of a connection's runtime (not part of the API).
 
 ``receive_loop(runtime, on_message)`` is what ``serve_connection`` runs after the accept:
 messages are handled in order on its task. Until the first message arrives that task receives

@@ -1,4 +1,4 @@
-r"""The connection runtime behind each public ``WebSocket`` (internal, not part of the API).
+r"""Internal: the connection runtime behind each public ``WebSocket`` (not part of the API).
 
 One ``Runtime`` per connection holds what the ``WebSocket`` facade hides: the state machine,
 the send queue and its writer task; its receive side is ``trio_djws._receive``.
