@@ -72,7 +72,7 @@ nitpick_ignore_regex = [
         r"py:.*",
         r"(trio_djws\.[\w.]*\.)?(_\w+|ServerState|Groups|SyncWebSocket|TrioDjwsApplication"
         r"|Output|Transport|Announce|WebSocketScope|Message|ASGIApp|JSONValue|Refusal"
-        r"|FallbackResolver|GroupServer|ServerThreadRunner)",
+        r"|FallbackResolver|GroupServer|ServerThreadRunner|Runtime)",
     ),
 ]
 

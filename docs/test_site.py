@@ -118,6 +118,29 @@ def test_readme_is_short() -> None:
     assert len(lines) <= 150, "README.md holds the overview only: move detail into docs/"
 
 
+def test_readme_figures_are_in_the_benchmark_results() -> None:
+    """Each figure of the README's Performance table is a figure of bench/results/results.md,
+    as rounded there (11,408 for 11,407.9)."""
+    number = re.compile(r"\b\d[\d,]*(?:\.\d+)?\b")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    figures = {f for row in rows[1:] for f in number.findall(row.split("|", 2)[2])}
+    results = (REPO / "bench" / "results" / "results.md").read_text(encoding="utf-8")
+    measured = [float(n.replace(",", "")) for n in number.findall(results)]
+
+    def found(figure: str) -> bool:
+        value = float(figure.replace(",", ""))
+        step = 0.05 if "." in figure else 0.5  # the README rounds to its shown precision
+        return any(abs(value - m) <= step for m in measured)
+
+    missing = sorted(f for f in figures if not found(f))
+    assert figures and missing == [], (
+        f"README's Performance figures {missing} are not in bench/results/results.md: "
+        "update the README's table from the latest run"
+    )
+
+
 def test_readme_samples_run() -> None:
     readme = Sybil(parsers=[PythonCodeBlockParser(), SkipParser()], path=str(REPO))
     document = readme.parse(REPO / "README.md")

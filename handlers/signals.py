@@ -49,7 +49,8 @@ class SignalHandler(DjangoMiddlewareMixin, BaseWSClass):
     window. Nothing a page sends closes the connection: every refusal is an error event.
 
     Attributes:
-        window_info: the window, set in ``on_connect``.
+        window_info: the window, set in ``on_connect``; also ``websocket.window_info``, where
+            ``trigger()`` finds it when the connection is its source.
     """
 
     max_pending: ClassVar[int] = 16  # background (queued) calls per window
@@ -77,8 +78,10 @@ class SignalHandler(DjangoMiddlewareMixin, BaseWSClass):
         info = WindowInfo.from_websocket(websocket, key, topics)
         assert info.window_key is not None
         outbox_send, outbox = trio.open_memory_channel[_Job](get_settings().send_queue_size)
-        info._outbox = outbox_send
+        info.set_trigger_queue(outbox_send)
         self.window_info = info
+        # Per-connection state a handler may set (WebSocket keeps a __dict__ for it).
+        websocket.window_info = info  # type: ignore[attr-defined]
         await websocket.join(window_group(info.window_key))
         await websocket.join(BROADCAST_GROUP)
         for topic in topics:
@@ -87,8 +90,8 @@ class SignalHandler(DjangoMiddlewareMixin, BaseWSClass):
         await websocket.send(hello_frame(info.window_key))
 
     async def on_close(self, websocket: WebSocket) -> None:
-        if self.window_info is not None and self.window_info._outbox is not None:
-            self.window_info._outbox.close()
+        if self.window_info is not None:
+            self.window_info.close_trigger_queue()
 
     async def _run_outbox(self, outbox: trio.MemoryReceiveChannel[_Job]) -> None:
         # trigger() calls made on the trio thread with this window as source, in order.

@@ -6,9 +6,9 @@ import pytest
 from django.test import override_settings
 
 import tests.handlers  # noqa: F401  (registers /echo/, /items/<int:pk>/ ...)
+from tests.scopes import websocket_scope
 from trio_djws import BaseWSClass, ConfigurationError, Namespace
 from trio_djws.routing import Refusal, autodiscover, registry
-from trio_djws.typing import WebSocketScope
 
 
 def test_two_handlers_on_one_path_is_an_error_naming_both() -> None:
@@ -50,25 +50,8 @@ def test_base_uri_prefixes_every_namespace() -> None:
     assert found is not None and found[0].handler.__name__ == "Echo"
 
 
-def _scope(path: str) -> WebSocketScope:
-    return {
-        "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": None,
-        "server": None,
-        "subprotocols": [],
-    }
-
-
 def test_a_namespace_wins_over_the_fallback_resolvers() -> None:
-    found = registry.resolve_scope(_scope("/items/7/"))
+    found = registry.resolve_scope(websocket_scope("/items/7/"))
     assert isinstance(found, tuple) and found[0].__name__ == "Item" and found[1] == {"pk": 7}
 
 
@@ -77,11 +60,11 @@ def test_the_views_fallback_is_registered_by_the_app_and_answers_unmatched_paths
     from trio_djws.views import resolve_fallback
 
     assert resolve_fallback in registry.fallbacks()
-    assert registry.resolve_scope(_scope("/no/such/path/")) is None
+    assert registry.resolve_scope(websocket_scope("/no/such/path/")) is None
 
 
 def test_a_fallback_refusal_carries_its_status_and_cause() -> None:
-    found = registry.resolve_scope(_scope("/dws/plain/"))
+    found = registry.resolve_scope(websocket_scope("/dws/plain/"))
     assert isinstance(found, Refusal)
     assert found.status == 400 and "does not accept WebSockets" in found.why
 

@@ -32,7 +32,7 @@ from django.utils.module_loading import import_string
 
 from .conf import DEFAULT_MIDDLEWARE, PREFIX, Settings, get_settings, validate
 from .exceptions import ConfigurationError
-from .origins import _allowed_hosts  # the same DEBUG defaults as the handshake check
+from .origins import allowed_hosts  # the same DEBUG defaults as the handshake check
 
 __all__ = [
     "check_broker",
@@ -204,7 +204,7 @@ def check_origins(app_configs: Sequence[AppConfig] | None, **kwargs: object) -> 
     ``Origin`` header (browsers send ``scheme://host[:port]``)."""
     origins = _setting("WEBSOCKET_ALLOWED_ORIGINS", None)
     if origins is None:
-        if not _allowed_hosts():
+        if not allowed_hosts():
             return [
                 Error(
                     "ALLOWED_HOSTS is empty and DEBUG is off, so every browser's WebSocket "

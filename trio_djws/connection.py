@@ -26,6 +26,8 @@ from typing import Any, Final
 import trio
 from wsproto.frame_protocol import CloseReason
 
+from ._receive import receive_loop
+from ._runtime import Cause, Runtime
 from .conf import get_settings
 from .exceptions import ConnectionClosed, Reject
 from .handler import BaseWSClass
@@ -144,47 +146,49 @@ async def serve_connection(
     with the traceback, the path and the connection id.
     """
     server = current_server()
-    websocket = WebSocket(transport, scope, kwargs, server=server)
+    runtime = Runtime(transport, server)
+    websocket = WebSocket(runtime, scope, kwargs)
     handler = handler_class()
     connection_context.set(ConnectionContext(websocket.id, escape(websocket.path), _client(scope)))
     settings = get_settings()
     close_timeout = settings.close_timeout
     max_lifetime = settings.max_lifetime
-    server.add(websocket)
+    server.add(runtime)
     try:
         async with trio.open_nursery() as nursery:
-            websocket._attach(nursery)
+            runtime.attach(nursery)
             try:
                 async with handler.mixin_connections(websocket):
+                    runtime.handler = handler  # for on_resync (Groups.resync)
                     await handler.run_on_connect(websocket, websocket.path)
-                    if websocket.closed and not websocket._is_accepted:
+                    if websocket.closed and not runtime.accepted:
                         raise Reject(403, "closed in on_connect")  # refuse, as ASGI does
-                    await websocket._accept()
+                    await runtime.accept()
                     if max_lifetime is not None:
                         nursery.start_soon(_close_at_end_of_life, websocket, max_lifetime)
                     try:
-                        await websocket._receive_loop(_message_hook(handler))
+                        await receive_loop(runtime, _message_hook(handler))
                     except BaseException as exc:
                         # on_close must see why the connection ends; logged further down.
                         failure = _failure(exc)
                         if failure is not None:
-                            websocket._fail(*failure)
+                            runtime.fail(*failure)
                         raise
                     finally:
                         with trio.move_on_after(close_timeout, shield=True):
                             await handler.run_on_close(websocket)
             except* Reject as group:
-                await _refuse(websocket, transport, group.exceptions[0])
+                await _refuse(runtime, transport, group.exceptions[0])
             except* ConnectionClosed:
                 pass  # the peer left mid-send: not a crash
             except* Exception:  # Cancelled is a BaseException: it passes
-                if websocket._is_accepted:
+                if runtime.accepted:
                     logger.exception(
                         "hook failed on %r (connection %s); closing with 1011",
                         websocket.path,
                         websocket.id,
                     )
-                    websocket._fail(CloseReason.INTERNAL_ERROR, "internal error")
+                    runtime.fail(CloseReason.INTERNAL_ERROR, "internal error")
                 else:
                     logger.exception(
                         "hook failed before the handshake on %r (connection %s); HTTP 500",
@@ -195,10 +199,10 @@ async def serve_connection(
                         await transport.reject(500)
             finally:
                 with trio.move_on_after(2 * close_timeout, shield=True):
-                    await websocket.aclose()
+                    await runtime.aclose()
                 nursery.cancel_scope.cancel()
-        if websocket._is_accepted:
-            _log_close(websocket)
+        if runtime.accepted:
+            _log_close(runtime)
     finally:
         server.discard(websocket)
 
@@ -222,7 +226,7 @@ async def _close_at_end_of_life(websocket: WebSocket, seconds: float) -> None:
 def _message_hook(handler: BaseWSClass) -> Callable[[WebSocket, Message], Awaitable[None]]:
     # What the receive loop calls per message: one coroutine per message, not two, when no
     # mixin hooks it; behind the connection's token bucket when it has a rate limit.
-    on_message = handler.on_message if handler._direct_on_message else handler.run_on_message
+    on_message = handler.message_hook()
     limit = rate_limit_of(handler.rate_limit)
     if limit is None:
         return on_message
@@ -237,9 +241,10 @@ def _message_hook(handler: BaseWSClass) -> Callable[[WebSocket, Message], Awaita
     return limited
 
 
-async def _refuse(websocket: WebSocket, transport: Transport, exc: BaseException) -> None:
+async def _refuse(runtime: Runtime, transport: Transport, exc: BaseException) -> None:
     status = exc.status if isinstance(exc, Reject) else 403
-    if websocket._is_accepted:
+    websocket = runtime.websocket
+    if runtime.accepted:
         # Reject after the handshake: nothing left to refuse, close with a policy violation.
         logger.warning(
             "Reject(%d) raised after the handshake on %r (connection %s); closing with 1008",
@@ -247,7 +252,7 @@ async def _refuse(websocket: WebSocket, transport: Transport, exc: BaseException
             websocket.path,
             websocket.id,
         )
-        websocket._fail(CloseReason.POLICY_VIOLATION, "rejected")
+        runtime.fail(CloseReason.POLICY_VIOLATION, "rejected")
         return
     logger.info("rejected handshake for %r with %d: %s", websocket.path, status, escape(str(exc)))
     with trio.move_on_after(get_settings().close_timeout, shield=True):
@@ -270,14 +275,15 @@ def _failure(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
-def _log_close(websocket: WebSocket) -> None:
+def _log_close(runtime: Runtime) -> None:
     # One line per close; a close whose cause was already logged (1011 with its traceback,
-    # a 1008 abort, 1009) is only noted at INFO, so that it is not logged twice.
+    # a 1008 abort, 1009) or that the peer made is only noted at INFO, so that it is not
+    # logged twice.
+    websocket = runtime.websocket
     code = websocket.close_code
-    if (
-        code in (CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY)
-        or websocket._peer_gone
-        or websocket._cause_logged
+    if code in (CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY) or runtime.cause not in (
+        None,
+        Cause.CLOSE,
     ):
         logger.info(
             "closed %s on %r: code %s %r",

@@ -5,9 +5,10 @@ of ``send_nowait`` with no await per member: a slow member never delays the send
 others. A member whose send queue is full is closed with 1008 "slow consumer" (RFC 6455
 §7.4.1) instead. On the standalone ``websockets`` engine, a member whose writer waits on an
 empty queue gets the frame written at once by a non-blocking write, still with no await
-(``WebSocket._queue_nowait``). Delivery goes through the server's broker
+(the runtime's ``queue_nowait``). Delivery goes through the server's broker
 (``WEBSOCKET_BROKER``); with the default in-process broker it is a direct call to
-``Groups.deliver``.
+``Groups.deliver``. After a gap in delivery (the Redis broker resubscribed a group),
+``Groups.resync`` runs each member's ``on_resync`` hook.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from wsproto.frame_protocol import CloseReason
 from .typing import JSONValue, Message
 
 if TYPE_CHECKING:
+    from ._runtime import Runtime
     from .brokers import Broker
     from .websocket import WebSocket
 
@@ -83,7 +85,8 @@ def current_group_server() -> GroupServer:
 
 
 class Groups:
-    """The groups of one server (one trio run): group name → member → its channel clone.
+    """The groups of one server (one trio run): group name → member → (its runtime, its
+    channel clone).
 
     Attributes:
         overflows: messages that found a member's send queue full (that member was closed
@@ -91,7 +94,9 @@ class Groups:
     """
 
     def __init__(self) -> None:
-        self._members: dict[str, dict[WebSocket, trio.MemorySendChannel[Message]]] = {}
+        self._members: dict[
+            str, dict[WebSocket, tuple[Runtime, trio.MemorySendChannel[Message]]]
+        ] = {}
         # Presence: group → member → (identity, announce renderer or None).
         self._present: dict[str, dict[WebSocket, tuple[str, Announce | None]]] = {}
         self._watcher: GroupWatcher | None = None
@@ -107,16 +112,16 @@ class Groups:
         if self._watcher is not None:
             self._watcher(group, presence)
 
-    def add(
-        self, group: str, websocket: WebSocket, channel: trio.MemorySendChannel[Message]
-    ) -> bool:
-        """Add a member with its own channel clone; returns False if it was already in."""
+    def add(self, group: str, runtime: Runtime, channel: trio.MemorySendChannel[Message]) -> bool:
+        """Add a member (``runtime.websocket``) with its own channel clone; returns False if
+        it was already in."""
         first = group not in self._members
         members = self._members.setdefault(group, {})
+        websocket = runtime.websocket
         if websocket in members:
             channel.close()
             return False
-        members[websocket] = channel
+        members[websocket] = (runtime, channel)
         if first:
             self._notify(group, False)  # the broker subscribes while a group has members
         return True
@@ -126,9 +131,9 @@ class Groups:
         members = self._members.get(group)
         if members is None:
             return
-        channel = members.pop(websocket, None)
-        if channel is not None:
-            channel.close()
+        member = members.pop(websocket, None)
+        if member is not None:
+            member[1].close()
         last = not members
         if last:
             del self._members[group]
@@ -136,7 +141,7 @@ class Groups:
         was_present = present is not None and present.pop(websocket, None) is not None
         if present is not None and not present:
             del self._present[group]
-        if channel is not None and (last or was_present):
+        if member is not None and (last or was_present):
             self._notify(group, was_present)
 
     def has_members(self, group: str) -> bool:
@@ -172,12 +177,12 @@ class Groups:
         rendered: dict[Announce, Message] = {}
         channels = self._members.get(group, {})
         for websocket, (_, render) in list(self._present.get(group, {}).items()):
-            channel = channels.get(websocket)
-            if render is None or channel is None:
+            member = channels.get(websocket)
+            if render is None or member is None:
                 continue
             if render not in rendered:
                 rendered[render] = render(members)
-            self._send(websocket, channel, rendered[render])
+            self._send(member[0], member[1], rendered[render])
 
     def members(self, group: str) -> list[WebSocket]:
         """The local members of ``group``."""
@@ -199,18 +204,31 @@ class Groups:
         if not members:
             return 0
         delivered = 0
-        for websocket, channel in list(members.items()):
-            delivered += self._send(websocket, channel, message)
+        for runtime, channel in list(members.values()):
+            delivered += self._send(runtime, channel, message)
         return delivered
 
+    def resync(self, group: str) -> int:
+        """Run each local member's ``on_resync(websocket, group)`` hook as a task of its
+        connection: called by a broker that resubscribed ``group`` after a gap, in which
+        messages were lost. Members whose connection has ended are skipped.
+
+        Returns:
+            The number of local members of ``group``.
+        """
+        members = list(self._members.get(group, {}).values())
+        for runtime, _ in members:
+            runtime.resync(group)
+        return len(members)
+
     def _send(
-        self, websocket: WebSocket, channel: trio.MemorySendChannel[Message], message: Message
+        self, runtime: Runtime, channel: trio.MemorySendChannel[Message], message: Message
     ) -> int:
         try:
-            websocket._queue_nowait(channel, message)
+            runtime.queue_nowait(channel, message)
         except trio.WouldBlock:
             self.overflows += 1
-            websocket.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
+            runtime.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the member is closing; it leaves the group on its own
         else:

@@ -177,13 +177,18 @@ class BaseWSClass:
         Raises:
             Reject: the handshake must be refused (``Block`` from a mixin becomes 403).
         """
-        websocket._server.handlers[websocket] = self  # for on_resync
         try:
             for hook in self._mixin_hooks["on_connect"]:
                 await self._call(hook, websocket, path)
         except Block as exc:
             raise Reject(403, f"blocked by a mixin: {exc}") from exc
         await self._call(self._own_hooks["on_connect"], websocket, path)
+
+    def message_hook(self) -> Callable[[WebSocket, Message], Awaitable[None]]:
+        """What serve_connection calls per message: ``on_message`` itself when no mixin
+        hooks it and it is ``async def`` (one coroutine per message, not two), else
+        ``run_on_message``."""
+        return self.on_message if self._direct_on_message else self.run_on_message
 
     async def run_on_message(self, websocket: WebSocket, message: Message) -> None:
         """Run the mixins' ``on_message`` (each may replace the message or ``Block`` it),

@@ -17,10 +17,12 @@ from django.http.request import validate_host
 
 from .conf import get_settings
 
-__all__ = ["origin_allowed"]
+__all__ = ["allowed_hosts", "origin_allowed"]
 
 
-def _allowed_hosts() -> list[str]:
+def allowed_hosts() -> list[str]:
+    """``ALLOWED_HOSTS``, or with ``DEBUG`` and none set Django's own development defaults
+    (``.localhost``, ``127.0.0.1``, ``[::1]``): the hosts an ``Origin`` may name."""
     hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not hosts:
         hosts = [".localhost", "127.0.0.1", "[::1]"]
@@ -49,4 +51,4 @@ def origin_allowed(origin: str | None) -> bool:
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         return False
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    return validate_host(host, _allowed_hosts())
+    return validate_host(host, allowed_hosts())

@@ -20,8 +20,8 @@ from .conf import broker_backend, get_settings
 from .groups import Groups, set_group_server_lookup
 
 if TYPE_CHECKING:
+    from ._runtime import Runtime
     from .brokers import Broker
-    from .handler import BaseWSClass
     from .websocket import WebSocket
 
 __all__ = ["ServerState", "current_server", "drain_connections", "open_server"]
@@ -39,30 +39,43 @@ def _make_broker(groups: Groups) -> Broker:
 
 
 class ServerState:
-    """Live connections, groups and broker of one server."""
+    """Live connections, groups and broker of one server.
+
+    Attributes:
+        connections: each live connection and its runtime (``trio_djws._runtime``, internal).
+        groups: the groups of this process (``trio_djws.groups.Groups``).
+        broker: the ``WEBSOCKET_BROKER`` backend.
+        draining: True once shutdown began (new handshakes get HTTP 503).
+    """
 
     def __init__(self) -> None:
-        self.connections: set[WebSocket] = set()
-        # Each accepted connection's handler, for hooks the server calls (on_resync).
-        self.handlers: dict[WebSocket, BaseWSClass] = {}
+        self.connections: dict[WebSocket, Runtime] = {}
         self.groups = Groups()
         self.broker: Broker = _make_broker(self.groups)
         self.draining = False
         self._idle = trio.Event()
         self._idle.set()
 
-    def add(self, websocket: WebSocket) -> None:
+    def add(self, runtime: Runtime) -> None:
         """Count a connection as live (called by serve_connection)."""
-        self.connections.add(websocket)
+        self.connections[runtime.websocket] = runtime
         if self._idle.is_set():
             self._idle = trio.Event()
 
     def discard(self, websocket: WebSocket) -> None:
         """Forget a connection that has ended."""
-        self.connections.discard(websocket)
-        self.handlers.pop(websocket, None)
+        self.connections.pop(websocket, None)
         if not self.connections:
             self._idle.set()
+
+    def runtime_of(self, websocket: WebSocket) -> Runtime:
+        """The runtime behind a live connection: the internal interface the library's own
+        features use (``trio_djws.views``).
+
+        Raises:
+            KeyError: ``websocket`` is not live on this server.
+        """
+        return self.connections[websocket]
 
     async def wait_idle(self) -> None:
         """Wait until no connection is live."""

@@ -31,6 +31,7 @@ __all__ = [
     "in_trio_worker_thread",
     "install_orm_guard",
     "to_thread",
+    "with_fresh_db_connection",
 ]
 
 P = ParamSpec("P")
@@ -63,9 +64,11 @@ def http_limiter() -> trio.CapacityLimiter:
         return limiter
 
 
-def _with_fresh_db_connection(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    # As channels/db.py: a thread may be reused across calls, so drop connections that are
-    # broken or past CONN_MAX_AGE before and after, as Django does around each request.
+def with_fresh_db_connection(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Call ``fn(*args, **kwargs)`` in this worker thread between two
+    ``close_old_connections()`` (as ``channels/db.py`` does): a thread may be reused across
+    calls, so connections that are broken or past ``CONN_MAX_AGE`` are dropped before and
+    after, as Django does around each request. Returns what ``fn`` returns."""
     close_old_connections()
     try:
         return fn(*args, **kwargs)
@@ -88,7 +91,7 @@ def database_sync_to_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        call = functools.partial(_with_fresh_db_connection, fn, *args, **kwargs)
+        call = functools.partial(with_fresh_db_connection, fn, *args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=db_limiter())
 
     return wrapper
@@ -100,7 +103,7 @@ async def to_thread(fn: Callable[..., R], *args: Any) -> R:
     The same as ``database_sync_to_thread(fn)(*args)``; the thread may call back into trio
     with ``trio.from_thread.run`` (``websocket.sync`` does).
     """
-    call = functools.partial(_with_fresh_db_connection, fn, *args)
+    call = functools.partial(with_fresh_db_connection, fn, *args)
     return await trio.to_thread.run_sync(call, limiter=db_limiter())
 
 

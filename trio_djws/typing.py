@@ -83,7 +83,7 @@ class Transport(Protocol):
 
     A transport may also have ``send_nowait(message) -> None``: write the message now without
     waiting, or raise ``trio.WouldBlock`` (then it goes through the send queue to ``send``, as
-    on every transport). The standalone ``websockets`` engine has it; ``trio_djws.websocket``
+    on every transport). The standalone ``websockets`` engine has it; ``trio_djws._runtime``
     uses it only while the connection's writer waits on an empty queue, so order is kept.
     """
 

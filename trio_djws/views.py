@@ -38,6 +38,7 @@ from .conf import get_settings
 from .exceptions import ConnectionClosed, Reject
 from .handler import BaseWSClass
 from .routing import Refusal
+from .state import current_server
 from .typing import Message
 
 if TYPE_CHECKING:
@@ -324,6 +325,7 @@ class _Bridge:
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
+        self.runtime = current_server().runtime_of(websocket)  # the accept, a failure
         self.inbox_send, self.inbox = trio.open_memory_channel[Message](
             get_settings().send_queue_size
         )
@@ -339,7 +341,7 @@ class _Bridge:
     async def accept(self) -> None:
         self.accept_requested = True
         self.decided.set()
-        await self.websocket._wait_accepted()
+        await self.runtime.wait_accepted()
 
     async def send(self, message: Message) -> None:
         self.last_activity = trio.current_time()
@@ -410,7 +412,7 @@ class _ViewHandler(BaseWSClass):
             return
         if bridge.status >= 300:
             raise Reject(bridge.status, f"the view answered HTTP {bridge.status}")
-        await websocket._accept()  # a 2xx without using the socket: accepted, then closed
+        await bridge.runtime.accept()  # a 2xx without using the socket: accepted, then closed
         websocket.close_nowait(_close_code(bridge.status))
 
     async def _run(
@@ -436,7 +438,7 @@ class _ViewHandler(BaseWSClass):
                     bridge.status,
                     code,
                 )
-                bridge.websocket._fail(code, "view failed")
+                bridge.runtime.fail(code, "view failed")
             else:
                 bridge.websocket.close_nowait(code)
 

@@ -48,8 +48,6 @@ async def test_on_resync_sends_the_history_again(ws_url: str) -> None:
             saved = await next_of_type(ann, "message")
             # What the RedisBroker does after a reconnect, for this process's members.
             server = current_server()
-            (websocket,) = server.groups.members("chat.lobby")
-            handler = server.handlers[websocket]
-            websocket.start_soon(handler.run_on_resync, websocket, "chat.lobby")
+            assert server.groups.resync("chat.lobby") == 1
             history = await next_of_type(ann, "history")
             assert [m["id"] for m in history["messages"]] == [saved["id"]]

@@ -448,20 +448,9 @@ class RedisBroker:
             self._groups.deliver(group, envelope.message)
 
     def _resync(self, group: str) -> None:
-        from ..state import current_server
-
         self.resyncs += 1
-        handlers = current_server().handlers
-        members = self._groups.members(group)
-        logger.info("resubscribed group %s after a gap: on_resync for %d", group, len(members))
-        for websocket in members:
-            handler = handlers.get(websocket)
-            if handler is None:
-                continue
-            try:
-                websocket.start_soon(handler.run_on_resync, websocket, group)
-            except RuntimeError:
-                pass  # the connection has ended
+        count = self._groups.resync(group)
+        logger.info("resubscribed group %s after a gap: on_resync for %d", group, count)
         # Presence written while Redis was away is gone too: rewrite it.
         if group in self._groups.presence_groups():
             self._presence_dirty.add(group)

@@ -14,11 +14,11 @@ also lets ``close`` read the peer's answer to our close frame after the reader h
 Neither lock costs a scheduler round trip when it is free, and after a read that emptied the
 socket the next one waits for readability before reading (no read that can only fail).
 
-Fast path (``send_nowait``, used by ``trio_djws.websocket`` while the connection's writer
-waits on an empty send queue): a message's frame is written at once with one non-blocking
-``send()``: no task wake-up, lock or cancel scope. If the socket would block, nothing is
-written and the message takes the queued path; if it takes part of the frame, the rest is
-written first by the next write of any task. Frames are made by the library's
+Fast path (``send_nowait``, used by the connection runtime, ``trio_djws._runtime``, while
+the connection's writer waits on an empty send queue): a message's frame is written at once
+with one non-blocking ``send()``: no task wake-up, lock or cancel scope. If the socket would
+block, nothing is written and the message takes the queued path; if it takes part of the
+frame, the rest is written first by the next write of any task. Frames are made by the library's
 ``Frame.serialize``, and the last one is reused while the same message object is sent again,
 so a group broadcast frames its payload once. A connection that negotiated an extension has
 its frames made by its protocol, always on the queued path.
@@ -233,8 +233,9 @@ class SansIOTransport:
     def send_nowait(self, message: Message) -> None:
         """Write ``message``'s frame now, without waiting, if nothing else is being written.
 
-        The optional fast path of this transport (``trio_djws.websocket`` uses it while the
-        connection's writer waits on an empty send queue). Sync: never blocks.
+        The optional fast path of this transport (the connection runtime,
+        ``trio_djws._runtime``, uses it while the connection's writer waits on an empty send
+        queue). Sync: never blocks.
 
         Raises:
             trio.WouldBlock: the frame was not written whole; hand ``message`` to ``send``.

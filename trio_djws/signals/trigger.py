@@ -37,7 +37,7 @@ from wsproto.frame_protocol import CloseReason
 
 from ..conf import get_settings
 from ..exceptions import ConfigurationError
-from ..threads import _with_fresh_db_connection, in_trio_worker_thread, to_thread
+from ..threads import in_trio_worker_thread, to_thread, with_fresh_db_connection
 from .capture import current_capture
 from .registry import SignalFunction, load, registry
 from .topics import (
@@ -86,8 +86,7 @@ def window_info_of(source: object) -> WindowInfo | None:
     if isinstance(source, HttpRequest):
         return WindowInfo.from_request(source)
     if isinstance(source, WebSocket):
-        handler = source._server.handlers.get(source)
-        info = getattr(handler, "window_info", None)
+        info = getattr(source, "window_info", None)  # set by SignalHandler.on_connect
         if isinstance(info, WindowInfo):
             return info
         return WindowInfo.from_websocket(source)
@@ -159,8 +158,7 @@ def trigger(
         return
     frame = call_frame(name, kwargs) if groups else ""
     if trio.lowlevel.in_trio_run():
-        outbox = info._outbox if info is not None else None
-        if outbox is None or info is None:
+        if info is None or not info.has_trigger_queue:
             raise RuntimeError(
                 "trigger() on the trio thread needs a signals window as source (the "
                 "WindowInfo given to a signal function, or a signals WebSocket); in async "
@@ -168,7 +166,7 @@ def trigger(
             )
         job = functools.partial(_deliver, info, name, server, groups, frame, kwargs)
         try:
-            outbox.send_nowait(job)
+            info.queue_trigger(job)
         except trio.WouldBlock:
             if info.websocket is not None:
                 info.websocket.abort(CloseReason.POLICY_VIOLATION, "too many pending triggers")
@@ -324,7 +322,7 @@ async def enqueue(entry: SignalFunction, info: WindowInfo, kwargs: Mapping[str, 
         call: Callable[[], object] = functools.partial(_send_celery_task, entry, info, kwargs)
     else:
         call = functools.partial(
-            _with_fresh_db_connection, entry.function, info, **entry.bind(info, kwargs)
+            with_fresh_db_connection, entry.function, info, **entry.bind(info, kwargs)
         )
     await trio.to_thread.run_sync(call, limiter=limiter)
 
@@ -344,7 +342,7 @@ def run_queued(path: str, queue: str, window: Mapping[str, Any], kwargs: Mapping
     ran = 0
     for entry in registry.get(path):
         if entry.queue == queue:
-            _with_fresh_db_connection(entry.function, info, **entry.bind(info, kwargs))
+            with_fresh_db_connection(entry.function, info, **entry.bind(info, kwargs))
             ran += 1
     if not ran:
         logger.warning("no signal function %r on queue %r in this process", path, queue)

@@ -71,6 +71,37 @@ class WindowInfo:
         default=None, repr=False, compare=False
     )
 
+    @property
+    def has_trigger_queue(self) -> bool:
+        """Whether ``trigger()`` calls made on the trio thread with this window as source
+        have a queue to go to (a live signals connection on this server)."""
+        return self._outbox is not None
+
+    def set_trigger_queue(
+        self, queue: trio.MemorySendChannel[Callable[[], Awaitable[None]]]
+    ) -> None:
+        """Send the ``trigger()`` calls made on the trio thread with this window as source
+        to ``queue``, whose receive end runs them in order on the window's connection
+        (``SignalHandler``). Not serialised."""
+        self._outbox = queue
+
+    def queue_trigger(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Hand ``job`` to the window's trigger queue without waiting.
+
+        Raises:
+            RuntimeError: the window has no trigger queue (``has_trigger_queue``).
+            trio.WouldBlock: the queue is full.
+            trio.ClosedResourceError: the window's connection has closed.
+        """
+        if self._outbox is None:
+            raise RuntimeError(f"window {self.window_key} has no trigger queue")
+        self._outbox.send_nowait(job)
+
+    def close_trigger_queue(self) -> None:
+        """Close the trigger queue, if any: later ``queue_trigger`` calls raise."""
+        if self._outbox is not None:
+            self._outbox.close()
+
     def _set_user(self, user: AbstractBaseUser | AnonymousUser | None) -> None:
         self.user = user
         if user is not None and user.is_authenticated:
