@@ -681,24 +681,29 @@ async def test_handshakes_get_503_before_the_fd_limit_is_reached() -> None:
 BAD_FRAME: Final = bytes([0x80 | 0x40 | 0x1, 0x02]) + b"hi"  # RSV1 set, unmasked: RFC 6455 §5.2
 
 
+async def _first_frame_after_pipelining(engine: str, nursery: trio.Nursery, extra: bytes) -> bytes:
+    # The start of what a standalone server sends after its 101, for a handshake with
+    # ``extra`` in the same packet: at least 4 bytes, or what came before the EOF.
+    host, port = (await start_standalone(nursery, engine)).rsplit(":", 1)
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(upgrade_request("/echo/") + extra)
+            head = await read_head(stream)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            rest = head.partition(b"\r\n\r\n")[2]
+            while len(rest) < 7 and (chunk := await stream.receive_some(4096)):
+                rest += chunk
+    return rest
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_bad_frame_pipelined_with_the_handshake_fails_with_1002(
     engine: str, nursery: trio.Nursery
 ) -> None:
     # Was: 101, then nothing until the client left.
-    host, port = (await start_standalone(nursery, engine)).rsplit(":", 1)
-    with trio.fail_after(TIMEOUT):
-        stream = await trio.open_tcp_stream(host, int(port))
-        async with stream:
-            await stream.send_all(upgrade_request("/echo/") + BAD_FRAME)
-            head = await read_head(stream)
-            assert head.startswith(b"HTTP/1.1 101"), head
-            rest = head.partition(b"\r\n\r\n")[2]
-            while len(rest) < 4:
-                chunk = await stream.receive_some(4096)
-                assert chunk, "closed without a close frame"
-                rest += chunk
-    assert rest[0] == 0x88  # a close frame
+    rest = await _first_frame_after_pipelining(engine, nursery, BAD_FRAME)
+    assert rest[0] == 0x88, rest  # a close frame
     assert int.from_bytes(rest[2:4], "big") == 1002
 
 
@@ -706,18 +711,7 @@ async def test_bad_frame_pipelined_with_the_handshake_fails_with_1002(
 async def test_message_pipelined_with_the_handshake_is_handled(
     engine: str, nursery: trio.Nursery
 ) -> None:
-    host, port = (await start_standalone(nursery, engine)).rsplit(":", 1)
-    with trio.fail_after(TIMEOUT):
-        stream = await trio.open_tcp_stream(host, int(port))
-        async with stream:
-            await stream.send_all(upgrade_request("/echo/") + masked_text_frame("early"))
-            head = await read_head(stream)
-            assert head.startswith(b"HTTP/1.1 101"), head
-            rest = head.partition(b"\r\n\r\n")[2]
-            while len(rest) < 7:
-                chunk = await stream.receive_some(4096)
-                assert chunk, "closed without an answer"
-                rest += chunk
+    rest = await _first_frame_after_pipelining(engine, nursery, masked_text_frame("early"))
     assert rest[:7] == b"\x81\x05early"  # the echo, unmasked (RFC 6455 §5.1)
 
 
