@@ -1,5 +1,5 @@
-"""Every command a developer runs: ``nox -s tests``, ``nox -s lint``, ``nox -s chatroom``,
-``nox -s chatroom_standalone``, ``nox -s docs``."""
+"""Every command a developer runs: ``nox -s tests``, ``nox -s tests_matrix``, ``nox -s lint``,
+``nox -s chatroom``, ``nox -s chatroom_standalone``, ``nox -s docs``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ nox.options.reuse_existing_virtualenvs = True
 
 CHATROOM = "examples/chatroom"
 
+# The default interpreter runs the whole suite on the Django LTS; tests_matrix runs the
+# library suite on each newer Django with the oldest Python it supports (Django 6.x: 3.12+).
+DEFAULT_DJANGO = "5.2"
+MATRIX = [("3.12", "6.0"), ("3.13", "6.1")]
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
@@ -25,7 +30,7 @@ def tests(session: nox.Session) -> None:
     pytest-django holds one settings module per process, hence three pytest runs; options
     after ``--`` go to each of them.
     """
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test]", f"django~={DEFAULT_DJANGO}.0")
     session.run("pytest", "--ignore=tests/chatroom", *session.posargs)
     chatroom = [
         "pytest",
@@ -44,6 +49,21 @@ def tests(session: nox.Session) -> None:
     session.run(
         *chatroom, "--ignore=tests/chatroom/test_browser.py", env={"DATABASE_URL": postgres}
     )
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "django"), MATRIX, ids=[f"py{py}-django{dj}" for py, dj in MATRIX]
+)
+def tests_matrix(session: nox.Session, django: str) -> None:
+    """The library suite on (Python 3.12, Django 6.0) and (Python 3.13, Django 6.1).
+
+    Needs ``python3.12`` and ``python3.13`` on PATH (``.ci/run`` takes them from pyenv).
+    ``nox -s "tests_matrix(py3.13-django6.1)"`` runs one cell; options after ``--`` go to pytest.
+    """
+    session.install("-e", ".[test]", f"django~={django}.0")
+    session.run("python", "-c", "import django, sys; print(sys.version, django.__version__)")
+    session.run("pytest", "--ignore=tests/chatroom", *session.posargs)
 
 
 @nox.session
