@@ -52,9 +52,7 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize(
-    ("python", "django"), MATRIX, ids=[f"py{py}-django{dj}" for py, dj in MATRIX]
-)
+@nox.parametrize(("python", "django"), MATRIX, ids=[f"py{py}-django{dj}" for py, dj in MATRIX])
 def tests_matrix(session: nox.Session, django: str) -> None:
     """The library suite on (Python 3.12, Django 6.0) and (Python 3.13, Django 6.1).
 
