@@ -30,7 +30,7 @@ from .exceptions import ConnectionClosed, Reject
 from .handler import BaseWSClass
 from .log import ConnectionContext, connection_context
 from .origins import origin_allowed
-from .routing import Refusal, registry
+from .routing import Refusal, iter_namespaces, registry
 from .state import current_server
 from .typing import Transport, WebSocketScope
 from .websocket import WebSocket
@@ -50,6 +50,17 @@ def _header(scope: WebSocketScope, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _registered_paths(shown: int = 5) -> str:
+    # For the 403 line: what the path was matched against, so that a handler whose app is
+    # missing from INSTALLED_APPS shows up as a missing path rather than a mystery 403.
+    paths = [path for path, _ in iter_namespaces()]
+    if not paths:
+        return "no @Namespace is registered"
+    listed = ", ".join(repr(path) for path in paths[:shown])
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return f"registered: {listed}{more}"
 
 
 async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
@@ -85,8 +96,10 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
     found = registry.resolve_scope(scope)
     if found is None:
         logger.warning(
-            "rejected handshake for %s with 403: no @Namespace or URL pattern matches this path",
+            "rejected handshake for %r with 403: no @Namespace or URL pattern matches this "
+            "path (%s; 'manage.py websocket_routes' lists every route)",
             path,
+            _registered_paths(),
         )
         await transport.reject(403)
         return
