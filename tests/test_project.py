@@ -34,7 +34,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 def test_check_names_the_asgi_fix_for_startprojects_asgi_py(site: pathlib.Path) -> None:
     done = run(site, "manage.py", "check", check=False)
-    assert "trio_djws.W060" in done.stderr
+    assert "trio_djws.W070" in done.stderr
     assert "mysite/asgi.py" in done.stderr
     assert FIX in done.stderr
 
@@ -56,7 +56,7 @@ def test_the_named_fix_makes_plain_hypercorn_serve(tmp_path: pathlib.Path) -> No
     asgi.write_text(
         asgi.read_text().replace("from django.core.asgi import get_asgi_application", FIX)
     )
-    assert "trio_djws.W060" not in run(site, "manage.py", "check", check=False).stderr
+    assert "trio_djws.W070" not in run(site, "manage.py", "check", check=False).stderr
     args = ["-m", "hypercorn", "--worker-class", "trio", "--bind", "127.0.0.1:0"]
     with Process(site, *args, "mysite.asgi:application") as server:
         address = server.expect(r"Running on (http://127\.0\.0\.1:\d+)")[1]
@@ -66,21 +66,21 @@ def test_the_named_fix_makes_plain_hypercorn_serve(tmp_path: pathlib.Path) -> No
 
 
 @override_settings(ASGI_APPLICATION="tests.django_asgi.application")
-def test_asgi_application_naming_djangos_handler_is_e060() -> None:
-    [error] = [m for m in checks.run_checks(tags=["trio_djws"]) if m.id == "trio_djws.E060"]
+def test_asgi_application_naming_djangos_handler_is_e070() -> None:
+    [error] = [m for m in checks.run_checks(tags=["trio_djws"]) if m.id == "trio_djws.E070"]
     assert "tests.django_asgi" in error.msg
     assert error.hint is not None and FIX in error.hint
 
 
-def test_no_handler_registered_is_w061_until_its_app_is_installed(tmp_path: pathlib.Path) -> None:
+def test_no_handler_registered_is_w071_until_its_app_is_installed(tmp_path: pathlib.Path) -> None:
     site = startproject(tmp_path / "site")
     write(site, "echo/websockets.py", ECHO)
     done = run(site, "manage.py", "check", check=False)
-    assert "trio_djws.W061" in done.stderr
+    assert "trio_djws.W071" in done.stderr
     assert "INSTALLED_APPS" in done.stderr
     add_app(site, "echo")
     done = run(site, "manage.py", "check", check=False)
-    assert "trio_djws.W061" not in done.stderr, done.stderr
+    assert "trio_djws.W071" not in done.stderr, done.stderr
 
 
 async def test_403_for_an_unknown_path_lists_the_registered_paths(

@@ -1,11 +1,11 @@
 """System checks on how the project is wired to trio_djws (``manage.py check``).
 
-- E060 ``ASGI_APPLICATION`` names Django's own ``ASGIHandler``; W060 the project's ``asgi.py``
+- E070 ``ASGI_APPLICATION`` names Django's own ``ASGIHandler``; W070 the project's ``asgi.py``
   (as ``startproject`` writes it) does, so
   ``hypercorn --worker-class trio project.asgi:application`` answers every request with 500.
   Under Hypercorn's trio worker the same finding stops the process at start-up with
   ``ImproperlyConfigured`` (once, naming the fix) instead;
-- W061 no WebSocket handler of the project is registered, so every handshake gets HTTP 403.
+- W071 no WebSocket handler of the project is registered, so every handshake gets HTTP 403.
 
 Django's ``ASGIHandler`` needs asyncio (``request_started.asend`` gathers with asyncio, and it
 refuses ``websocket`` scopes), so it can never serve under trio.
@@ -106,7 +106,7 @@ def _uses_django_asgi_handler(path: str) -> bool:
 def check_asgi_module(
     app_configs: Sequence[AppConfig] | None, **kwargs: object
 ) -> list[CheckMessage]:
-    """trio_djws.E060: ``ASGI_APPLICATION`` is built by ``django.core.asgi``; trio_djws.W060:
+    """trio_djws.E070: ``ASGI_APPLICATION`` is built by ``django.core.asgi``; trio_djws.W070:
     the project's ``asgi.py`` is (only plain Hypercorn serves it: ``manage.py serve`` and
     ``runserver`` build trio_djws' application when ``ASGI_APPLICATION`` is unset)."""
     found = project_asgi_module()
@@ -122,7 +122,7 @@ def check_asgi_module(
                 f"ASGI_APPLICATION names {module!r}, which builds Django's ASGIHandler: it "
                 "cannot serve under trio.",
                 hint=_FIX.format(file=path) + " Or remove ASGI_APPLICATION.",
-                id="trio_djws.E060",
+                id="trio_djws.E070",
             )
         ]
     return [
@@ -130,7 +130,7 @@ def check_asgi_module(
             f"{path} builds Django's ASGIHandler: 'hypercorn --worker-class trio "
             f"{module}:application' would answer every request with HTTP 500.",
             hint=_FIX.format(file=path),
-            id="trio_djws.W060",
+            id="trio_djws.W070",
         )
     ]
 
@@ -189,7 +189,7 @@ def _accepting_views() -> bool:
 def check_handlers_registered(
     app_configs: Sequence[AppConfig] | None, **kwargs: object
 ) -> list[CheckMessage]:
-    """trio_djws.W061: no ``@Namespace`` handler of the project and no view accepting
+    """trio_djws.W071: no ``@Namespace`` handler of the project and no view accepting
     WebSockets is registered, so every handshake gets HTTP 403 (typically: the handlers'
     app is missing from ``INSTALLED_APPS``)."""
     # Settings are read raw: a malformed one is E001's to report, not this check's to raise.
@@ -213,6 +213,6 @@ def check_handlers_registered(
             hint="Put your @Namespace handlers in a 'websockets.py' module of an app listed in "
             "INSTALLED_APPS (or list their module in WEBSOCKET_HANDLERS); "
             "'manage.py websocket_routes' lists what is registered.",
-            id="trio_djws.W061",
+            id="trio_djws.W071",
         )
     ]
