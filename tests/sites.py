@@ -61,12 +61,13 @@ def add_app(site: pathlib.Path, app: str) -> None:
     path.write_text(text.replace("INSTALLED_APPS = [\n", f'INSTALLED_APPS = [\n    "{app}",\n', 1))
 
 
-def write(site: pathlib.Path, relative: str, text: str) -> pathlib.Path:
-    """Write a file of the site (creating its directories and package ``__init__.py``)."""
+def write(site: pathlib.Path, relative: str, text: str, *, package: bool = False) -> pathlib.Path:
+    """Write a file of the site, creating its directories (and, with ``package``, the
+    ``__init__.py`` that makes its directory a package)."""
     path = site / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     init = path.parent / "__init__.py"
-    if path.parent != site and not init.exists():
+    if package and not init.exists():
         init.write_text("")
     path.write_text(text)
     return path
@@ -159,3 +160,22 @@ class Process:
                 pass
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+_FENCE = re.compile(r"^(?P<indent> *)```[a-z]*\n(?P<body>.*?)^(?P=indent)```$", re.M | re.S)
+
+
+def doc_files(page: str) -> dict[str, str]:
+    """The files a docs page shows, verbatim: each fenced block whose first line is a comment
+    naming a path (``# chat/websockets.py``), by that path."""
+    files: dict[str, str] = {}
+    for match in _FENCE.finditer((DOCS / page).read_text()):
+        indent = len(match["indent"])
+        lines = match["body"].splitlines(keepends=True)
+        body = "".join(line[indent:] if line.strip() else "\n" for line in lines)
+        first = body.split("\n", 1)[0]
+        name = first.removeprefix("# ").strip()
+        if first.startswith("# ") and " " not in name and ("/" in name or "." in name):
+            files[name] = body
+    return files

@@ -74,7 +74,7 @@ def test_asgi_application_naming_djangos_handler_is_e070() -> None:
 
 def test_no_handler_registered_is_w071_until_its_app_is_installed(tmp_path: pathlib.Path) -> None:
     site = startproject(tmp_path / "site")
-    write(site, "echo/websockets.py", ECHO)
+    write(site, "echo/websockets.py", ECHO, package=True)
     done = run(site, "manage.py", "check", check=False)
     assert "trio_djws.W071" in done.stderr
     assert "INSTALLED_APPS" in done.stderr
