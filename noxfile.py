@@ -1,10 +1,12 @@
 """Every command a developer runs: ``nox -s tests``, ``nox -s tests_matrix``, ``nox -s lint``,
-``nox -s chatroom``, ``nox -s chatroom_standalone``, ``nox -s docs``."""
+``nox -s build``, ``nox -s chatroom``, ``nox -s chatroom_standalone``, ``nox -s docs``."""
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import shutil
 import signal
 import subprocess
 
@@ -62,6 +64,28 @@ def tests_matrix(session: nox.Session, django: str) -> None:
     session.install("-e", ".[test]", f"django~={django}.0")
     session.run("python", "-c", "import django, sys; print(sys.version, django.__version__)")
     session.run("pytest", "--ignore=tests/chatroom", *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the sdist and the wheel into dist/, check them with ``twine check --strict`` and
+    the listing test (tests/test_packaging.py), then install the wheel into this session."""
+    session.install("build>=1", "twine>=5", "pytest>=8")
+    shutil.rmtree("dist", ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", "dist")
+    artifacts = sorted(glob.glob("dist/*"))
+    session.run("twine", "check", "--strict", *artifacts)
+    session.install(*glob.glob("dist/*.whl"))  # with its dependencies: the wheel installs
+    # The listing test needs no conftest and no Django: run it alone on the built dist/.
+    session.run(
+        "pytest",
+        "--noconftest",
+        "-W",
+        "ignore::pytest.PytestConfigWarning",  # the suite's pytest-django/pytest-trio options
+        "tests/test_packaging.py",
+        env={"TRIO_DJWS_DIST": "dist"},
+    )
+    session.log("built: %s", ", ".join(artifacts))
 
 
 @nox.session
