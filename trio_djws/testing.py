@@ -24,6 +24,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
+from typing import TYPE_CHECKING, cast
 
 import trio
 from django.core.serializers.json import DjangoJSONEncoder
@@ -32,6 +33,9 @@ from wsproto.frame_protocol import CloseReason
 from .exceptions import ConnectionClosed, TrioDjwsError
 from .signals.capture import SignalQueue
 from .typing import ASGIApp, ASGIEvent, ASGIReceive, ASGISend, JSONValue, Message, WebSocketScope
+
+if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
 
 __all__ = [
     "HandshakeRejected",
@@ -247,15 +251,16 @@ async def open_live_server(
     Raises:
         OSError: the port could not be bound.
     """
-    from .launcher import load_application, make_config, open_sockets, serve
+    from .servers.hypercorn import make_config, serve
+    from .servers.serve import load_application
+    from .servers.sockets import open_sockets
 
-    application = app if app is not None else load_application()
+    # Our TypedDicts for scopes and events are not Hypercorn's, though the protocol is the same.
+    application = cast("ASGIFramework", app) if app is not None else load_application()
     sockets = open_sockets([(host, 0)])
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        # arg-type: our ASGIApp and Hypercorn's ASGIFramework type the same ASGI 3 callable
-        # with different TypedDicts, which mypy does not unify.
-        run = partial(serve, application, make_config(), sockets, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        run = partial(serve, application, make_config(), sockets, shutdown_trigger=stop.wait)
         urls: list[str] = await nursery.start(run)
         try:
             yield LiveServer(urls[0])
