@@ -14,6 +14,7 @@ fixes listed in docs/explanation/transports.md, under ``manage.py serve``.
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import django
 from wsproto.frame_protocol import CloseReason
@@ -41,6 +42,10 @@ class ASGITransport:
     """The ``Transport`` of one ASGI ``websocket`` scope."""
 
     __slots__ = ("_receive", "_scope", "_send")  # one per connection: kept small
+
+    # Hypercorn reports every client close as websocket.disconnect code 1006 (upstream issue
+    # 127), so a 1006 from here says only that the client left.
+    close_code_known: ClassVar[bool] = False
 
     def __init__(self, scope: WebSocketScope, receive: ASGIReceive, send: ASGISend) -> None:
         self._scope = scope

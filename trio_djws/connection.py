@@ -177,7 +177,7 @@ async def serve_connection(
                     await runtime.aclose()
                 nursery.cancel_scope.cancel()
         if runtime.accepted:
-            _log_close(runtime)
+            _log_close(runtime, transport)
     finally:
         server.discard(websocket)
 
@@ -216,28 +216,32 @@ def _failure(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
-def _log_close(runtime: Runtime) -> None:
-    # One line per close; a close whose cause was already logged (1011 with its traceback,
-    # a 1008 abort, 1009) or that the peer made is only noted at INFO, so that it is not
-    # logged twice.
+def _log_close(runtime: Runtime, transport: Transport) -> None:
+    # One line per close, the connection id once; a close whose cause was already logged
+    # (1011 with its traceback, a 1008 abort, 1009) or that the peer made is only noted at
+    # INFO, so that it is not logged twice.
     websocket = runtime.websocket
     code = websocket.close_code
-    if code in (CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY) or runtime.cause not in (
-        None,
-        Cause.CLOSE,
+    if (
+        runtime.cause is Cause.PEER
+        and code == CloseReason.ABNORMAL_CLOSURE
+        and not getattr(transport, "close_code_known", True)
     ):
-        logger.info(
-            "closed %s on %s: code %s %r",
-            websocket.id,
-            websocket.path,
-            code,
-            websocket.close_reason,
-        )
-    else:
-        logger.warning(
-            "closed %s on %s: code %s %r",
-            websocket.id,
-            websocket.path,
-            code,
-            websocket.close_reason,
-        )
+        # Hypercorn reports every client close as 1006, a clean one included: a bare 1006
+        # would read like an abnormal closure.
+        logger.info("closed %s on %r: client closed (code unknown)", websocket.id, websocket.path)
+        return
+    level = (
+        logging.INFO
+        if code in (CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY)
+        or runtime.cause not in (None, Cause.CLOSE)
+        else logging.WARNING
+    )
+    logger.log(
+        level,
+        "closed %s on %r: code %s %r",
+        websocket.id,
+        websocket.path,
+        code,
+        websocket.close_reason,
+    )
