@@ -92,5 +92,7 @@ def look_at_the_room(base_url: str, stop: Callable[[], int], restart: Callable[[
         expect(first.locator("#presence")).to_have_text("carol, 2 anonymous")
 
 
-async def test_room_page_presence_layout_and_favicon(chatroom_env: dict[str, str]) -> None:
+async def test_room_page_presence_layout_and_favicon(
+    chatroom_env: dict[str, str],  # noqa: F811  (the fixture imported above)
+) -> None:
     await run_with_restartable_server(chatroom_env, look_at_the_room)
