@@ -124,8 +124,17 @@ class Process:
                 raise EOFError(f"{self.args}: exited ({self.proc.wait()}); output:\n{self.text}")
             self._pending += chunk.decode(errors="replace")
 
-    def expect(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+    def expect(
+        self, pattern: str, timeout: float = 60.0, *, since: int | None = None
+    ) -> re.Match[str]:
+        """The first output line matching ``pattern``, read from now on, or from output line
+        ``since`` on (lines already read included) when given."""
         regex = re.compile(pattern)
+        if since is not None:
+            for line in self.output[since:]:
+                match = regex.search(line)
+                if match is not None:
+                    return match
         for line in self._lines(time.monotonic() + timeout):
             match = regex.search(line)
             if match is not None:
@@ -140,6 +149,10 @@ class Process:
         except EOFError:
             pass
         return self.proc.wait(timeout=timeout)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: SIGINT to the process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
 
     @property
     def text(self) -> str:

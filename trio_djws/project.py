@@ -5,7 +5,9 @@
   ``hypercorn --worker-class trio project.asgi:application`` answers every request with 500.
   Under Hypercorn's trio worker the same finding stops the process at start-up with
   ``ImproperlyConfigured`` (once, naming the fix) instead;
-- W071 no WebSocket handler of the project is registered, so every handshake gets HTTP 403.
+- W071 no WebSocket handler of the project is registered, so every handshake gets HTTP 403;
+- W072 ``trio_djws`` comes after ``django.contrib.staticfiles`` in ``INSTALLED_APPS``, so
+  ``manage.py runserver`` is staticfiles' (no WebSockets: every handshake gets 404).
 
 Django's ``ASGIHandler`` needs asyncio (``request_started.asend`` gathers with asyncio, and it
 refuses ``websocket`` scopes), so it can never serve under trio.
@@ -30,6 +32,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from .routing import registry
 
 __all__ = [
+    "check_app_order",
     "check_asgi_module",
     "check_handlers_registered",
     "project_asgi_module",
@@ -214,5 +217,31 @@ def check_handlers_registered(
             "INSTALLED_APPS (or list their module in WEBSOCKET_HANDLERS); "
             "'manage.py websocket_routes' lists what is registered.",
             id="trio_djws.W071",
+        )
+    ]
+
+
+_STATICFILES: Final = "django.contrib.staticfiles"
+
+
+@register("trio_djws")
+def check_app_order(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
+    """trio_djws.W072: ``trio_djws`` is listed after ``django.contrib.staticfiles``, whose
+    ``runserver`` then wins (Django takes a command from the first app in ``INSTALLED_APPS``
+    that has it): WebSocket handshakes through ``manage.py runserver`` get HTTP 404."""
+    names = [app.name for app in apps.get_app_configs()]
+    if _STATICFILES not in names or "trio_djws" not in names:
+        return []
+    if names.index("trio_djws") < names.index(_STATICFILES):
+        return []
+    return [
+        Warning(
+            f"'trio_djws' comes after {_STATICFILES!r} in INSTALLED_APPS, so 'manage.py "
+            "runserver' is Django's and serves no WebSockets (every handshake gets 404).",
+            hint=f"Move 'trio_djws' above {_STATICFILES!r} in INSTALLED_APPS (first is "
+            "simplest), as Daphne asks for Channels.",
+            id="trio_djws.W072",
         )
     ]
