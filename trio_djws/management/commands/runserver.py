@@ -25,6 +25,7 @@ import errno
 import os
 import sys
 import threading
+from datetime import datetime
 from typing import Any, cast
 
 from django.conf import settings
@@ -99,5 +100,29 @@ class Command(StaticfilesRunserverCommand):
         sys.exit(status)
 
     def _announce(self, port: int) -> None:
-        self.on_bind(port)  # Django's banner, with the port bound (port 0 picks one)
+        self.on_bind(port)  # the banner, with the port bound (port 0 picks one)
         self.stdout.flush()
+
+    def on_bind(self, server_port: int) -> None:
+        # Django's banner, naming this server (Django 6.1's says "WSGI development server").
+        quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
+        addr: str = self.addr  # type: ignore[attr-defined]  # as in inner_run
+        if getattr(self, "_raw_ipv6", False):
+            addr = f"[{addr}]"
+        elif addr == "0":
+            addr = "0.0.0.0"
+        now = datetime.now().strftime("%B %d, %Y - %X")
+        self.stdout.write(
+            f"{now}\n"
+            f"Django version {self.get_version()}, using settings {settings.SETTINGS_MODULE!r}\n"
+            f"Starting development server at {self.protocol}://{addr}:{server_port}/ "
+            "(HTTP and WebSockets: trio-djws)\n"
+            f"Quit the server with {quit_command}."
+        )
+        if os.environ.get("DJANGO_RUNSERVER_HIDE_WARNING") != "true":
+            self.stdout.write(
+                self.style.WARNING(
+                    "WARNING: This is a development server. Do not use it in a production "
+                    "setting: use 'manage.py serve' (see the deployment guide)."
+                )
+            )
