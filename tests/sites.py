@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -76,6 +76,7 @@ def write(site: pathlib.Path, relative: str, text: str, *, package: bool = False
 class Process:
     """A long-running command of the site (a server), its output read line by line.
 
+    A thread reads the output as it comes (a full pipe would block the server's logging);
     ``expect(pattern)`` waits, up to ``timeout`` seconds, for an output line matching the
     regular expression and returns the match: servers are awaited by what they print, never
     by sleeping. Leaving the ``with`` block stops the process (SIGINT, then SIGKILL).
@@ -83,8 +84,10 @@ class Process:
 
     def __init__(self, site: pathlib.Path, *args: str, **env: str) -> None:
         self.args = args
-        self.output: list[str] = []
-        self._pending = ""
+        self.output: list[str] = []  # every line read so far
+        self._read = 0  # lines of output already offered to expect()
+        self._changed = threading.Condition()
+        self._ended = False
         self.proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=site,
@@ -94,6 +97,8 @@ class Process:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # SIGINT reaches the whole group (runserver's child)
         )
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
 
     def __enter__(self) -> Process:
         return self
@@ -101,28 +106,32 @@ class Process:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _lines(self, deadline: float) -> Iterator[str]:
+    def _read_output(self) -> None:
         assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
+        for raw in self.proc.stdout:
+            with self._changed:
+                self.output.append(raw.decode(errors="replace").rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def _lines(self, deadline: float) -> Iterator[str]:
+        # The lines not offered yet, as they come; EOFError once the output ended.
         while True:
-            while "\n" in self._pending:
-                line, self._pending = self._pending.split("\n", 1)
-                self.output.append(line)
-                yield line
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{self.args}: timed out; output so far:\n{self.text}")
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                if self._pending:
-                    self.output.append(self._pending)
-                    yield self._pending
-                    self._pending = ""
-                raise EOFError(f"{self.args}: exited ({self.proc.wait()}); output:\n{self.text}")
-            self._pending += chunk.decode(errors="replace")
+            with self._changed:
+                while self._read == len(self.output) and not self._ended:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"{self.args}: timed out; output so far:\n{self.text}")
+                    self._changed.wait(remaining)
+                if self._read == len(self.output):
+                    raise EOFError(
+                        f"{self.args}: exited ({self.proc.wait()}); output:\n{self.text}"
+                    )
+                line = self.output[self._read]
+                self._read += 1
+            yield line
 
     def expect(
         self, pattern: str, timeout: float = 60.0, *, since: int | None = None
@@ -131,7 +140,9 @@ class Process:
         ``since`` on (lines already read included) when given."""
         regex = re.compile(pattern)
         if since is not None:
-            for line in self.output[since:]:
+            with self._changed:
+                seen = self.output[since : self._read]
+            for line in seen:
                 match = regex.search(line)
                 if match is not None:
                     return match
@@ -143,12 +154,9 @@ class Process:
 
     def wait(self, timeout: float = 60.0) -> int:
         """Read the output to the end and return the exit status."""
-        try:
-            for _ in self._lines(time.monotonic() + timeout):
-                pass
-        except EOFError:
-            pass
-        return self.proc.wait(timeout=timeout)
+        status = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout)
+        return status
 
     def interrupt(self) -> None:
         """Ctrl-C: SIGINT to the process group."""
@@ -156,7 +164,8 @@ class Process:
 
     @property
     def text(self) -> str:
-        return "\n".join(self.output)
+        with self._changed:
+            return "\n".join(self.output)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -166,11 +175,11 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        else:
-            try:  # a reloader's child may outlive its parent
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:  # a reloader's child may outlive its parent
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._reader.join(15)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
