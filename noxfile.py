@@ -1,10 +1,12 @@
-"""Every command a developer runs: ``nox -s tests``, ``nox -s lint``, ``nox -s chatroom``,
-``nox -s chatroom_standalone``, ``nox -s docs``."""
+"""Every command a developer runs: ``nox -s tests``, ``nox -s tests_matrix``, ``nox -s lint``,
+``nox -s build``, ``nox -s chatroom``, ``nox -s chatroom_standalone``, ``nox -s docs``."""
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import shutil
 import signal
 import subprocess
 
@@ -14,6 +16,11 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 CHATROOM = "examples/chatroom"
+
+# The default interpreter runs the whole suite on the Django LTS; tests_matrix runs the
+# library suite on each newer Django with the oldest Python it supports (Django 6.x: 3.12+).
+DEFAULT_DJANGO = "5.2"
+MATRIX = [("3.12", "6.0"), ("3.13", "6.1")]
 
 
 @nox.session
@@ -25,7 +32,7 @@ def tests(session: nox.Session) -> None:
     pytest-django holds one settings module per process, hence three pytest runs; options
     after ``--`` go to each of them.
     """
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test]", f"django~={DEFAULT_DJANGO}.0")
     session.run("pytest", "--ignore=tests/chatroom", *session.posargs)
     chatroom = [
         "pytest",
@@ -44,6 +51,41 @@ def tests(session: nox.Session) -> None:
     session.run(
         *chatroom, "--ignore=tests/chatroom/test_browser.py", env={"DATABASE_URL": postgres}
     )
+
+
+@nox.session
+@nox.parametrize(("python", "django"), MATRIX, ids=[f"py{py}-django{dj}" for py, dj in MATRIX])
+def tests_matrix(session: nox.Session, django: str) -> None:
+    """The library suite on (Python 3.12, Django 6.0) and (Python 3.13, Django 6.1).
+
+    Needs ``python3.12`` and ``python3.13`` on PATH (``.ci/run`` takes them from pyenv).
+    ``nox -s "tests_matrix(py3.13-django6.1)"`` runs one cell; options after ``--`` go to pytest.
+    """
+    session.install("-e", ".[test]", f"django~={django}.0")
+    session.run("python", "-c", "import django, sys; print(sys.version, django.__version__)")
+    session.run("pytest", "--ignore=tests/chatroom", *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the sdist and the wheel into dist/, check them with ``twine check --strict`` and
+    the listing test (tests/test_packaging.py), then install the wheel into this session."""
+    session.install("build>=1", "twine>=5", "pytest>=8")
+    shutil.rmtree("dist", ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", "dist")
+    artifacts = sorted(glob.glob("dist/*"))
+    session.run("twine", "check", "--strict", *artifacts)
+    session.install(*glob.glob("dist/*.whl"))  # with its dependencies: the wheel installs
+    # The listing test needs no conftest and no Django: run it alone on the built dist/.
+    session.run(
+        "pytest",
+        "--noconftest",
+        "-W",
+        "ignore::pytest.PytestConfigWarning",  # the suite's pytest-django/pytest-trio options
+        "tests/test_packaging.py",
+        env={"TRIO_DJWS_DIST": "dist"},
+    )
+    session.log("built: %s", ", ".join(artifacts))
 
 
 @nox.session

@@ -265,6 +265,13 @@ def _main_path_targets(
         get(standalone, "echo", "rate"),
         0.9,
     )
+    for other, need in (("channels-uvicorn", 2.0), (standalone, 0.9)):
+        ratio(
+            f"serve: echo per server CPU-second ≥ {need} x {other}",
+            get(OURS, "echo", "per_server_cpu_s"),
+            get(other, "echo", "per_server_cpu_s"),
+            need,
+        )
     best = _best(records, "broadcast", "deliveries_per_s", CHANNELS, receivers=1000, rate=50)
     ratio(
         "serve: broadcast-1000 at R=50 ≥ 10 x best Channels"

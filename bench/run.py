@@ -92,6 +92,11 @@ def _standalone(engine: str) -> Server:
     )
 
 
+def _hypercorn_trio(app: str) -> list[str]:
+    # The plain Hypercorn CLI with its trio worker on the ASGI app ``app`` (module:attribute).
+    return ["{python}", "-m", "hypercorn", "-k", "trio", "-b", "127.0.0.1:{port}", app]
+
+
 SERVE_ARGV = ["{python}", str(APP_MANAGE), "serve", "--bind", "127.0.0.1:{port}"]
 SERVERS: dict[str, Server] = {
     "trio-djws": Server("trio-djws", SERVE_ARGV, http=True),
@@ -106,16 +111,7 @@ SERVERS: dict[str, Server] = {
     # The same project under the plain Hypercorn CLI (the ASGI app, no manage.py serve).
     "trio-djws-hypercorn": Server(
         "trio-djws-hypercorn",
-        [
-            "{python}",
-            "-m",
-            "hypercorn",
-            "-k",
-            "trio",
-            "-b",
-            "127.0.0.1:{port}",
-            "benchapp.asgi:application",
-        ],
+        _hypercorn_trio("benchapp.asgi:application"),
         env={"PYTHONPATH": f"{ROOT}:{ROOT / 'bench' / 'app'}"},
         http=True,
         only=("http",),  # the HTTP baseline of manage.py serve
@@ -124,16 +120,7 @@ SERVERS: dict[str, Server] = {
     "trio-djws-standalone-trio-websocket": _standalone("trio_websocket"),
     "bare-hypercorn-trio": Server(
         "bare-hypercorn-trio",
-        [
-            "{python}",
-            "-m",
-            "hypercorn",
-            "-k",
-            "trio",
-            "-b",
-            "127.0.0.1:{port}",
-            "bench.bare_app:app",
-        ],
+        _hypercorn_trio("bench.bare_app:app"),
         ours=False,
     ),
     "channels-daphne": Server(

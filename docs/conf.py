@@ -71,8 +71,8 @@ nitpick_ignore_regex = [
     (
         r"py:.*",
         r"(trio_djws\.[\w.]*\.)?(_\w+|ServerState|Groups|SyncWebSocket|TrioDjwsApplication"
-        r"|Output|Transport|Announce|WebSocketScope|Message|ASGIApp|JSONValue|Refusal"
-        r"|FallbackResolver|GroupServer|ServerThreadRunner|Runtime)",
+        r"|Output|Transport|Announce|WebSocketScope|HTTPScope|LifespanScope|Message|ASGIApp"
+        r"|JSONValue|Refusal|FallbackResolver|GroupServer|ServerThreadRunner|Runtime)",
     ),
 ]
 

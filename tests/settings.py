@@ -12,11 +12,11 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 USE_TZ = True
 ROOT_URLCONF = "tests.urls"
 INSTALLED_APPS = [
+    "trio_djws",  # first: its runserver (WebSockets) wins over staticfiles'
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.staticfiles",
-    "trio_djws",
     "tests",
 ]
 MIDDLEWARE = [

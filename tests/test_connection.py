@@ -172,3 +172,41 @@ async def test_idle_connection_closed_by_the_server_still_notices_the_peer_leavi
                 await client.close(1000)
             assert drained.is_set()
     assert connection_handlers.RECORD.on_close_code == 4001
+
+
+class _CloseLines(logging.Handler):
+    """Collects trio_djws' "closed ..." lines; ``seen`` is set at the first one (the server
+    logs it in this trio run, so a trio.Event is safe to set here)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self.seen = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("closed "):
+            self.lines.append(message)
+            self.seen.set()
+
+
+async def test_close_line_names_the_id_once_and_an_unknown_code_as_such(
+    ws_url: str, transport: str
+) -> None:
+    lines = _CloseLines()
+    logger = logging.getLogger("trio_djws")
+    logger.addHandler(lines)
+    try:
+        async with open_websocket_url(f"{ws_url}/echo/") as ws:
+            await ws.send_message("hi")
+            assert await ws.get_message() == "hi"
+        await lines.seen.wait()
+    finally:
+        logger.removeHandler(lines)
+    [line] = lines.lines
+    connection_id, rest = line.removeprefix("closed ").split(" ", 1)
+    assert connection_id not in rest
+    if transport == "hypercorn":  # Hypercorn reports every client close as 1006
+        assert rest == "on '/echo/': client closed (code unknown)"
+    else:
+        assert rest == "on '/echo/': code 1000 ''"

@@ -14,6 +14,8 @@ def test_public_names() -> None:
         "CloseCode",
         "ConfigurationError",
         "ConnectionClosed",
+        "DjangoMiddlewareMixin",
+        "Message",
         "Namespace",
         "Reject",
         "TrioDjwsError",

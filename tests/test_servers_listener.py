@@ -6,6 +6,7 @@ slow or oversized heads)."""
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -188,6 +189,50 @@ async def test_http2_with_prior_knowledge_stays_on_hypercorn(serve_address: str)
                 await stream.send_all(client.data_to_send())
     assert status == "200"
     assert b'"SERVER_PROTOCOL": "HTTP/2"' in body
+
+
+async def test_websocket_over_http2_stays_on_hypercorn(serve_address: str) -> None:
+    # RFC 8441: an extended CONNECT on an HTTP/2 connection; Hypercorn, which always offers it,
+    # accepts it with 200 and serves the WebSocket as a stream.
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    status = ""
+    with trio.fail_after(WAIT):
+        async with await connect(serve_address) as stream:
+            await stream.send_all(client.data_to_send())
+            sent = False
+            while not status:
+                for event in client.receive_data(await stream.receive_some(65536)):
+                    if isinstance(event, h2.events.RemoteSettingsChanged) and not sent:
+                        client.send_headers(
+                            1,
+                            [
+                                (":method", "CONNECT"),
+                                (":protocol", "websocket"),
+                                (":scheme", "http"),
+                                (":path", "/server/echo/"),
+                                (":authority", serve_address),
+                                ("sec-websocket-version", "13"),
+                            ],
+                        )
+                        sent = True
+                    elif isinstance(event, h2.events.ResponseReceived):
+                        status = dict(event.headers)[b":status"].decode()
+                await stream.send_all(client.data_to_send())
+    assert status == "200"
+
+
+async def test_tls_is_not_served(serve_address: str) -> None:
+    # TLS is terminated at the proxy: a TLS client fails at once (Hypercorn answers its
+    # ClientHello as a malformed HTTP request), it does not hang.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with trio.fail_after(WAIT):
+        tls = trio.SSLStream(await connect(serve_address), context, server_hostname="localhost")
+        with pytest.raises(trio.BrokenResourceError):
+            await tls.do_handshake()
+        await trio.aclose_forcefully(tls)
 
 
 async def foreign_app(

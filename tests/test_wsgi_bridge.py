@@ -24,6 +24,7 @@ from tests.conftest import hypercorn_config
 from tests.views import FILE_CONTENT, STREAMS, Stream
 from trio_djws.asgi import get_asgi_application
 from trio_djws.threads import http_limiter
+from trio_djws.wsgi_bridge import HTTPOptions, configure_http
 
 WAIT = 10.0  # seconds; generous bound on anything the server does for one request
 MIB = 1024 * 1024
@@ -389,3 +390,57 @@ async def test_chunked_body_over_the_memory_size_is_spooled_and_gets_its_length(
         "length": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(),
     }
+
+
+# Found by staticfiles' AppDirectoriesFinder; not /static/, which tests/urls.py serves itself.
+STATIC_URL = "/assets/"
+SIGNALS_JS = "/assets/trio_djws/signals.js"
+
+
+@pytest.fixture
+def http_options() -> Iterator[None]:
+    yield
+    configure_http(HTTPOptions())  # the process default, for the next tests
+
+
+@pytest.mark.parametrize(
+    ("debug", "static_files", "status"),
+    [
+        (True, None, 200),  # manage.py serve (and runserver) in DEBUG
+        (False, None, 404),  # production: WhiteNoise or the web server
+        (False, True, 200),  # runserver --insecure
+        (True, False, 404),  # runserver --nostatic
+    ],
+)
+async def test_static_files_are_served_in_debug_as_runserver_does(
+    client: httpx.AsyncClient,
+    http_options: None,
+    debug: bool,
+    static_files: bool | None,
+    status: int,
+) -> None:
+    configure_http(HTTPOptions(static_files=static_files))
+    with override_settings(DEBUG=debug, STATIC_URL=STATIC_URL):
+        response = await client.get(SIGNALS_JS)
+    assert response.status_code == status
+    if status == 200:
+        assert b"WebSocket" in response.content
+
+
+async def test_request_log_lines_as_runserver_writes_them(
+    client: httpx.AsyncClient, http_options: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure_http(HTTPOptions(log_requests=True))
+    server_log = logging.getLogger("django.server")  # Django's LOGGING: it does not propagate
+    server_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="django.server"):
+            ok = await client.get("/meta/x/?name=x")
+            missing = await client.get("/no-such-page/%0Aforged")
+    finally:
+        server_log.removeHandler(caplog.handler)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "django.server"]
+    assert lines == [
+        (logging.INFO, f'"GET /meta/x/?name=x HTTP/1.1" 200 {len(ok.content)}'),
+        (logging.WARNING, f'"GET /no-such-page/%0Aforged HTTP/1.1" 404 {len(missing.content)}'),
+    ]

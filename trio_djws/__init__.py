@@ -16,9 +16,11 @@ from .exceptions import (
 )
 from .groups import send_group_json, send_to_group
 from .handler import BaseMixin, BaseWSClass
+from .mixins import DjangoMiddlewareMixin
 from .publish import publish, publish_json
 from .routing import Namespace
 from .threads import database_sync_to_thread, to_thread
+from .typing import Message
 from .websocket import WebSocket
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "CloseCode",
     "ConfigurationError",
     "ConnectionClosed",
+    "DjangoMiddlewareMixin",
+    "Message",
     "Namespace",
     "Reject",
     "TrioDjwsError",

@@ -18,6 +18,7 @@ class TrioDjwsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from .project import refuse_django_asgi_handler  # and the project-wiring checks
         from .routing import registry
         from .threads import install_orm_guard
         from .views import resolve_fallback
@@ -26,6 +27,7 @@ class TrioDjwsConfig(AppConfig):
         # The features plug into routing here, so that routing names none of them.
         registry.add_fallback(resolve_fallback)
         registry.add_discovery(_discover_signals)
+        refuse_django_asgi_handler()
 
 
 def _discover_signals() -> None:

@@ -27,6 +27,7 @@ What this app does about Hypercorn's WebSocket layer (hypercorn 0.18, measured):
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import django
 import h11
@@ -74,6 +75,10 @@ class ASGITransport:
 
     # One per connection: kept small.
     __slots__ = ("_accepted", "_close_sent", "_disconnected", "_receive", "_scope", "_send")
+
+    # Hypercorn reports every client close as websocket.disconnect code 1006 (upstream issue
+    # 127), so a 1006 from here says only that the client left.
+    close_code_known: ClassVar[bool] = False
 
     def __init__(self, scope: WebSocketScope, receive: ASGIReceive, send: ASGISend) -> None:
         self._scope = scope

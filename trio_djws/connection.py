@@ -35,7 +35,7 @@ from .limits import current_limits
 from .log import ConnectionContext, connection_context, escape, peer_warning
 from .origins import origin_allowed
 from .ratelimit import TokenBucket, rate_limit_of
-from .routing import Refusal, registry
+from .routing import Refusal, iter_namespaces, registry
 from .state import current_server
 from .typing import Message, Transport, WebSocketScope
 from .websocket import WebSocket
@@ -74,6 +74,17 @@ def valid_handshake_key(scope: WebSocketScope) -> bool:
         return len(b64decode(keys[0].strip(), validate=True)) == 16
     except (binascii.Error, ValueError):
         return False
+
+
+def _registered_paths(shown: int = 5) -> str:
+    # For the 403 line: what the path was matched against, so that a handler whose app is
+    # missing from INSTALLED_APPS shows up as a missing path rather than a mystery 403.
+    paths = [path for path, _ in iter_namespaces()]
+    if not paths:
+        return "no @Namespace is registered"
+    listed = ", ".join(repr(path) for path in paths[:shown])
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return f"registered: {listed}{more}"
 
 
 async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
@@ -117,8 +128,10 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
     if found is None:
         peer_warning(
             logger,
-            "rejected handshake for %r with 403: no @Namespace or URL pattern matches this path",
+            "rejected handshake for %r with 403: no @Namespace or URL pattern matches this "
+            "path (%s; 'manage.py websocket_routes' lists every route)",
             path,
+            _registered_paths(),
         )
         await transport.reject(403)
         return
@@ -202,7 +215,7 @@ async def serve_connection(
                     await runtime.aclose()
                 nursery.cancel_scope.cancel()
         if runtime.accepted:
-            _log_close(runtime)
+            _log_close(runtime, transport)
     finally:
         server.discard(websocket)
 
@@ -275,28 +288,32 @@ def _failure(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
-def _log_close(runtime: Runtime) -> None:
-    # One line per close; a close whose cause was already logged (1011 with its traceback,
-    # a 1008 abort, 1009) or that the peer made is only noted at INFO, so that it is not
-    # logged twice.
+def _log_close(runtime: Runtime, transport: Transport) -> None:
+    # One line per close, the connection id once; a close whose cause was already logged
+    # (1011 with its traceback, a 1008 abort, 1009) or that the peer made is only noted at
+    # INFO, so that it is not logged twice.
     websocket = runtime.websocket
     code = websocket.close_code
-    if code in (CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY) or runtime.cause not in (
-        None,
-        Cause.CLOSE,
+    if (
+        runtime.cause is Cause.PEER
+        and code == CloseReason.ABNORMAL_CLOSURE
+        and not getattr(transport, "close_code_known", True)
     ):
-        logger.info(
-            "closed %s on %r: code %s %r",
-            websocket.id,
-            websocket.path,
-            code,
-            websocket.close_reason,
-        )
-    else:
-        logger.warning(
-            "closed %s on %r: code %s %r",
-            websocket.id,
-            websocket.path,
-            code,
-            websocket.close_reason,
-        )
+        # Hypercorn reports every client close as 1006, a clean one included: a bare 1006
+        # would read like an abnormal closure.
+        logger.info("closed %s on %r: client closed (code unknown)", websocket.id, websocket.path)
+        return
+    level = (
+        logging.INFO
+        if code in (CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY)
+        or runtime.cause not in (None, Cause.CLOSE)
+        else logging.WARNING
+    )
+    logger.log(
+        level,
+        "closed %s on %r: code %s %r",
+        websocket.id,
+        websocket.path,
+        code,
+        websocket.close_reason,
+    )

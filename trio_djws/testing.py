@@ -11,15 +11,20 @@ logic can be proven with trio's ``MockClock``::
         assert (await client.receive_json())["text"] == "hi"
 
 ``SignalQueue`` (from ``trio_djws.signals.capture``) captures ``trigger()`` calls instead of
-delivering them.
+delivering them. ``open_live_server()`` serves the project on a real socket, as
+``manage.py serve`` does, inside the caller's trio run (Channels' ``ChannelsLiveServerTestCase``).
+The pytest plugin (``pytest_trio_djws``) wraps both as fixtures.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
+from typing import TYPE_CHECKING, cast
 
 import trio
 from django.core.serializers.json import DjangoJSONEncoder
@@ -29,7 +34,16 @@ from .exceptions import ConnectionClosed, TrioDjwsError
 from .signals.capture import SignalQueue
 from .typing import ASGIApp, ASGIEvent, ASGIReceive, ASGISend, JSONValue, Message, WebSocketScope
 
-__all__ = ["HandshakeRejected", "SignalQueue", "WebSocketTestClient"]
+if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
+
+__all__ = [
+    "HandshakeRejected",
+    "LiveServer",
+    "SignalQueue",
+    "WebSocketTestClient",
+    "open_live_server",
+]
 
 
 class HandshakeRejected(TrioDjwsError):
@@ -205,3 +219,50 @@ class WebSocketTestClient:
             await self._to_app_send.send({"type": "websocket.disconnect", "code": code})
             async for _ in self._from_app:  # discard what the app still sends, until it ends
                 pass
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """A server started by ``open_live_server()``."""
+
+    url: str
+    """``http://127.0.0.1:PORT``, for HTTP requests (Django's views, through the WSGI bridge)."""
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:PORT``: prefix a WebSocket path with it."""
+        return "ws" + self.url.removeprefix("http")
+
+
+@asynccontextmanager
+async def open_live_server(
+    app: ASGIApp | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[LiveServer]:
+    """Serve the project on an ephemeral port of ``host`` for the ``async with`` block.
+
+    The server runs in a nursery of the calling task, by the same code as ``manage.py serve``
+    (its listener, lifespan, drain), with the application ``manage.py serve`` would load
+    (``ASGI_APPLICATION``, else ``trio_djws.asgi.get_asgi_application()``) unless ``app`` is
+    given. Leaving the block closes every WebSocket with 1001 and stops the server.
+
+    Django's test database is visible to the server's worker threads only with
+    ``@pytest.mark.django_db(transaction=True)`` (as for Channels' live server).
+
+    Raises:
+        OSError: the port could not be bound.
+    """
+    from .servers.hypercorn import make_config, serve
+    from .servers.serve import load_application
+    from .servers.sockets import open_sockets
+
+    # Our TypedDicts for scopes and events are not Hypercorn's, though the protocol is the same.
+    application = cast("ASGIFramework", app) if app is not None else load_application()
+    sockets = open_sockets([(host, 0)])
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        run = partial(serve, application, make_config(), sockets, shutdown_trigger=stop.wait)
+        urls: list[str] = await nursery.start(run)
+        try:
+            yield LiveServer(urls[0])
+        finally:
+            stop.set()

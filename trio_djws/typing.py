@@ -85,6 +85,10 @@ class Transport(Protocol):
     waiting, or raise ``trio.WouldBlock`` (then it goes through the send queue to ``send``, as
     on every transport). The standalone ``websockets`` engine has it; ``trio_djws._runtime``
     uses it only while the connection's writer waits on an empty queue, so order is kept.
+
+    A transport may also have ``close_code_known = False``: its server reports every client
+    close as 1006, so that code says only that the client left (Hypercorn's ASGI; the close
+    log line then reads "client closed (code unknown)").
     """
 
     async def accept(self, subprotocol: str | None) -> None:

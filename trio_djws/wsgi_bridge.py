@@ -26,6 +26,11 @@ for ``http.disconnect``, after which the response iterator is not advanced again
 closed. Hypercorn drops sends to a closed connection silently, so without the pump an endless
 streaming response would run on forever. A disconnect is noticed only when the response
 iterator yields its next chunk.
+
+Development conveniences (``HTTPOptions``, set with ``configure_http()``): static files at
+``STATIC_URL`` from the finders of ``django.contrib.staticfiles`` (its ``StaticFilesHandler``,
+as ``runserver`` serves them; by default when ``DEBUG`` is on), and one ``django.server`` log
+line per request, as ``runserver`` writes (``manage.py runserver`` turns it on).
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ import math
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import trio
+from django.apps import apps
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import setting_changed
@@ -54,7 +61,7 @@ if TYPE_CHECKING:
 
     from _typeshed import OptExcInfo
 
-__all__ = ["serve_http"]
+__all__ = ["HTTPOptions", "configure_http", "serve_http"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +70,48 @@ _TIMEOUT_BODY: Final = b"Request Timeout"
 _handler_lock = threading.Lock()
 
 
+# Requests of runserver's log format, on runserver's logger (Django's default LOGGING prints it).
+_server_log = logging.getLogger("django.server")
+
+
+@dataclass(frozen=True)
+class HTTPOptions:
+    """Process-wide options of the HTTP side; ``manage.py runserver`` sets them."""
+
+    static_files: bool | None = None
+    """Answer ``STATIC_URL`` from the static files finders (``django.contrib.staticfiles``'
+    ``StaticFilesHandler``, as ``runserver`` does). None: when ``DEBUG`` is on and
+    ``django.contrib.staticfiles`` is installed (``manage.py serve`` in development)."""
+    log_requests: bool = False
+    """One line per request on the ``django.server`` logger, as ``runserver`` writes it:
+    ``"GET /admin/ HTTP/1.1" 200 4158`` (INFO; WARNING for 4xx, ERROR for 5xx)."""
+
+
+_options = HTTPOptions()
+
+
+def configure_http(options: HTTPOptions) -> None:
+    """Set the process's ``HTTPOptions`` (before serving; the handler is rebuilt)."""
+    global _options
+    _options = options
+    _cached_handler.cache_clear()
+
+
+def _serves_static_files() -> bool:
+    wanted = _options.static_files
+    if wanted is None:
+        wanted = bool(settings.DEBUG)
+    return wanted and apps.is_installed("django.contrib.staticfiles") and bool(settings.STATIC_URL)
+
+
 @functools.cache
-def _cached_handler() -> WSGIHandler:
-    return WSGIHandler()  # loads MIDDLEWARE: imports, so only ever in a worker thread
+def _cached_handler() -> WSGIApplication:
+    handler = WSGIHandler()  # loads MIDDLEWARE: imports, so only ever in a worker thread
+    if _serves_static_files():
+        from django.contrib.staticfiles.handlers import StaticFilesHandler
+
+        return StaticFilesHandler(handler)
+    return handler
 
 
 def _wsgi_handler() -> WSGIApplication:
@@ -75,7 +121,8 @@ def _wsgi_handler() -> WSGIApplication:
 
 
 def _clear_handler(*, setting: str, **kwargs: object) -> None:
-    if setting == "MIDDLEWARE":  # so that override_settings(MIDDLEWARE=...) takes effect
+    # so that override_settings(MIDDLEWARE=..., DEBUG=...) takes effect
+    if setting in {"MIDDLEWARE", "DEBUG", "STATIC_URL", "INSTALLED_APPS"}:
         _cached_handler.cache_clear()
 
 
@@ -207,6 +254,8 @@ class _Exchange:
         # thread has returned, so it needs no lock.
         self.response_started = False
         self.disconnected = False  # trio side only
+        self._status = 0  # worker thread only: for the request log line
+        self._bytes = 0
 
     # -- trio side -------------------------------------------------------------------
 
@@ -252,6 +301,8 @@ class _Exchange:
             close = getattr(response, "close", None)
             if close is not None:
                 close()  # request_finished, in this thread
+        if _options.log_requests:
+            self._log_request(len(tail))
         if complete:
             # After close(): the client sees the end of the response only once the
             # request has finished.
@@ -263,6 +314,30 @@ class _Exchange:
                 self._scope["path"],
             )
 
+    def _log_request(self, tail: int) -> None:
+        # runserver's line: '"GET /path?query HTTP/1.1" 200 1234'. The target is the raw,
+        # still percent-encoded one (h11 refuses control characters in it), so a client
+        # cannot forge a line; extra status_code lets Django's ServerFormatter colour it.
+        scope = self._scope
+        target = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        query = bytes(scope.get("query_string", b"")).decode("latin-1")
+        if query:
+            target = f"{target}?{query}"
+        status = self._status
+        level = (
+            logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+        )
+        _server_log.log(
+            level,
+            '"%s %s HTTP/%s" %s %s',
+            scope["method"],
+            target,
+            scope.get("http_version", "1.1"),
+            status,
+            self._bytes + tail,
+            extra={"status_code": status},
+        )
+
     def _start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None, /
     ) -> Callable[[bytes], object]:
@@ -271,9 +346,10 @@ class _Exchange:
                 raise exc_info[1].with_traceback(exc_info[2])
         elif self._start is not None:
             raise RuntimeError("start_response() was called twice without exc_info (PEP 3333)")
+        self._status = int(status.split(" ", 1)[0])
         self._start = {
             "type": "http.response.start",
-            "status": int(status.split(" ", 1)[0]),
+            "status": self._status,
             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
         }
         return self._write
@@ -281,6 +357,7 @@ class _Exchange:
     def _write(self, data: bytes) -> bool:
         if not data:
             return True  # PEP 3333: an empty chunk does not start the response
+        self._bytes += len(data)
         return self._send_from_thread(
             {"type": "http.response.body", "body": data, "more_body": True}
         )

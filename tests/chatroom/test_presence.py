@@ -40,6 +40,20 @@ async def test_presence_lists_who_is_in_the_room_on_every_change(ws_url: str) ->
             assert (await next_of_type(ann, "presence"))["users"] == ["ann"]
 
 
+async def test_presence_counts_anonymous_connections(ws_url: str) -> None:
+    # Anonymous tabs share one identity: the frame lists it once and counts its connections.
+    with trio.fail_after(20):
+        async with open_websocket_url(f"{ws_url}/ws/chat/lobby/") as first:
+            frame = await next_of_type(first, "presence")
+            assert (frame["users"], frame["anonymous"]) == (["anonymous"], 1)
+            async with open_websocket_url(f"{ws_url}/ws/chat/lobby/") as second:
+                frame = await next_of_type(second, "presence")
+                assert (frame["users"], frame["anonymous"]) == (["anonymous"], 2)
+                assert (await next_of_type(first, "presence"))["anonymous"] == 2
+            frame = await next_of_type(first, "presence")
+            assert frame["anonymous"] == 1
+
+
 async def test_on_resync_sends_the_history_again(ws_url: str) -> None:
     with trio.fail_after(20):
         async with open_websocket_url(f"{ws_url}/ws/chat/lobby/?nick=ann") as ann:

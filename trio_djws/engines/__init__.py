@@ -39,6 +39,7 @@ from ..conf import ENGINES
 from ..exceptions import ConnectionClosed
 from ..log import quiet_accept_errors
 from ..typing import WebSocketScope
+from .pins import check_engine
 
 __all__ = ["Engine", "StreamEngine", "get_engine", "make_scope", "peer", "reason_phrase"]
 
@@ -114,11 +115,16 @@ class StreamEngine:
 def get_engine(name: str) -> Engine:
     """The engine called ``name`` (a ``WEBSOCKET_ENGINE`` value).
 
+    Checks once per process that the libraries the engine drives are releases it is tested on
+    (``trio_djws.engines.pins``).
+
     Raises:
         ValueError: ``name`` is not one of ``trio_djws.conf.ENGINES``.
+        RuntimeError: an untested release of the engine's library; the message names it.
     """
     if name not in ENGINES:
         raise ValueError(f"WEBSOCKET_ENGINE must be one of {', '.join(ENGINES)}, got {name!r}")
+    check_engine(name)
     module = importlib.import_module(f"{__name__}.{name}")  # one module per value
     engine: Engine = module.ENGINE
     return engine

@@ -96,7 +96,8 @@ async def _serve_until_stopped(
 ) -> None:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        await nursery.start(stop_on_signals, signals, stop)
+        if signals:
+            await nursery.start(stop_on_signals, signals, stop)
         if watch_parent:
             nursery.start_soon(stop_when_parent_exits, stop)
         async with trio.open_nursery() as server:
@@ -146,12 +147,25 @@ async def _supervise_workers(sockets: list[socket.socket], count: int, stdout: O
     return status
 
 
-def run(sockets: list[socket.socket], *, workers: int = 1, stdout: Output = sys.stdout) -> int:
+def run(
+    sockets: list[socket.socket],
+    *,
+    workers: int = 1,
+    stdout: Output = sys.stdout,
+    announce: Callable[[list[str]], None] | None = None,
+    handle_signals: bool = True,
+) -> int:
     """Serve the application (``load_application()``) on ``sockets`` until SIGINT or SIGTERM.
 
-    Blocks (``trio.run``): the entry point of ``manage.py serve``. Prints one line
-    ``Listening on http://HOST:PORT`` per socket to ``stdout`` (flushed) once connections are
-    served. The first SIGINT/SIGTERM drains and stops (see ``serve()``); later ones are ignored.
+    Blocks (``trio.run``): the entry point of ``manage.py serve`` and ``manage.py runserver``.
+    Prints one line ``Listening on http://HOST:PORT`` per socket to ``stdout`` (flushed) once
+    connections are served, or calls ``announce(urls)`` instead. The first SIGINT/SIGTERM
+    drains and stops (see ``serve()``); later ones are ignored.
+
+    ``handle_signals=False`` installs no signal handler, for a caller outside the main thread
+    (trio can only handle signals there): ``runserver``'s autoreloader runs the server in a
+    thread of a child process that the reloader ends by exiting; it then serves until the
+    process ends.
 
     With ``workers`` > 1, spawns that many processes (``multiprocessing`` "spawn", as
     ``hypercorn.run.run``) that each serve the shared sockets with ``serve()``; SIGINT or
@@ -163,6 +177,9 @@ def run(sockets: list[socket.socket], *, workers: int = 1, stdout: Output = sys.
         sockets: from ``open_sockets()``; closed by the time this returns.
         workers: processes, >= 1; > 1 needs a cross-process ``WEBSOCKET_BROKER``.
         stdout: where the ``Listening on`` lines go.
+        announce: called once serving, with ``["http://HOST:PORT", ...]``, instead of
+            printing the ``Listening on`` lines.
+        handle_signals: False: no SIGINT/SIGTERM handling (one process only).
 
     Returns:
         The exit status: 0, or that of the worker that made the server give up (see
@@ -180,14 +197,14 @@ def run(sockets: list[socket.socket], *, workers: int = 1, stdout: Output = sys.
         return trio.run(_supervise_workers, sockets, workers, stdout)
     app = load_application()
     tune_gc()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
     trio.run(
         _serve_until_stopped,
         app,
         make_config(),
         sockets,
         signals,
-        partial(_announce, stdout),
+        announce or partial(_announce, stdout),
         False,
     )
     return 0

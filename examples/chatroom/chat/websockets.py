@@ -11,8 +11,10 @@ Every frame is a JSON object in a text frame:
 - server → client: on connect ``{"type": "history", "messages": [M, ...]}`` (the room's last
   50 messages, oldest first), then ``{"type": "message", **M}`` for every new message, where
   ``M = {"id": int, "author": str, "text": str, "created": ISO 8601 str}``;
-  ``{"type": "presence", "users": [str, ...]}`` (who is in the room on every server process,
-  sorted) right after joining and on every change (``trio_djws.presence``); and the history
+  ``{"type": "presence", "users": [str, ...], "anonymous": int}`` (who is in the room on every
+  server process, sorted; ``anonymous`` counts the connections without a name, which ``users``
+  lists once as ``"anonymous"``) right after joining and on every change
+  (``trio_djws.presence``); and the history
   again after the server lost Redis for a while (``on_resync``: messages broadcast meanwhile
   did not reach this process; clients merge by ``id``).
 
@@ -150,8 +152,11 @@ def author_of(websocket: WebSocket) -> str:
 
 
 def presence_frame(members: Mapping[str, int]) -> str:
-    """The ``presence`` frame for a room's members (identity → connections)."""
-    return json.dumps({"type": "presence", "users": sorted(members)})
+    """The ``presence`` frame for a room's members (identity → connections): anonymous tabs
+    share one identity, so their count is sent too (the page shows "2 anonymous")."""
+    return json.dumps(
+        {"type": "presence", "users": sorted(members), "anonymous": members.get(ANONYMOUS, 0)}
+    )
 
 
 def group_name(slug: str) -> str:

@@ -32,11 +32,11 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
 
 INSTALLED_APPS = [
+    "trio_djws",  # first: its runserver (WebSockets) wins over staticfiles'
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.staticfiles",
-    "trio_djws",
     "chat",
 ]
 
@@ -131,18 +131,22 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"connection": {"()": "trio_djws.log.ConnectionContextFilter"}},
+    # trio_djws' lines name their connection themselves; the app's lines get its id from the
+    # connection context (trio_djws.log), so that every line shows the id exactly once.
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(websocket_id)s] %(message)s"}
+        "library": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "app": {"format": "%(asctime)s %(levelname)s %(name)s [%(websocket_id)s] %(message)s"},
     },
     "handlers": {
-        "console": {
+        "library": {"class": "logging.StreamHandler", "formatter": "library"},
+        "app": {
             "class": "logging.StreamHandler",
             "filters": ["connection"],
-            "formatter": "plain",
-        }
+            "formatter": "app",
+        },
     },
     "loggers": {
-        "trio_djws": {"handlers": ["console"], "level": "INFO"},
-        "chat": {"handlers": ["console"], "level": "INFO"},
+        "trio_djws": {"handlers": ["library"], "level": "INFO"},
+        "chat": {"handlers": ["app"], "level": "INFO"},
     },
 }

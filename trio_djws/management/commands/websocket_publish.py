@@ -10,6 +10,8 @@ from trio_djws.conf import require_app
 from trio_djws.exceptions import BrokerError, ConfigurationError
 from trio_djws.publish import publish
 
+__all__ = ["Command"]
+
 
 class Command(BaseCommand):
     help = (

@@ -5,6 +5,7 @@
   "use strict";
 
   const NICK_KEY = "chatroom.nick";
+  const ANONYMOUS = "anonymous"; // the server's name for a connection without a nickname
   const BACKOFF_FIRST_MS = 500; // first retry after 250..500 ms
   const BACKOFF_MAX_MS = 15000; // retries never wait more than 15 s
   const ERROR_SHOWN_MS = 6000;
@@ -49,7 +50,7 @@
   }
 
   function currentNick() {
-    return nickInput.value.trim() || "anonymous";
+    return nickInput.value.trim() || ANONYMOUS;
   }
 
   function setState(state) {
@@ -57,6 +58,15 @@
     status.textContent = state;
     root.dataset.state = state;
     sendButton.disabled = state !== "online";
+    if (state !== "online") presenceBox.textContent = ""; // unknown until the next presence frame
+  }
+
+  function presenceText(frame) {
+    // Named members once each; anonymous tabs share one name, so they are counted.
+    const names = frame.users.filter((user) => user !== ANONYMOUS);
+    const anonymous = frame.anonymous ?? (frame.users.includes(ANONYMOUS) ? 1 : 0);
+    if (anonymous > 0) names.push(`${anonymous} ${ANONYMOUS}`);
+    return names.join(", ");
   }
 
   function socketUrl() {
@@ -123,7 +133,7 @@
     } else if (frame.type === "error") {
       showError(frame.error);
     } else if (frame.type === "presence") {
-      presenceBox.textContent = frame.users.join(", "); // who is in the room, every process
+      presenceBox.textContent = presenceText(frame); // who is in the room, every process
     }
   }
 
