@@ -38,6 +38,7 @@ from .environ import wsgi_environ  # shared with the ASGI app's WSGI bridge
 from .exceptions import ConfigurationError, Reject
 from .threads import to_thread
 from .typing import HTTPScope, WebSocketScope
+from .websocket import set_auth_hooks
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -300,3 +301,7 @@ def _require_request(websocket: WebSocket, name: str) -> HttpRequest:
             "trio_djws.mixins.DjangoMiddlewareMixin to the handler's bases"
         )
     return websocket.request
+
+
+# WebSocket.refresh_user() and save_session() run these (the core names no feature).
+set_auth_hooks(refresh_user=refresh_user, save_session=save_session)

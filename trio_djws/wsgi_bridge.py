@@ -31,6 +31,8 @@ Limits that come from WSGI or Hypercorn, not from this bridge: Django reads
 empty body; a disconnect is noticed only when the response iterator yields its next chunk;
 once a response is complete, Hypercorn closes the connection if the request body has not all
 arrived (a client still sending a big body that Django refused may see a reset, not the 400).
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ stops the others. Each worker also stops when the parent dies (``stop_when_paren
 
 This module uses neither Hypercorn nor Django: what a worker runs comes in as ``serve_worker``,
 so ``trio_djws.servers.serve`` imports this module and never the reverse.
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
