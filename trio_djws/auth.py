@@ -39,6 +39,7 @@ from .exceptions import ConfigurationError, Reject
 from .threads import to_thread
 from .tickets import TicketMixin, issue_ticket, ticket_view  # connection tickets, also here
 from .typing import HTTPScope, WebSocketScope
+from .websocket import set_auth_hooks
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -304,3 +305,7 @@ def _require_request(websocket: WebSocket, name: str) -> HttpRequest:
             "trio_djws.mixins.DjangoMiddlewareMixin to the handler's bases"
         )
     return websocket.request
+
+
+# WebSocket.refresh_user() and save_session() run these (the core names no feature).
+set_auth_hooks(refresh_user=refresh_user, save_session=save_session)

@@ -13,6 +13,8 @@ any other exception before     HTTP 500, traceback logged
 exception after the accept     queued messages, then close 1011, traceback logged
 handler ``close(code)``        queued messages, then close ``code``
 =============================  =========================================================
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The WSGI environ builder (PEP 3333) of an ASGI ``http`` scope: one builder for the ASGI
 app's WSGI bridge (``trio_djws.wsgi_bridge``, every HTTP request) and for Django auth on the
 WebSocket handshake (``trio_djws.auth``, which builds a ``WSGIRequest`` from a handshake).
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ It lives in a ``RunVar`` (as trio keeps its default thread limiter), never in a 
 ``open_server()`` creates it for the ASGI lifespan (or the standalone server) and owns the
 server nursery; code that runs without a lifespan (the in-memory test client) gets a state
 made on first use, without background tasks.
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

@@ -34,7 +34,25 @@ if TYPE_CHECKING:
     from django.contrib.sessions.backends.base import SessionBase
     from django.http import HttpRequest
 
-__all__ = ["SyncWebSocket", "WebSocket"]
+__all__ = ["SyncWebSocket", "WebSocket", "set_auth_hooks"]
+
+_AuthHook = Callable[["WebSocket"], Awaitable[None]]
+# Django auth's refresh_user and save_session (features sit above this module): registered by
+# trio_djws.auth when it is imported, which trio_djws's own __init__ does.
+_auth_hooks: tuple[_AuthHook, _AuthHook] | None = None
+
+
+def set_auth_hooks(*, refresh_user: _AuthHook, save_session: _AuthHook) -> None:
+    """Register what ``WebSocket.refresh_user()`` and ``save_session()`` run (called by
+    ``trio_djws.auth`` at import)."""
+    global _auth_hooks
+    _auth_hooks = (refresh_user, save_session)
+
+
+def _auth() -> tuple[_AuthHook, _AuthHook]:
+    if _auth_hooks is None:  # only if trio_djws.auth was never imported
+        raise RuntimeError("refresh_user()/save_session() need trio_djws.auth")
+    return _auth_hooks
 
 
 class WebSocket:
@@ -159,8 +177,7 @@ class WebSocket:
         Raises:
             RuntimeError: the handler has no ``DjangoMiddlewareMixin``.
         """
-        from .auth import refresh_user
-
+        refresh_user, _ = _auth()
         await refresh_user(self)
 
     async def save_session(self) -> None:
@@ -170,8 +187,7 @@ class WebSocket:
         Raises:
             RuntimeError: there is no session (no ``DjangoMiddlewareMixin``).
         """
-        from .auth import save_session
-
+        _, save_session = _auth()
         await save_session(self)
 
     # -- sending ---------------------------------------------------------------------------

@@ -31,6 +31,8 @@ Development conveniences (``HTTPOptions``, set with ``configure_http()``): stati
 ``STATIC_URL`` from the finders of ``django.contrib.staticfiles`` (its ``StaticFilesHandler``,
 as ``runserver`` serves them; by default when ``DEBUG`` is on), and one ``django.server`` log
 line per request, as ``runserver`` writes (``manage.py runserver`` turns it on).
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ delivered locally already); the random part tells apart processes on different m
 happen to share a pid. The redis-py path delivers nothing locally, so its envelopes carry
 ``sync_origin()`` instead, which no subscriber skips: a plain thread of a server process
 (``threading.Thread``, a thread pool) reaches that process's members too.
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ connection or stops the server because Redis is away.
 Connecting never sits on the ASGI lifespan startup path: ``serve`` reports started at once
 (coredis' ``pubsub()`` would wait without limit while Redis is down, and Hypercorn kills a
 server whose startup takes over 60 s).
+
+Why one module of more than 450 lines: the subscriber, the publisher and the presence task
+share one coredis client, its reconnect backoff and the counters above; the group history
+moving in (``trio_djws.brokers.streams``) is the point to split the presence task out.
 """
 
 from __future__ import annotations

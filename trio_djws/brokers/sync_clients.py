@@ -2,6 +2,8 @@
 one client (a connection pool shared by threads) per process and Redis URL, the one
 module-level pool (resettable with ``reset_sync_clients()`` in tests). coredis has no sync
 client; redis-py's asyncio client needs asyncio.
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ another release before a connection is served (as ``trio_djws.servers.hypercorn`
 ``check_hypercorn()`` does for Hypercorn's private worker).
 
 The engines read attributes that their libraries do not document (``parser_exc`` and
-``eof_sent`` of ``websockets``' sans-I/O protocol, trio-websocket's ``_wsproto``); a release
+``eof_sent`` of ``websockets``' sans-I/O protocol, trio-websocket's ``_wsproto`` and
+``_connection``); a release
 that renames one would otherwise fail connection by connection, or worse, silently send no
 close frame. ``get_engine()`` runs the engine's check once per process; each pin names what it
 checks, so the error says what moved. The version ranges are pyproject.toml's.
@@ -57,6 +58,12 @@ def _trio_websocket_keeps_wsproto() -> bool:
     return "self._wsproto =" in inspect.getsource(WebSocketConnection.__init__)
 
 
+def _trio_websocket_request_keeps_connection() -> bool:
+    from trio_websocket import WebSocketRequest
+
+    return "self._connection =" in inspect.getsource(WebSocketRequest.__init__)
+
+
 def _wrap_server_stream_takes(*names: str) -> Callable[[], bool]:
     def holds() -> bool:
         from trio_websocket import wrap_server_stream
@@ -104,6 +111,10 @@ PINS: Final[dict[str, tuple[LibraryPin, ...]]] = {
             "trio-websocket>=0.12,<0.13",
             (
                 ("WebSocketConnection._wsproto (private)", _trio_websocket_keeps_wsproto),
+                (
+                    "WebSocketRequest._connection (private)",
+                    _trio_websocket_request_keeps_connection,
+                ),
                 (
                     "wrap_server_stream(message_queue_size, max_message_size, receive_buffer_size)",
                     _wrap_server_stream_takes(

@@ -197,7 +197,7 @@ def _request_connection(
     # already runs and may fail the connection (and close the stream) while accept() is still
     # writing the 101 response, before accept() returns it. Private API of trio-websocket
     # 0.12 (``WebSocketRequest._connection``), as below.
-    connection: trio_websocket.WebSocketConnection = request._connection  # private: see above
+    connection: trio_websocket.WebSocketConnection = request._connection  # noqa: SLF001  (pinned)
     return connection
 
 
@@ -211,7 +211,7 @@ def _failed_without_close_frame(connection: trio_websocket.WebSocketConnection) 
     reason = connection.closed
     if reason is None or reason.code in LOCAL_ONLY_CLOSE_REASONS:
         return None
-    state = connection._wsproto.state  # private: see above
+    state = connection._wsproto.state  # noqa: SLF001  (trio-websocket 0.12, pinned in engines.pins)
     return reason.code if state is ConnectionState.OPEN else None
 
 

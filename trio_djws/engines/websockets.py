@@ -22,6 +22,10 @@ frame, the rest is written first by the next write of any task. Frames are made 
 ``Frame.serialize``, and the last one is reused while the same message object is sent again,
 so a group broadcast frames its payload once. A connection that negotiated an extension has
 its frames made by its protocol, always on the queued path.
+
+Why one module of more than 450 lines: the transport, its write fast path and the accept
+loop share the sans-I/O protocol object and its undocumented attributes (pinned in
+``trio_djws.engines.pins``); splitting them is planned once the engine's open changes land.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ internals. ``serve()`` follows ``hypercorn.trio.run.worker_serve`` with these ch
 
 The process around it (signals, garbage collector, worker processes) is
 ``trio_djws.servers.serve``'s, the entry point of ``manage.py serve``.
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ _PINNED: Final = (
     (Lifespan.wait_for_shutdown, ("self",)),
     (WorkerContext.__init__, ("self", "max_requests")),
     (wrap_app, ("app", "wsgi_max_body_size", "mode")),
-    (WSStream._send_wsproto_event, ("self", "event")),
+    (WSStream._send_wsproto_event, ("self", "event")),  # noqa: SLF001  (pinned here)
 )
 
 # Every attribute Hypercorn's TCPServer uses on its stream. The listener hands it a
@@ -223,7 +225,7 @@ class _HypercornPings:
         for stream in _websocket_streams(server):
             if server.send_lock.locked() or not _writable(server):
                 return  # a write is under way or stuck: TCP_USER_TIMEOUT watches that data
-            await stream._send_wsproto_event(Ping())
+            await stream._send_wsproto_event(Ping())  # noqa: SLF001  (Hypercorn 0.18, pinned above)
 
 
 class _Connections:

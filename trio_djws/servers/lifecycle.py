@@ -3,6 +3,8 @@ garbage collector, turn SIGINT/SIGTERM into a shutdown, and drain the connection
 
 Used by ``manage.py serve`` (Hypercorn, ``trio_djws.servers.serve``), the standalone server
 (``trio_djws.servers.standalone``: ``runwebsocket``, ``trio_djws.wsgi``). No Hypercorn here.
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ Workers (POSIX): ``run(..., workers=N)`` shares the sockets with N spawned proce
 ``hypercorn.run.run`` does, and refuses a broker that does not cross processes. The
 processes are spawned and supervised by ``trio_djws.servers.workers``; each runs this
 module's single-process serve loop.
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

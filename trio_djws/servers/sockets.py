@@ -3,6 +3,8 @@ carry ``TCP_USER_TIMEOUT`` (which Hypercorn's ``Config.create_sockets`` cannot s
 
 Used by ``manage.py serve`` (``trio_djws.servers.serve``), ``manage.py runwebsocket`` and
 ``trio_djws.wsgi`` (``trio_djws.servers.standalone``). No Hypercorn here.
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ sockets until it stops, so connections wait in the backlog while a worker restar
 
 This module uses neither Hypercorn nor Django: what a worker runs comes in as ``serve_worker``,
 so ``trio_djws.servers.serve`` imports this module and never the reverse.
+
+Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def default_serializer(topic: object) -> str:
     if isinstance(topic, Model):
         if topic.pk is None:
             raise TypeError(f"a topic instance must be saved (pk set), got {topic!r}")
-        return f"{topic._meta.label_lower}:{topic.pk}"
+        return f"{topic._meta.label_lower}:{topic.pk}"  # noqa: SLF001  (Django's public _meta API)
     raise TypeError(f"a topic must be a str or a model instance, got {type(topic).__name__}")
 
 

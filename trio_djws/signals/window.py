@@ -190,6 +190,8 @@ class WindowInfo:
         if self.user_pk is None:
             return AnonymousUser()
         model = get_user_model()
-        user = model._default_manager.get(pk=model._meta.pk.to_python(self.user_pk))
+        # _default_manager and _meta are Django's documented Model API despite the underscore.
+        manager, pk = model._default_manager, model._meta.pk  # noqa: SLF001
+        user = manager.get(pk=pk.to_python(self.user_pk))
         self.user = user
         return user
