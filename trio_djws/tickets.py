@@ -106,7 +106,9 @@ def _consume(ticket: str) -> AbstractBaseUser:
         raise Reject(403, "ticket already used")
     model = get_user_model()
     try:
-        user = model._default_manager.get(pk=model._meta.pk.to_python(data["u"]))
+        # Django's documented model API (_default_manager, _meta), as its auth backends use.
+        manager, pk = model._default_manager, model._meta.pk  # noqa: SLF001
+        user = manager.get(pk=pk.to_python(data["u"]))
     except (model.DoesNotExist, ValueError):
         raise Reject(403, "ticket for a user that no longer exists") from None
     if not getattr(user, "is_active", True):
