@@ -26,11 +26,10 @@ end), ``PEER`` (the peer left, also during a ``CLOSE``), or one logged where it 
 
 Internal interface (other modules use these names only, never a leading-underscore member):
 the facade (``trio_djws.websocket``) is made over a ``Runtime(transport, server)`` and calls
-the methods behind its public ones; ``connection``
-uses ``attach``, ``handler``, ``accept``, ``accepted``, ``fail``, ``cause`` and
-``_receive.receive_loop``; ``groups`` uses ``websocket``, ``queue_nowait``, ``abort`` and
-``resync``; ``views`` uses ``accept``, ``wait_accepted`` and ``fail``; ``state`` keeps each
-live connection's runtime (``ServerState.runtime_of``).
+the methods behind its public ones; ``connection`` uses ``attach``, ``handler``, ``accept``,
+``accepted``, ``fail``, ``cause`` and ``_receive.receive_loop``; ``groups`` uses
+``websocket``, ``queue_nowait``, ``abort`` and ``resync``; ``views`` uses ``accept``,
+``wait_accepted`` and ``fail``; ``state`` maps live connections to runtimes (``runtime_of``).
 """
 
 from __future__ import annotations
@@ -151,8 +150,7 @@ class Runtime:
         return self.state in _ACCEPTED
 
     def _ids(self) -> tuple[str, str]:
-        # For log lines: the connection id and path.
-        return self.websocket.id, self.websocket.path
+        return self.websocket.id, self.websocket.path  # for log lines
 
     def closed_error(self) -> ConnectionClosed:
         """The ``ConnectionClosed`` a send on this closing connection raises."""
@@ -258,12 +256,8 @@ class Runtime:
         self.nursery = nursery
 
     def open_queue(self) -> trio.MemorySendChannel[Message]:
-        """The send end of the send queue; the first call opens it and starts the writer.
-
-        Called wherever a message can enter the queue (``send``, ``join``): a connection
-        that never sends never pays for a queue or a writer task (idle memory). Once started
-        the writer runs until the queue is closed and drained, so order is kept.
-        """
+        """The send end of the send queue; the first call (``send``, ``join``) opens it and
+        starts the writer, which runs until the queue is closed and drained (order kept)."""
         if self.outbox_send is None:
             self.outbox_send, self.outbox = trio.open_memory_channel[Message](
                 self.settings.send_queue_size
@@ -365,7 +359,7 @@ class Runtime:
             raise self.closed_error()
         if self.groups is None:
             self.groups = set()
-        elif group in self.groups:
+        if group in self.groups:
             return
         self.groups.add(group)
         # Group messages enter the queue through the membership's clone, not send(): the
