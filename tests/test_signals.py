@@ -37,6 +37,8 @@ from trio_djws.signals import (
     window_key,
 )
 from trio_djws.signals.topics import make_token, read_token, topics_token
+from trio_djws.signals.trigger import window_info_of
+from trio_djws.state import current_server
 from trio_djws.testing import SignalQueue
 from trio_djws.threads import to_thread
 
@@ -222,6 +224,17 @@ async def test_atrigger_runs_server_functions_and_sends_to_broadcast(ws_url: str
         await atrigger(None, "tests.server_side", to=[SERVER, BROADCAST], value=7)
         assert test_signals.SERVER_CALLS == [("server_side", {"value": 7, "window": None})]
         assert (await receive(ws))["kwargs"] == {"value": 7}
+
+
+async def test_a_signals_websocket_as_trigger_source_is_its_window(ws_url: str) -> None:
+    async with AsyncExitStack() as stack:
+        _, key = await open_window(stack, ws_url)
+        (websocket,) = (w for w in current_server().connections if w.path == "/ws/signals/")
+        found = window_info_of(websocket)
+        assert found is not None and found.window_key == key
+        # From a worker thread too (trigger() in a plain def hook): no RunVar lookup.
+        found = await to_thread(window_info_of, websocket)
+        assert found is not None and found.window_key == key
 
 
 async def test_trigger_on_the_trio_thread_needs_a_window() -> None:
