@@ -15,6 +15,10 @@ view reads) and messages to it go through the connection's send queue. The hands
 accepted on the view's first use of ``request.websocket``; a view that returns a response
 without using it refuses the handshake with that status (3xx to 5xx) or is accepted and closed
 (2xx). The connection closes when the view returns: 1000, or 1011 if it raised (Django's 500).
+
+Why one module of more than 450 lines: the view thread's side (``ViewWebSocket``) and the trio
+side (``_Bridge``, ``_ViewHandler``) are the two halves of one bridge and share its private
+state; split, each would reach into the other's private names.
 """
 
 from __future__ import annotations
