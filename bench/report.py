@@ -241,7 +241,36 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         5.0,
     )
     _main_path_targets(records, rows, get, ratio)
+    _metrics_targets(rows, get, ratio)
     return rows
+
+
+def _metrics_targets(
+    rows: list[tuple[str, str, str]],
+    get: Callable[..., float | None],
+    ratio: Callable[[str, float | None, float | None, float], None],
+) -> None:
+    # The Prometheus metrics on (--metrics-bind) against off, same run: >= 0.9 x.
+    for on, off, label in (
+        ("trio-djws-metrics", OURS, "serve"),
+        (
+            "trio-djws-standalone-websockets-metrics",
+            "trio-djws-standalone-websockets",
+            "websockets engine",
+        ),
+    ):
+        ratio(
+            f"{label}, metrics on: echo ≥ 0.9 x off",
+            get(on, "echo", "rate"),
+            get(off, "echo", "rate"),
+            0.9,
+        )
+        ratio(
+            f"{label}, metrics on: broadcast-1000 at R=50 ≥ 0.9 x off",
+            get(on, "broadcast", "deliveries_per_s", receivers=1000, rate=50),
+            get(off, "broadcast", "deliveries_per_s", receivers=1000, rate=50),
+            0.9,
+        )
 
 
 def _main_path_targets(

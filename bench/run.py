@@ -50,6 +50,13 @@ def _has_runwebsocket() -> bool:
     return importlib.util.find_spec("trio_djws.management.commands.runwebsocket") is not None
 
 
+def _has_metrics() -> bool:
+    return (
+        importlib.util.find_spec("prometheus_client") is not None
+        and importlib.util.find_spec("trio_djws.metrics") is not None
+    )
+
+
 def _has_redis_broker() -> bool:
     try:
         from trio_djws import brokers
@@ -118,6 +125,23 @@ SERVERS: dict[str, Server] = {
     ),
     "trio-djws-standalone-websockets": _standalone("websockets"),
     "trio-djws-standalone-trio-websocket": _standalone("trio_websocket"),
+    # The cost of the Prometheus metrics (--metrics-bind turns them on), against the same
+    # servers without: echo and broadcast only.
+    "trio-djws-metrics": Server(
+        "trio-djws-metrics",
+        [*SERVE_ARGV, "--metrics-bind", "127.0.0.1:0"],
+        available=_has_metrics(),
+        why_not="prometheus-client or trio_djws.metrics is missing",
+        only=("echo", "pipelined", "broadcast"),
+    ),
+    "trio-djws-standalone-websockets-metrics": Server(
+        "trio-djws-standalone-websockets-metrics",
+        [*_standalone("websockets").argv, "--metrics-bind", "127.0.0.1:0"],
+        env={"BENCH_ENGINE": "websockets"},
+        available=_has_runwebsocket() and _has_metrics(),
+        why_not="prometheus-client, trio_djws.metrics or runwebsocket is missing",
+        only=("echo", "pipelined", "broadcast"),
+    ),
     "bare-hypercorn-trio": Server(
         "bare-hypercorn-trio",
         _hypercorn_trio("bench.bare_app:app"),

@@ -4,7 +4,7 @@
   subscription is acknowledged (``?wait=0``: at once); a text message ``burst N`` publishes
   ``0`` .. ``N-1`` then ``end`` to the group, any other text is published as it is;
   ``on_resync`` sends ``resync <group>`` (``?resync=fail``: raises instead).
-  ``?pid``: "ready <pid of the serving process>".
+  ``?pid``: "ready <pid of the serving process>"; ``?id``: "ready <pid> <connection id>".
 - ``/redis/unsubscribed/<group>/``: sends "unsubscribed" once the process is not subscribed.
 - ``/redis/presence/<group>/?name=NAME``: present in the group as NAME; every change arrives
   as ``{"type": "presence", "users": [...]}``; the text ``members`` is answered with
@@ -46,7 +46,10 @@ class GroupMember(BaseWSClass):
         await websocket.join(group)
         if websocket.query.get("wait", "1") == "1":
             await wait_subscribed(group)
-        await websocket.send(f"ready {os.getpid()}" if "pid" in websocket.query else "ready")
+        if "id" in websocket.query:
+            await websocket.send(f"ready {os.getpid()} {websocket.id}")
+        else:
+            await websocket.send(f"ready {os.getpid()}" if "pid" in websocket.query else "ready")
 
     async def on_message(self, websocket: WebSocket, message: Message) -> None:
         group = websocket.kwargs["group"]

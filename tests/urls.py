@@ -4,6 +4,7 @@ from django.contrib.staticfiles.views import serve
 from django.urls import URLPattern, path
 
 from tests import signals_views, views, ws_views
+from trio_djws.metrics import metrics_view
 
 urlpatterns: list[URLPattern] = [
     path("meta/<str:word>/", views.meta, name="meta"),
@@ -28,6 +29,7 @@ urlpatterns: list[URLPattern] = [
     path("echo/", ws_views.echo_once),
     path("signals/page/<int:group>/", signals_views.page),
     path("signals/notify/<int:group>/", signals_views.notify),
+    path("metrics/", metrics_view),
     path(
         "static/<path:path>", serve, {"insecure": True}
     ),  # shadowed by the @Namespace("/echo/") handler

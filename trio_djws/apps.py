@@ -1,6 +1,9 @@
 """The ``trio_djws`` Django app (required in ``INSTALLED_APPS``): registers the system checks,
 the ORM guard and the features' routing hooks (``trio_djws.routing``): the ``ROOT_URLCONF``
-view fallback (``trio_djws.views``) and the signals endpoint (``trio_djws.signals``)."""
+view fallback (``trio_djws.views``) and the signals endpoint (``trio_djws.signals``); and the
+instrumentation the settings turn on (``trio_djws.instrument``): metrics
+(``WEBSOCKET_METRICS``), tracing (``WEBSOCKET_TRACING``) and the live connections page
+(``WEBSOCKET_DASHBOARD_PATH``, with its socket)."""
 
 from __future__ import annotations
 
@@ -28,6 +31,36 @@ class TrioDjwsConfig(AppConfig):
         registry.add_fallback(resolve_fallback)
         registry.add_discovery(_discover_signals)
         refuse_django_asgi_handler()
+        _enable_observability()
+
+
+def _enable_observability() -> None:
+    # WEBSOCKET_METRICS / WEBSOCKET_TRACING: the features register into trio_djws.instrument.
+    # A missing extra is reported by the system checks (E093, E094), not raised here.
+    # (A wrong type is E001's: only True turns either on.)
+    import importlib.util
+
+    from django.conf import settings
+
+    if getattr(settings, "WEBSOCKET_METRICS", False) is True and importlib.util.find_spec(
+        "prometheus_client"
+    ):
+        from .metrics import enable
+
+        enable()
+    path = getattr(settings, "WEBSOCKET_DASHBOARD_PATH", None)
+    if isinstance(path, str) and path.startswith("/") and path.endswith("/"):
+        from .dashboard import enable as enable_dashboard
+        from .routing import registry
+
+        enable_dashboard()
+        registry.add_discovery(_discover_dashboard)
+    if getattr(settings, "WEBSOCKET_TRACING", False) is True and importlib.util.find_spec(
+        "opentelemetry"
+    ):
+        from .tracing import enable as enable_tracing
+
+        enable_tracing()
 
 
 def _discover_signals() -> None:
@@ -45,3 +78,14 @@ def _discover_signals() -> None:
         # handlers/ is installed as trio_djws.handlers (pyproject package-dir), which mypy,
         # checking the source tree, does not see as a subpackage: imported by name.
         registry.register(path, import_string("trio_djws.handlers.SignalHandler"))
+
+
+def _discover_dashboard() -> None:
+    # A discovery hook: the dashboard socket at WEBSOCKET_DASHBOARD_PATH.
+    from .conf import get_settings
+    from .dashboard import DashboardHandler
+    from .routing import registry
+
+    path = get_settings().dashboard_path
+    if path is not None:
+        registry.register(path, DashboardHandler)

@@ -14,6 +14,8 @@ Ids are ``trio_djws.E001``... and are never reused. Each message's hint names th
 - W080 ``WEBSOCKET_COMPRESSION`` with ``WEBSOCKET_ENGINE = "trio_websocket"`` (no extension);
 - E090 (raised by ``manage.py serve --workers N``), W090 connection tickets with a per-process
   ``WEBSOCKET_TICKET_CACHE``; E091 that setting is not a ``CACHES`` alias.
+- E093 ``WEBSOCKET_METRICS`` without prometheus-client; E094 ``WEBSOCKET_TRACING`` without
+  opentelemetry-api; W095 ``WEBSOCKET_DASHBOARD_PATH`` without ``django.contrib.admin``.
 """
 
 from __future__ import annotations
@@ -417,3 +419,50 @@ def check_ticket_cache(
             id="trio_djws.W090",
         )
     ]
+
+
+_EXTRAS: Final = {  # setting: (module, extra, package)
+    "WEBSOCKET_METRICS": ("prometheus_client", "trio-djws[metrics]", "prometheus-client"),
+    "WEBSOCKET_TRACING": ("opentelemetry", "trio-djws[tracing]", "opentelemetry-api"),
+}
+
+
+def _missing_extra(name: str) -> tuple[str, str] | None:
+    # (message, hint) if setting ``name`` is True and its extra is not installed.
+    module, extra, package = _EXTRAS[name]
+    if getattr(settings, name, False) is not True or importlib.util.find_spec(module):
+        return None
+    return (
+        f"{name} is True but {package} is not installed.",
+        f"pip install '{extra}', or set {name} = False.",
+    )
+
+
+@register("trio_djws")
+def check_observability(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
+    """trio_djws.E093 / E094: ``WEBSOCKET_METRICS`` / ``WEBSOCKET_TRACING`` is True but its
+    optional dependency (prometheus-client / opentelemetry-api) is not installed. W095:
+    ``WEBSOCKET_DASHBOARD_PATH`` is set without ``django.contrib.admin`` (the page's look and
+    login)."""
+    errors: list[CheckMessage] = []
+    if getattr(settings, "WEBSOCKET_DASHBOARD_PATH", None) is not None and not apps.is_installed(
+        "django.contrib.admin"
+    ):
+        errors.append(
+            Warning(
+                "WEBSOCKET_DASHBOARD_PATH is set but django.contrib.admin is not installed: "
+                "the live connections page extends the admin's templates and login.",
+                hint="Add 'django.contrib.admin' to INSTALLED_APPS, or remove "
+                "WEBSOCKET_DASHBOARD_PATH.",
+                id="trio_djws.W095",
+            )
+        )
+    metrics = _missing_extra("WEBSOCKET_METRICS")
+    if metrics is not None:
+        errors.append(Error(metrics[0], hint=metrics[1], id="trio_djws.E093"))
+    tracing = _missing_extra("WEBSOCKET_TRACING")
+    if tracing is not None:
+        errors.append(Error(tracing[0], hint=tracing[1], id="trio_djws.E094"))
+    return errors

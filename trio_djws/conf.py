@@ -86,6 +86,9 @@ class Settings:
     # group-name pattern → {"SIZE": messages, "TTL": seconds}: see trio_djws.history
     group_history: Mapping[str, object] = field(default_factory=dict)
     history_publish_timeout: float = 5 * SECONDS  # a history group's broker unreachable this long
+    metrics: bool = False  # Prometheus metrics (trio-djws[metrics]): see trio_djws.metrics
+    tracing: bool = False  # OpenTelemetry spans per hook (trio-djws[tracing]): trio_djws.tracing
+    dashboard_path: str | None = None  # the admin's live connections page socket; None: off
 
 
 _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -133,6 +136,9 @@ _CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
         "a dict of group-name pattern → {'SIZE': int >= 1 (messages), 'TTL': seconds}",
     ),
     "history_publish_timeout": ((int, float), "a number > 0 (seconds)"),
+    "metrics": (bool, "a bool"),
+    "tracing": (bool, "a bool"),
+    "dashboard_path": ((str, type(None)), "a path starting and ending with '/', or None"),
 }
 
 
@@ -172,7 +178,7 @@ def validate(name: str, value: object) -> str | None:
             or not isinstance(value.get("BACKEND"), str)
             or not isinstance(value.get("CONFIG", {}), Mapping)
         )
-    if not bad and name == "signals_path" and isinstance(value, str):
+    if not bad and name in ("signals_path", "dashboard_path") and isinstance(value, str):
         bad = not (value.startswith("/") and value.endswith("/"))
     if not bad and name == "signal_queue_threads" and isinstance(value, Mapping):
         bad = not all(isinstance(k, str) and type(v) is int and v >= 1 for k, v in value.items())

@@ -28,6 +28,7 @@ from typing import Any, Final
 import trio
 from wsproto.frame_protocol import CloseReason
 
+from . import instrument
 from ._receive import receive_loop
 from ._runtime import Cause, Runtime
 from .conf import get_settings
@@ -107,7 +108,7 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
     server = current_server()
     if server.draining:
         logger.warning("rejected handshake for %r with 503: the server is shutting down", path)
-        await transport.reject(503)
+        await _reject(transport, 503)
         return
     limits = current_limits()
     if limits.refusal(scope, len(server.connections)) is not None:
@@ -122,7 +123,7 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
             path,
             origin,
         )
-        await transport.reject(403)
+        await _reject(transport, 403)
         return
     # A @Namespace, else the fallback resolvers features registered (trio_djws.routing):
     # e.g. a ROOT_URLCONF view that accepts WebSockets (trio_djws.views).
@@ -135,17 +136,24 @@ async def serve_websocket(transport: Transport, scope: WebSocketScope) -> None:
             path,
             _registered_paths(),
         )
-        await transport.reject(403)
+        await _reject(transport, 403)
         return
     if isinstance(found, Refusal):
         peer_warning(
             logger, "rejected handshake for %r with %d: %s", path, found.status, escape(found.why)
         )
-        await transport.reject(found.status)
+        await _reject(transport, found.status)
         return
     handler_class, kwargs = found
     with limits.counted(scope):
         await serve_connection(handler_class, transport, scope, kwargs)
+
+
+async def _reject(transport: Transport, status: int) -> None:
+    observer = instrument.active
+    if observer is not None:
+        observer.handshake_rejected(status)
+    await transport.reject(status)
 
 
 async def serve_connection(
@@ -161,10 +169,21 @@ async def serve_connection(
     with the traceback, the path and the connection id.
     """
     server = current_server()
+    observer = instrument.active
+    probe = None
+    if observer is not None:
+        probe = observer.open_connection(_namespace(handler_class), _client(scope))
+        if probe is not None:
+            transport = probe.wrap_transport(transport)
     runtime = Runtime(transport, server)
     websocket = WebSocket(runtime, scope, kwargs)
     handler = handler_class()
-    connection_context.set(ConnectionContext(websocket.id, escape(websocket.path), _client(scope)))
+    log_context = ConnectionContext(
+        websocket.id, escape(websocket.path), _client(scope), _namespace(handler_class)
+    )
+    connection_context.set(log_context)
+    if probe is not None:
+        probe.begin(websocket.id)
     settings = get_settings()
     close_timeout = settings.close_timeout
     max_lifetime = settings.max_lifetime
@@ -175,14 +194,18 @@ async def serve_connection(
             try:
                 async with handler.mixin_connections(websocket):
                     runtime.handler = handler  # for on_resync (Groups.resync)
-                    await handler.run_on_connect(websocket, websocket.path)
+                    run_on_connect, on_message, run_on_close = _hooks(handler, probe)
+                    await run_on_connect(websocket, websocket.path)
+                    log_context.user_id = _user_id(websocket)
                     if websocket.closed and not runtime.accepted:
                         raise Reject(403, "closed in on_connect")  # refuse, as ASGI does
                     await runtime.accept()
+                    if probe is not None:
+                        probe.accepted()
                     if max_lifetime is not None:
                         nursery.start_soon(_close_at_end_of_life, websocket, max_lifetime)
                     try:
-                        await receive_loop(runtime, _message_hook(handler))
+                        await receive_loop(runtime, on_message)
                     except BaseException as exc:
                         # on_close must see why the connection ends; logged further down.
                         failure = _failure(exc)
@@ -191,7 +214,7 @@ async def serve_connection(
                         raise
                     finally:
                         with trio.move_on_after(close_timeout, shield=True):
-                            await handler.run_on_close(websocket)
+                            await run_on_close(websocket)
             except* Reject as group:
                 await _refuse(runtime, transport, group.exceptions[0])
             except* ConnectionClosed:
@@ -211,15 +234,49 @@ async def serve_connection(
                         websocket.id,
                     )
                     with trio.move_on_after(close_timeout, shield=True):
-                        await transport.reject(500)
+                        await _reject(transport, 500)
             finally:
                 with trio.move_on_after(2 * close_timeout, shield=True):
                     await runtime.aclose()
                 nursery.cancel_scope.cancel()
-        if runtime.accepted:
-            _log_close(runtime, transport)
     finally:
         server.discard(websocket)
+        if probe is not None:
+            probe.closed(runtime.accepted, websocket.close_code, websocket.close_reason)
+    if runtime.accepted:
+        _log_close(runtime, transport)  # after the probe: who reads it finds it counted
+
+
+def _user_id(websocket: WebSocket) -> str:
+    # The log context's user id: the handshake user's pk ("-": none, or anonymous).
+    user = websocket.user
+    if user is None or not user.is_authenticated:
+        return "-"
+    return str(user.pk)
+
+
+def _namespace(handler_class: type[BaseWSClass]) -> str:
+    # The metrics label and span attribute: the registered pattern, never the path.
+    return handler_class.namespace or handler_class.__qualname__
+
+
+def _hooks(
+    handler: BaseWSClass, probe: instrument.ConnectionProbe | None
+) -> tuple[
+    Callable[[WebSocket, str], Awaitable[None]],
+    Callable[[WebSocket, Message], Awaitable[None]],
+    Callable[[WebSocket], Awaitable[None]],
+]:
+    # The hook chains serve_connection runs, wrapped by the instrumentation if any.
+    # One coroutine per message, not two, when no mixin hooks on_message.
+    on_message = _message_hook(handler)
+    if probe is None:
+        return handler.run_on_connect, on_message, handler.run_on_close
+    return (
+        probe.wrap_hook("on_connect", handler.run_on_connect),
+        probe.wrap_hook("on_message", on_message),
+        probe.wrap_hook("on_close", handler.run_on_close),
+    )
 
 
 MAX_LIFETIME_REASON: Final = "maximum connection lifetime"  # with 1001 at WEBSOCKET_MAX_LIFETIME
@@ -271,7 +328,7 @@ async def _refuse(runtime: Runtime, transport: Transport, exc: BaseException) ->
         return
     logger.info("rejected handshake for %r with %d: %s", websocket.path, status, escape(str(exc)))
     with trio.move_on_after(get_settings().close_timeout, shield=True):
-        await transport.reject(status)
+        await _reject(transport, status)
 
 
 def _failure(exc: BaseException) -> tuple[int, str] | None:

@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 from django.core.serializers.json import DjangoJSONEncoder
 from wsproto.frame_protocol import CloseReason
 
+from . import instrument
 from .typing import JSONValue, Message
 
 if TYPE_CHECKING:
@@ -100,6 +102,8 @@ class Groups:
         # Presence: group → member → (identity, announce renderer or None).
         self._present: dict[str, dict[WebSocket, tuple[str, Announce | None]]] = {}
         self._watcher: GroupWatcher | None = None
+        # Server-side members (Groups.listen): group → channels offered each message.
+        self._listeners: dict[str, list[trio.MemorySendChannel[Message]]] = {}
         self.overflows = 0
 
     def watch(self, watcher: GroupWatcher) -> None:
@@ -115,7 +119,7 @@ class Groups:
     def add(self, group: str, runtime: Runtime, channel: trio.MemorySendChannel[Message]) -> bool:
         """Add a member (``runtime.websocket``) with its own channel clone; returns False if
         it was already in."""
-        first = group not in self._members
+        first = not self.has_members(group)
         members = self._members.setdefault(group, {})
         websocket = runtime.websocket
         if websocket in members:
@@ -145,8 +149,28 @@ class Groups:
             self._notify(group, was_present)
 
     def has_members(self, group: str) -> bool:
-        """Whether ``group`` has a local member."""
-        return group in self._members
+        """Whether ``group`` has a local member (a connection or a listener)."""
+        return group in self._members or group in self._listeners
+
+    @contextmanager
+    def listen(self, group: str, channel: trio.MemorySendChannel[Message]) -> Iterator[None]:
+        """Make ``channel`` a server-side member of ``group`` for the block: every message
+        delivered to ``group`` in this process is offered to it with ``send_nowait`` (dropped
+        if it is full or closed: a listener never slows the fan-out). The broker subscribes
+        to the group meanwhile, as for a connection. Not a checkpoint."""
+        first = not self.has_members(group)
+        self._listeners.setdefault(group, []).append(channel)
+        if first:
+            self._notify(group, False)
+        try:
+            yield
+        finally:
+            listeners = self._listeners[group]
+            listeners.remove(channel)
+            if not listeners:
+                del self._listeners[group]
+                if not self.has_members(group):
+                    self._notify(group, False)
 
     # -- presence ----------------------------------------------------------------------------
 
@@ -189,8 +213,8 @@ class Groups:
         return list(self._members.get(group, ()))
 
     def names(self) -> list[str]:
-        """The groups that have at least one local member."""
-        return list(self._members)
+        """The groups that have at least one local member (a connection or a listener)."""
+        return [*self._members, *(g for g in self._listeners if g not in self._members)]
 
     def deliver(self, group: str, message: Message) -> int:
         """Queue ``message`` for every local member of ``group``, never blocking.
@@ -200,12 +224,22 @@ class Groups:
         Returns:
             The number of members the message was queued for.
         """
+        listeners = self._listeners.get(group)
+        if listeners is not None:
+            for listener in listeners:
+                try:
+                    listener.send_nowait(message)
+                except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                    pass  # documented: a full or closed listener misses messages
         members = self._members.get(group)
         if not members:
             return 0
         delivered = 0
         for runtime, channel in list(members.values()):
             delivered += self._send(runtime, channel, message)
+        observer = instrument.active
+        if observer is not None:
+            observer.group_delivered(len(members), delivered)
         return delivered
 
     def resync(self, group: str) -> int:
@@ -228,6 +262,8 @@ class Groups:
             runtime.queue_nowait(channel, message)
         except trio.WouldBlock:
             self.overflows += 1
+            if (observer := instrument.active) is not None:
+                observer.broker_event("overflow")
             runtime.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the member is closing; it leaves the group on its own

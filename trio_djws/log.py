@@ -2,8 +2,19 @@
 
 ``serve_connection`` sets ``connection_context`` before it opens the connection's nursery;
 child tasks and ``to_thread`` workers inherit it (trio copies contextvars into tasks and
-threads), and ``ConnectionContextFilter`` copies it onto every log record as
-``record.websocket_id``, ``record.websocket_path`` and ``record.websocket_client``.
+threads), and ``ConnectionContextFilter`` copies it onto every log record as attributes, so a
+JSON formatter (python-json-logger, structlog) gets them without parsing the message:
+
+==========================  =============================================================
+record attribute            value (``"-"`` outside a connection)
+==========================  =============================================================
+``websocket_id``            the connection id (``WebSocket.id``)
+``websocket_path``          the request path, escaped (``escape()``)
+``websocket_namespace``     the handler's registered pattern, e.g. ``/chat/<slug:room>/``
+``websocket_client``        the peer address ``host:port`` (as the transport reports it)
+``websocket_user_id``       the handshake user's primary key once ``on_connect`` has run
+                            (``"-"`` for no user or an anonymous one)
+==========================  =============================================================
 
 Client-supplied strings (paths, headers, close reasons) reach a log line only through ``%r``
 or ``escape()``: a percent-decoded ``%0A`` in a path must not start a forged line.
@@ -18,7 +29,8 @@ from __future__ import annotations
 import logging
 import select
 from contextvars import ContextVar
-from typing import Final, NamedTuple
+from dataclasses import dataclass
+from typing import Final
 
 import trio
 
@@ -38,10 +50,16 @@ PEER_WARNING_INTERVAL: Final = 60.0  # seconds: the window of peer_warning()'s r
 PEER_WARNINGS_PER_INTERVAL: Final = 10  # identical peer warnings logged per window
 
 
-class ConnectionContext(NamedTuple):
+@dataclass(slots=True)
+class ConnectionContext:
+    """One connection's log context. Mutable on purpose: every task and thread of the
+    connection holds this same object, so ``user_id`` set after ``on_connect`` reaches them."""
+
     id: str
     path: str  # escaped (``escape()``): safe in any log format
     client: str
+    namespace: str = "-"
+    user_id: str = "-"
 
 
 connection_context: ContextVar[ConnectionContext | None] = ContextVar(
@@ -50,15 +68,22 @@ connection_context: ContextVar[ConnectionContext | None] = ContextVar(
 
 
 class ConnectionContextFilter(logging.Filter):
-    """Adds ``websocket_id``, ``websocket_path`` and ``websocket_client`` to each record
-    (``"-"`` outside a connection); attach it to a handler in ``LOGGING``. The path is
-    escaped (``escape()``), so a ``%(websocket_path)s`` format cannot be made to forge lines."""
+    """Adds ``websocket_id``, ``websocket_path``, ``websocket_namespace``,
+    ``websocket_client`` and ``websocket_user_id`` to each record (``"-"`` outside a
+    connection); attach it to a handler in ``LOGGING``. The path is escaped (``escape()``),
+    so a ``%(websocket_path)s`` format cannot be made to forge lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = connection_context.get()
-        record.websocket_id = context.id if context else "-"
-        record.websocket_path = context.path if context else "-"
-        record.websocket_client = context.client if context else "-"
+        if context is None:
+            record.websocket_id = record.websocket_path = record.websocket_client = "-"
+            record.websocket_namespace = record.websocket_user_id = "-"
+        else:
+            record.websocket_id = context.id
+            record.websocket_path = context.path
+            record.websocket_client = context.client
+            record.websocket_namespace = context.namespace
+            record.websocket_user_id = context.user_id
         return True
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 from wsproto.frame_protocol import CloseReason
 
+from . import instrument
 from .conf import broker_backend, get_settings
 from .groups import Groups, set_group_server_lookup
 
@@ -83,6 +84,17 @@ class ServerState:
         """Wait until no connection is live."""
         await self._idle.wait()
 
+    def queued_messages(self) -> tuple[int, int]:
+        """Messages waiting in the live connections' send queues: (total, the fullest one's)."""
+        total = fullest = 0
+        for runtime in self.connections.values():
+            channel = runtime.outbox_send
+            if channel is not None:
+                used = channel.statistics().current_buffer_used
+                total += used
+                fullest = max(fullest, used)
+        return total, fullest
+
 
 def current_server() -> ServerState:
     """The state of the server running in this trio run, made on first use if needed."""
@@ -142,6 +154,9 @@ async def open_server() -> AsyncIterator[ServerState]:
     await trio.to_thread.run_sync(_import_urlconf)
     async with trio.open_nursery() as nursery:
         await nursery.start(state.broker.serve)
+        observer = instrument.active
+        if observer is not None:
+            await nursery.start(observer.serve, state)  # e.g. metrics' gauge sampler
         try:
             yield state
         finally:

@@ -13,6 +13,7 @@ Django's own ``SynchronousOnlyOperation`` guard only sees asyncio loops
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -22,6 +23,7 @@ from django.db import close_old_connections, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
+from . import instrument
 from .conf import get_settings
 
 __all__ = [
@@ -91,7 +93,9 @@ def database_sync_to_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        call = functools.partial(with_fresh_db_connection, fn, *args, **kwargs)
+        call: Callable[[], R] = functools.partial(with_fresh_db_connection, fn, *args, **kwargs)
+        if instrument.active is not None:
+            call = _timed_wait(call)
         return await trio.to_thread.run_sync(call, limiter=db_limiter())
 
     return wrapper
@@ -103,8 +107,24 @@ async def to_thread(fn: Callable[..., R], *args: Any) -> R:
     The same as ``database_sync_to_thread(fn)(*args)``; the thread may call back into trio
     with ``trio.from_thread.run`` (``websocket.sync`` does).
     """
-    call = functools.partial(with_fresh_db_connection, fn, *args)
+    call: Callable[[], R] = functools.partial(with_fresh_db_connection, fn, *args)
+    if instrument.active is not None:
+        call = _timed_wait(call)
     return await trio.to_thread.run_sync(call, limiter=db_limiter())
+
+
+def _timed_wait(call: Callable[[], R]) -> Callable[[], R]:
+    # Reports how long the call waited for a DB worker thread (the limiter, then the thread's
+    # start), from the thread once it runs.
+    queued = time.perf_counter()
+
+    def timed() -> R:
+        observer = instrument.active
+        if observer is not None:
+            observer.thread_wait("db", time.perf_counter() - queued)
+        return call()
+
+    return timed
 
 
 def _trio_thread_guard(

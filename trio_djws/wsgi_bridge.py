@@ -52,6 +52,7 @@ from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import setting_changed
 
+from . import instrument
 from .conf import get_settings
 from .environ import wsgi_environ
 from .log import escape, peer_warning
@@ -174,6 +175,10 @@ async def serve_http(scope: HTTPScope, receive: ASGIReceive, send: ASGISend) -> 
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(_ERROR_BODY))]
         await send({"type": "http.response.start", "status": 500, "headers": headers})
         await send({"type": "http.response.body", "body": _ERROR_BODY, "more_body": False})
+    observer = instrument.active
+    if observer is not None:
+        # _status: set by start_response in the thread, which has returned (0: never called).
+        observer.http_request(500 if failed or not exchange._status else exchange._status)
 
 
 class _Body:

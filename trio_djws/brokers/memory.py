@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import trio
 
+from .. import instrument
 from ..groups import Groups
 from ..typing import Message
 
@@ -43,6 +44,8 @@ class InMemoryBroker:
     async def publish(self, group: str, message: Message) -> None:
         """Queue ``message`` for every local member of ``group`` (never blocks). A checkpoint."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        if (observer := instrument.active) is not None:
+            observer.broker_event("publish")
         self._groups.deliver(group, message)
         await trio.lowlevel.cancel_shielded_checkpoint()
 

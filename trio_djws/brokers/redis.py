@@ -47,10 +47,12 @@ import trio
 from coredis.patterns.pubsub import PubSub
 from coredis.retry import NoRetryPolicy
 
+from .. import instrument
 from ..conf import get_settings
 from ..exceptions import BrokerError, ConfigurationError
 from ..typing import Message
 from .envelope import KIND_PRESENCE, decode_envelope, encode_envelope, process_origin, sync_origin
+from .lag import EchoClock
 from .sync_clients import sync_client
 
 if TYPE_CHECKING:
@@ -81,6 +83,13 @@ _REDIS_DOWN: Final = (coredis.exceptions.RedisError, OSError, TimeoutError)
 
 def _channel(prefix: str, group: str) -> str:
     return f"{prefix}:group:{group}"
+
+
+def _report(event: str, count: int = 1) -> None:
+    # Broker events for the instrumentation (trio_djws.instrument): metrics count them.
+    observer = instrument.active
+    if observer is not None:
+        observer.broker_event(event, count)
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -155,6 +164,7 @@ class RedisBroker:
         self._live: set[str] = set()  # groups whose subscription Redis has acknowledged
         self._live_changed = trio.Event()
         self._down = False  # the subscriber lost Redis (or never reached it) and retries
+        self._echo = EchoClock()  # pub/sub lag, while an instrumentation listens
         groups.watch(self._changed)
 
     @property
@@ -201,13 +211,17 @@ class RedisBroker:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         envelope = encode_envelope(message)
+        _report("publish")
         self._groups.deliver(group, message)
         if self._client is None:
             # Not serving (no lifespan, e.g. the in-memory test client): nothing would drain
             # the queue, and no other process is reachable from here.
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        await self._outgoing_send.send((self.channel(group), envelope))
+        channel = self.channel(group)
+        if instrument.active is not None and group in self._live:
+            self._echo.sent(channel, envelope)  # comes back to this process's subscriber
+        await self._outgoing_send.send((channel, envelope))
 
     @classmethod
     def publish_sync(cls, config: Mapping[str, object], group: str, message: Message) -> None:
@@ -332,6 +346,7 @@ class RedisBroker:
                     # The subscriber knows Redis is away: drop at once rather than make every
                     # publisher wait for a connection attempt per batch.
                     self.lost += len(batch)
+                    _report("lost", len(batch))
                     continue
                 try:
                     if len(batch) == 1:
@@ -342,6 +357,7 @@ class RedisBroker:
                                 pipe.publish(channel, envelope)
                 except _REDIS_DOWN as exc:
                     self.lost += len(batch)
+                    _report("lost", len(batch))
                     logger.error(
                         "Redis at %s unreachable: %d messages published here did not reach "
                         "other processes (%s)",
@@ -395,6 +411,7 @@ class RedisBroker:
             )
             await trio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
+            _report("reconnect")
 
     async def _reconcile(self, pubsub: PubSub[bytes]) -> None:
         # Subscribe the groups that have members, unsubscribe those that lost their last.
@@ -437,18 +454,23 @@ class RedisBroker:
             if kind != "message":
                 continue
             data = message["data"]
+            raw = data if isinstance(data, bytes) else str(data).encode()
             try:
-                envelope = decode_envelope(data if isinstance(data, bytes) else str(data).encode())
+                envelope = decode_envelope(raw)
             except ValueError as exc:
                 self.undecodable += 1
                 logger.warning("dropped a message on group %s: %s", group, exc)
                 continue
             if envelope.origin == own:
+                lag = self._echo.received(self.channel(group), raw)
+                if lag is not None and (observer := instrument.active) is not None:
+                    observer.broker_lag(lag)
                 continue  # delivered locally when published
             if envelope.kind == KIND_PRESENCE:
                 self._presence_recheck.add(group)
                 self._presence_wake.set()
                 continue
+            _report("receive")
             self._groups.deliver(group, envelope.message)
 
     def _resync(self, group: str) -> None:

@@ -117,11 +117,18 @@ def _announce(stdout: Output, urls: list[str]) -> None:
 
 
 def _serve_worker(
-    index: int, sockets: list[socket.socket], on_ready: Callable[[list[str]], None]
+    index: int,
+    sockets: list[socket.socket],
+    on_ready: Callable[[list[str]], None],
+    metrics: bool = False,
 ) -> None:
     # A worker process's main (run by trio_djws.servers.workers with SIGINT ignored): the parent
     # turns SIGINT/SIGTERM into one SIGTERM per worker, and a worker stops if it dies.
     django.setup(set_prefix=False)
+    if metrics:  # the parent serves them (--metrics-bind): count here, in its directory
+        from ..metrics import enable
+
+        enable()
     app = load_application()
     tune_gc()
     logger.info("worker %d (pid %d) starting", index, os.getpid())
@@ -136,15 +143,16 @@ def _serve_worker(
     )
 
 
-async def _supervise_workers(sockets: list[socket.socket], count: int, stdout: Output) -> int:
+async def _supervise_workers(
+    sockets: list[socket.socket], count: int, stdout: Output, metrics: bool
+) -> int:
     urls = [http_url(sock) for sock in sockets]  # before supervise() closes the sockets
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         # Signals are handled before any child exists, so none is orphaned by an early SIGTERM.
         await nursery.start(stop_on_signals, (signal.SIGINT, signal.SIGTERM), stop)
-        status = await supervise(
-            sockets, count, _serve_worker, partial(_announce, stdout, urls), stop
-        )
+        worker = partial(_serve_worker, metrics=True) if metrics else _serve_worker
+        status = await supervise(sockets, count, worker, partial(_announce, stdout, urls), stop)
         nursery.cancel_scope.cancel()
     return status
 
@@ -156,6 +164,7 @@ def run(
     stdout: Output = sys.stdout,
     announce: Callable[[list[str]], None] | None = None,
     handle_signals: bool = True,
+    metrics: bool = False,
 ) -> int:
     """Serve the application (``load_application()``) on ``sockets`` until SIGINT or SIGTERM.
 
@@ -182,6 +191,8 @@ def run(
         announce: called once serving, with ``["http://HOST:PORT", ...]``, instead of
             printing the ``Listening on`` lines.
         handle_signals: False: no SIGINT/SIGTERM handling (one process only).
+        metrics: the worker processes enable ``trio_djws.metrics`` (``--metrics-bind``: this
+            process serves them from ``trio_djws.metrics.open_metrics_endpoint``).
 
     Returns:
         The exit status: 0, or that of the worker that made the server give up (see
@@ -196,7 +207,7 @@ def run(
     require_app()
     check_workers(workers)
     if workers > 1:
-        return trio.run(_supervise_workers, sockets, workers, stdout)
+        return trio.run(_supervise_workers, sockets, workers, stdout, metrics)
     app = load_application()
     tune_gc()
     signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()

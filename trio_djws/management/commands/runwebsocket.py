@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from trio_djws.conf import ENGINES, get_settings, require_app
 from trio_djws.exceptions import ConfigurationError
+from trio_djws.management.metrics import open_metrics
 from trio_djws.servers import standalone
 from trio_djws.servers.sockets import open_sockets, parse_bind
 
@@ -36,6 +37,12 @@ class Command(BaseCommand):
             choices=ENGINES,
             help="protocol engine (default: WEBSOCKET_ENGINE, 'websockets')",
         )
+        parser.add_argument(
+            "--metrics-bind",
+            metavar="HOST:PORT",
+            help="serve Prometheus metrics on this address (needs trio-djws[metrics]; "
+            "every path answers, e.g. http://HOST:PORT/metrics)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -48,4 +55,5 @@ class Command(BaseCommand):
             sockets = open_sockets(addresses)
         except (ValueError, ConfigurationError, OSError) as exc:
             raise CommandError(str(exc)) from exc
-        standalone.run(sockets, engine=options["engine"], stdout=self.stdout)
+        with open_metrics(options["metrics_bind"], 1, self.stdout):
+            standalone.run(sockets, engine=options["engine"], stdout=self.stdout)

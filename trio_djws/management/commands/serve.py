@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from trio_djws.conf import require_app
 from trio_djws.exceptions import ConfigurationError
+from trio_djws.management.metrics import open_metrics
 from trio_djws.servers import serve
 from trio_djws.servers.sockets import open_sockets, parse_bind
 
@@ -39,6 +40,12 @@ class Command(BaseCommand):
             help="worker processes sharing the sockets (default: 1); more than 1 needs a "
             "WEBSOCKET_BROKER with cross_process = True",
         )
+        parser.add_argument(
+            "--metrics-bind",
+            metavar="HOST:PORT",
+            help="serve Prometheus metrics on this address (needs trio-djws[metrics]; "
+            "every path answers, e.g. http://HOST:PORT/metrics)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         workers: int = options["workers"]
@@ -49,7 +56,8 @@ class Command(BaseCommand):
             sockets = open_sockets(addresses)
         except (ValueError, ConfigurationError, OSError) as exc:
             raise CommandError(str(exc)) from exc
-        status = serve.run(sockets, workers=workers, stdout=self.stdout)
+        with open_metrics(options["metrics_bind"], workers, self.stdout) as metrics:
+            status = serve.run(sockets, workers=workers, stdout=self.stdout, metrics=metrics)
         if status != 0:
             raise CommandError(
                 f"a worker failed (its exit is logged above); exit status {status}",

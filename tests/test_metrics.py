@@ -1,0 +1,253 @@
+"""Prometheus metrics (trio_djws/metrics.py) and the instrumentation hooks they use
+(trio_djws/instrument.py): in process with the in-memory test client, and across the worker
+processes of a real ``manage.py serve --workers 2 --metrics-bind`` after a scripted load."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
+from typing import Final
+
+import httpx
+import pytest
+import trio
+from django.core import checks
+from django.test import override_settings
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
+
+import tests.handlers  # noqa: F401  (registers /echo/, /fail/, /room/...)
+from tests.processes import REPO_ROOT, child_env, run_serve
+from tests.redis_server import RedisServer
+from trio_djws import instrument
+from trio_djws.asgi import get_asgi_application
+from trio_djws.metrics import PrometheusInstrumentation, close_code_label, enable
+from trio_djws.testing import HandshakeRejected, WebSocketTestClient
+
+TIMEOUT: Final = 45.0  # seconds; the autouse watchdog in conftest allows 60
+GROUP_NS: Final = "/redis/group/<str:group>/"
+
+
+@contextmanager
+def metrics_on() -> Iterator[PrometheusInstrumentation]:
+    instrumentation = enable()
+    try:
+        yield instrumentation
+    finally:
+        instrument.unregister(instrumentation)
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_close_code_labels_are_bounded() -> None:
+    assert close_code_label(1000) == "1000"
+    assert close_code_label(1011) == "1011"
+    assert close_code_label(4321) == "4xxx"
+    assert close_code_label(3001) == "3xxx"
+    assert close_code_label(2999) == "other"
+    assert close_code_label(None) == "none"
+
+
+def test_nothing_is_registered_by_default() -> None:
+    # tests/settings.py leaves WEBSOCKET_METRICS and WEBSOCKET_TRACING off: the core's
+    # one check per event finds None.
+    assert instrument.active is None
+    assert instrument.registered() == ()
+
+
+async def test_connection_messages_hooks_and_close_are_counted() -> None:
+    app = get_asgi_application()
+    ns = "/echo/"
+    before = {
+        "opened": value("trio_djws_connections_opened_total", namespace=ns),
+        "closed": value("trio_djws_connections_closed_total", namespace=ns, code="1000"),
+        "in": value("trio_djws_messages_received_total", namespace=ns),
+        "in_bytes": value("trio_djws_received_bytes_total", namespace=ns),
+        "out": value("trio_djws_messages_sent_total", namespace=ns),
+        "out_bytes": value("trio_djws_sent_bytes_total", namespace=ns),
+        "hook": value("trio_djws_hook_duration_seconds_count", hook="on_message", namespace=ns),
+        "close_hook": value("trio_djws_hook_duration_seconds_count", hook="on_close", namespace=ns),
+        "rejected": value("trio_djws_handshakes_rejected_total", status="403"),
+    }
+    with metrics_on():
+        async with WebSocketTestClient(app, ns) as client:
+            for text in ("hello", "héllo"):  # 5 and 6 bytes in UTF-8
+                await client.send(text)
+                assert await client.receive() == text
+            assert value("trio_djws_connections_open", namespace=ns) >= 1
+        with pytest.raises(HandshakeRejected):
+            async with WebSocketTestClient(app, "/reject/"):
+                pass
+    assert value("trio_djws_connections_opened_total", namespace=ns) - before["opened"] == 1
+    closed = value("trio_djws_connections_closed_total", namespace=ns, code="1000")
+    assert closed - before["closed"] == 1
+    assert value("trio_djws_messages_received_total", namespace=ns) - before["in"] == 2
+    assert value("trio_djws_received_bytes_total", namespace=ns) - before["in_bytes"] == 11
+    assert value("trio_djws_messages_sent_total", namespace=ns) - before["out"] == 2
+    assert value("trio_djws_sent_bytes_total", namespace=ns) - before["out_bytes"] == 11
+    hooks = value("trio_djws_hook_duration_seconds_count", hook="on_message", namespace=ns)
+    assert hooks - before["hook"] == 2
+    close_hooks = value("trio_djws_hook_duration_seconds_count", hook="on_close", namespace=ns)
+    assert close_hooks - before["close_hook"] == 1
+    assert value("trio_djws_handshakes_rejected_total", status="403") - before["rejected"] == 1
+    assert instrument.active is None  # unregistered again
+
+
+async def test_a_failing_hook_is_timed_and_its_1011_counted() -> None:
+    app = get_asgi_application()
+    ns = "/fail/"
+    before = value("trio_djws_connections_closed_total", namespace=ns, code="1011")
+    with metrics_on():
+        async with WebSocketTestClient(app, ns) as client:
+            await client.send("boom")
+            with pytest.raises(Exception, match="1011"):
+                await client.receive()
+    assert value("trio_djws_connections_closed_total", namespace=ns, code="1011") - before == 1
+    assert value("trio_djws_hook_duration_seconds_count", hook="on_message", namespace=ns) >= 1
+
+
+def test_metrics_setting_without_prometheus_client_is_check_e093() -> None:
+    # A fresh interpreter in which prometheus_client cannot be imported: the app still
+    # starts (nothing registered) and the check names the extra.
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "import django; from django.conf import settings\n"
+        "apps = ['django.contrib.contenttypes', 'django.contrib.auth', 'trio_djws']\n"
+        "settings.configure(INSTALLED_APPS=apps, WEBSOCKET_METRICS=True)\n"
+        "django.setup()\n"
+        "from django.core import checks; from trio_djws import instrument\n"
+        "print([m.id for m in checks.run_checks() if m.id.startswith('trio_djws.E09')],"
+        " instrument.active)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_env(None),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "['trio_djws.E093'] None"
+
+
+def test_metrics_setting_with_prometheus_client_passes_the_checks() -> None:
+    with override_settings(WEBSOCKET_METRICS=True, WEBSOCKET_TRACING=True):
+        ids = [m.id for m in checks.run_checks() if m.id.startswith("trio_djws.E09")]
+    assert ids == []
+
+
+def test_dashboard_without_the_admin_is_check_w095() -> None:
+    # tests/settings.py has no django.contrib.admin.
+    with override_settings(WEBSOCKET_DASHBOARD_PATH="/ws/dashboard/"):
+        ids = [m.id for m in checks.run_checks() if m.id.startswith("trio_djws.W09")]
+    assert ids == ["trio_djws.W095"]
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = await trio.to_thread.run_sync(httpx.get, url)
+    assert response.status_code == 200
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def get(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def open_on_both_workers(
+    stack: AsyncExitStack, url: str
+) -> tuple[list[WebSocketConnection], int]:
+    # Connections to /redis/group/m/ until both worker processes have one; returns them all
+    # and the bytes of the "ready <pid>" greetings they got.
+    clients: list[WebSocketConnection] = []
+    pids: set[str] = set()
+    greeted = 0
+    for _ in range(200):  # which worker accepts is the kernel's choice
+        ws = await stack.enter_async_context(open_websocket_url(f"{url}/redis/group/m/?pid"))
+        clients.append(ws)
+        greeting = str(await ws.get_message())
+        greeted += len(greeting)
+        pids.add(greeting.removeprefix("ready "))
+        if len(pids) == 2:
+            return clients, greeted
+    raise AssertionError("one worker accepted 200 connections in a row")
+
+
+async def test_serve_workers_2_metrics_endpoint_sums_both_processes(
+    redis_server: RedisServer,
+) -> None:
+    from tests.test_redis_broker import redis_settings
+
+    settings = redis_settings(redis_server.url)
+    with trio.fail_after(TIMEOUT):
+        async with run_serve(
+            "--workers", "2", "--metrics-bind", "127.0.0.1:0", settings=settings
+        ) as server:
+            (match,) = await server.stdout.wait_for(r"Metrics on (http://\S+)\n")
+            metrics_url = match[1]
+            url = (await server.urls())[0]
+            http_url = url.replace("ws://", "http://")
+            await server.stderr.wait_for(r"worker \d \(pid \d+\) starting", 2)
+            async with AsyncExitStack() as stack:
+                clients, greeted = await open_on_both_workers(stack, url)
+                count = len(clients)
+                await clients[0].send_message("hello")  # fanned out through Redis to both
+                for ws in clients:
+                    assert await ws.get_message() == "hello"
+                for ws in clients:
+                    await ws.aclose(1000)
+            # Each close is logged after it was counted.
+            await server.stderr.wait_for(r"closed \w+ on /redis/group/m/: code 1000", count)
+            with pytest.raises(ConnectionRejected):  # no @Namespace: 403
+                async with open_websocket_url(f"{url}/nowhere/"):
+                    pass
+            # The Django view: a worker's view of every process's values.
+            view = await trio.to_thread.run_sync(httpx.get, f"{http_url}/metrics/")
+            assert view.status_code == 200
+            assert re.search(
+                r'trio_djws_connections_opened_total\{namespace="/redis/group/<str:group>/"\} '
+                rf"{count}\.0",
+                view.text,
+            ), view.text
+            await server.stderr.wait_for(r"rejected handshake for '?/nowhere/'? with 403")
+            samples = await scrape(metrics_url)
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.wait_exit() == 0
+    ns = {"namespace": GROUP_NS}
+    assert get(samples, "trio_djws_connections_opened_total", **ns) == count
+    assert get(samples, "trio_djws_connections_closed_total", code="1000", **ns) == count
+    assert get(samples, "trio_djws_connections_open", **ns) == 0
+    assert get(samples, "trio_djws_messages_received_total", **ns) == 1
+    assert get(samples, "trio_djws_received_bytes_total", **ns) == len("hello")
+    assert get(samples, "trio_djws_messages_sent_total", **ns) == 2 * count
+    sent_bytes = get(samples, "trio_djws_sent_bytes_total", **ns)
+    assert sent_bytes == greeted + count * len("hello")  # "ready <pid>", then "hello"
+    hook = "trio_djws_hook_duration_seconds_count"
+    assert get(samples, hook, hook="on_connect", **ns) == count
+    assert get(samples, hook, hook="on_message", **ns) == 1
+    assert get(samples, hook, hook="on_close", **ns) == count
+    assert get(samples, "trio_djws_handshakes_rejected_total", status="403") == 1
+    # "hello": fanned out once on each worker, to all the members together.
+    assert get(samples, "trio_djws_group_fanout_members_count") == 2
+    assert get(samples, "trio_djws_group_fanout_members_sum") == count
+    assert get(samples, "trio_djws_group_deliveries_total") == count
+    assert get(samples, "trio_djws_broker_events_total", event="publish") == 1
+    assert get(samples, "trio_djws_broker_events_total", event="receive") == 1
+    assert get(samples, "trio_djws_broker_events_total", event="lost") == 0
+    # The publishing worker subscribes to the group: its own copy came back and was timed.
+    assert get(samples, "trio_djws_broker_lag_seconds_count") == 1
+    assert get(samples, "trio_djws_http_requests_total", status="200") == 1
+    assert ("trio_djws_send_queue_messages", ()) in samples
+    assert ("trio_djws_db_threads_in_use", ()) in samples
