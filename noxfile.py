@@ -120,7 +120,14 @@ BENCH_SMOKE_DEPS = [
     "whitenoise>=6",
     "coredis>=4",  # trio_djws.brokers.RedisBroker, when it is in the tree
 ]
-BENCH_DEPS = [*BENCH_SMOKE_DEPS, "daphne>=4", "hypercorn>=0.17", "matplotlib>=3.8", "py-spy>=0.3"]
+BENCH_DEPS = [
+    *BENCH_SMOKE_DEPS,
+    "daphne>=4",
+    "hypercorn>=0.17",
+    "matplotlib>=3.8",
+    "py-spy>=0.3",
+    "prometheus-client>=0.20",  # the servers with --metrics-bind (the cost of the metrics)
+]
 
 
 @nox.session
