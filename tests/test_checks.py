@@ -118,12 +118,16 @@ def test_check_ids_are_the_documented_ones() -> None:
         "trio_djws.E050",
         "trio_djws.E051",
         "trio_djws.E060",
+        "trio_djws.E090",
         "trio_djws.E091",
+        "trio_djws.E093",
+        "trio_djws.E094",
         "trio_djws.W040",
         "trio_djws.W041",
         "trio_djws.W051",
         "trio_djws.W080",
         "trio_djws.W090",
+        "trio_djws.W095",
     ]
 
 

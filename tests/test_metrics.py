@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
 
 import tests.handlers  # noqa: F401  (registers /echo/, /fail/, /room/...)
-from tests.processes import REPO_ROOT, child_env, run_serve
+from tests.processes import REPO_ROOT, child_env, run_django, run_serve
 from tests.redis_server import RedisServer
 from trio_djws import instrument
 from trio_djws.asgi import get_asgi_application
@@ -251,3 +251,58 @@ async def test_serve_workers_2_metrics_endpoint_sums_both_processes(
     assert get(samples, "trio_djws_http_requests_total", status="200") == 1
     assert ("trio_djws_send_queue_messages", ()) in samples
     assert ("trio_djws_db_threads_in_use", ()) in samples
+
+
+async def test_runwebsocket_metrics_bind_serves_the_counts() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_django(
+            "runwebsocket", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"
+        ) as server:
+            (match,) = await server.stdout.wait_for(r"Metrics on (http://\S+)\n")
+            url = (await server.urls())[0]
+            async with open_websocket_url(f"{url}/echo/") as ws:
+                await ws.send_message("ping")
+                assert await ws.get_message() == "ping"
+                await ws.aclose(1000)
+            await server.stderr.wait_for(r"closed \w+ on /echo/: code 1000")
+            samples = await scrape(match[1])
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.wait_exit() == 0
+    ns = {"namespace": "/echo/"}
+    assert get(samples, "trio_djws_connections_opened_total", **ns) == 1
+    assert get(samples, "trio_djws_connections_closed_total", code="1000", **ns) == 1
+    assert get(samples, "trio_djws_messages_received_total", **ns) == 1
+    assert get(samples, "trio_djws_messages_sent_total", **ns) == 1
+    assert ("process_cpu_seconds_total", ()) in samples  # one process: the default registry
+
+
+async def test_metrics_bind_on_a_taken_address_is_a_command_error() -> None:
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(TIMEOUT):
+            async with run_serve("--metrics-bind", f"127.0.0.1:{port}") as server:
+                assert await server.wait_exit() == 1
+                await server.stderr.wait_for(r"CommandError: --metrics-bind: ")
+
+
+def test_bulk_added_hook_durations_equal_one_observe_each() -> None:
+    # trio_djws.metrics adds hook durations through prometheus-client's histogram internals
+    # (_sum, _buckets): the exposition must be what observe() per duration gives.
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from trio_djws.metrics import BUCKETS, _add_observations
+
+    durations = [0.00005, 0.0003, 0.0003, 0.02, 3.0, 12.0]  # 12 s: the +Inf bucket
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    observed = Histogram("h", "h", ["x"], buckets=BUCKETS, registry=one).labels("a")
+    for duration in durations:
+        observed.observe(duration)
+    counts = [0] * (len(BUCKETS) + 1)
+    for duration in durations:
+        counts[next((i for i, b in enumerate(BUCKETS) if duration <= b), len(BUCKETS))] += 1
+    added = Histogram("h", "h", ["x"], buckets=BUCKETS, registry=bulk).labels("a")
+    _add_observations(added, sum(durations), counts)
+    strip = re.compile(rb"^h_created.*$", re.M)  # creation times differ
+    assert strip.sub(b"", generate_latest(one)) == strip.sub(b"", generate_latest(bulk))

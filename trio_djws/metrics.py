@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -75,6 +76,8 @@ SAMPLE_INTERVAL: Final = 1.0  # seconds between samples of the gauges below mark
 HOOK_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 HOOK_BUCKETS_SLOW: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FANOUT_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
+BUCKETS: Final = HOOK_BUCKETS + HOOK_BUCKETS_SLOW  # hook durations' upper bounds (+Inf added)
+HOOKS: Final = ("on_connect", "on_message", "on_close")
 _KNOWN_CODES: Final = frozenset(int(code) for code in CloseReason)
 
 Hook = TypeVar("Hook", bound=Callable[..., Awaitable[Any]])
@@ -128,7 +131,7 @@ class _Metrics:
             "trio_djws_hook_duration_seconds",
             "Time spent in a handler hook (mixins included)",
             ("hook", "namespace"),
-            buckets=HOOK_BUCKETS + HOOK_BUCKETS_SLOW,
+            buckets=BUCKETS,
         )
         self.slow = Counter(
             "trio_djws_slow_consumer_closes",
@@ -192,6 +195,7 @@ class _Metrics:
         )
         for event in ("publish", "receive", "lost", "overflow", "reconnect"):
             self.broker.labels(event)  # present at 0 from the start
+        _check_histogram_internals(self.hook)
 
 
 _metrics: _Metrics | None = None
@@ -204,31 +208,48 @@ def _get() -> _Metrics:
     return _metrics
 
 
-class _Probe(ConnectionProbe):
-    __slots__ = ("metrics", "namespace")
+class _HookStats:
+    # One hook's durations since the last flush: their sum and a count per bucket (the last
+    # is +Inf), in the order of the histogram's buckets.
+    __slots__ = ("counts", "sum")
 
-    def __init__(self, metrics: _Metrics, namespace: str) -> None:
-        self.metrics = metrics
+    def __init__(self) -> None:
+        self.sum = 0.0
+        self.counts = [0] * (len(BUCKETS) + 1)
+
+
+class _Stats:
+    # One namespace's per-message counts since the last flush, as plain ints: the per-message
+    # path costs a few additions, and the metrics get them in one call each per flush.
+    __slots__ = ("hooks", "received", "received_bytes", "sent", "sent_bytes")
+
+    def __init__(self) -> None:
+        self.received = self.received_bytes = self.sent = self.sent_bytes = 0
+        self.hooks = {name: _HookStats() for name in HOOKS}
+
+    def count_received(self, message: Message) -> None:
+        self.received += 1
+        self.received_bytes += message_size(message)
+
+    def count_sent(self, message: Message) -> None:
+        self.sent += 1
+        self.sent_bytes += message_size(message)
+
+
+class _Probe(ConnectionProbe):
+    __slots__ = ("instrumentation", "namespace", "stats")
+
+    def __init__(self, instrumentation: PrometheusInstrumentation, namespace: str) -> None:
+        self.instrumentation = instrumentation
         self.namespace = namespace
+        self.stats = instrumentation.stats_of(namespace)
 
     def wrap_transport(self, transport: Transport) -> Transport:
-        received = self.metrics.received.labels(self.namespace).inc
-        received_bytes = self.metrics.received_bytes.labels(self.namespace).inc
-        sent = self.metrics.sent.labels(self.namespace).inc
-        sent_bytes = self.metrics.sent_bytes.labels(self.namespace).inc
-
-        def on_received(message: Message) -> None:
-            received()
-            received_bytes(message_size(message))
-
-        def on_sent(message: Message) -> None:
-            sent()
-            sent_bytes(message_size(message))
-
-        return counting_transport(transport, on_received, on_sent)
+        return counting_transport(transport, self.stats.count_received, self.stats.count_sent)
 
     def wrap_hook(self, name: str, hook: Hook) -> Hook:
-        observe = self.metrics.hook.labels(name, self.namespace).observe
+        durations = self.stats.hooks[name]
+        counts = durations.counts
         clock = time.perf_counter
 
         async def timed(*args: Any) -> Any:
@@ -236,31 +257,96 @@ class _Probe(ConnectionProbe):
             try:
                 return await hook(*args)
             finally:
-                observe(clock() - start)
+                elapsed = clock() - start
+                durations.sum += elapsed
+                counts[bisect_left(BUCKETS, elapsed)] += 1  # le: the first bound >= elapsed
 
         return timed  # type: ignore[return-value]  # same signature as hook
 
     def accepted(self) -> None:
-        self.metrics.opened.labels(self.namespace).inc()
-        self.metrics.open.labels(self.namespace).inc()
+        metrics = self.instrumentation.metrics
+        metrics.opened.labels(self.namespace).inc()
+        metrics.open.labels(self.namespace).inc()
 
     def closed(self, accepted: bool, code: int | None, reason: str) -> None:
         if not accepted:
             return
-        self.metrics.open.labels(self.namespace).dec()
-        self.metrics.closed.labels(self.namespace, close_code_label(code)).inc()
+        metrics = self.instrumentation.metrics
+        metrics.open.labels(self.namespace).dec()
+        metrics.closed.labels(self.namespace, close_code_label(code)).inc()
         if code == CloseReason.POLICY_VIOLATION and reason == "slow consumer":
-            self.metrics.slow.labels(self.namespace).inc()
+            metrics.slow.labels(self.namespace).inc()
+        self.instrumentation.flush()  # a closed connection's counts are exact at once
+
+
+def _add_observations(child: Any, total: float, counts: list[int]) -> None:
+    # Histogram.observe() called len(counts) times in one go: prometheus-client keeps a
+    # histogram child's sum in ``_sum`` and one non-cumulative value per bucket in
+    # ``_buckets`` (checked by _check_histogram_internals and a test; version pinned).
+    child._sum.inc(total)
+    for index, count in enumerate(counts):
+        if count:
+            child._buckets[index].inc(count)
+
+
+def _check_histogram_internals(histogram: Histogram) -> None:
+    child = histogram.labels("on_message", "-")  # the labels: hook, namespace
+    buckets = getattr(child, "_buckets", None)
+    if (
+        not hasattr(child, "_sum")
+        or not isinstance(buckets, list)
+        or len(buckets) != len(BUCKETS) + 1
+    ):
+        raise RuntimeError(
+            "trio_djws.metrics adds hook durations through prometheus-client's Histogram "
+            "internals (_sum, _buckets), which this prometheus-client version does not have; "
+            "install prometheus-client>=0.20,<1"
+        )
+    histogram.remove("on_message", "-")
 
 
 class PrometheusInstrumentation(Instrumentation):
-    """Counts the server's events into the ``trio_djws_*`` metrics (see the module docs)."""
+    """Counts the server's events into the ``trio_djws_*`` metrics (see the module docs).
+
+    Messages, bytes and hook durations are counted per namespace in plain integers on the
+    trio thread and added to the metrics by ``flush()``: every ``SAMPLE_INTERVAL`` seconds
+    and whenever a connection closes, so a scrape may miss the last second of an open
+    connection's messages, never a closed one's.
+    """
 
     def __init__(self) -> None:
         self.metrics = _get()
+        self._stats: dict[str, _Stats] = {}
+
+    def stats_of(self, namespace: str) -> _Stats:
+        """The per-message counts of ``namespace`` awaiting ``flush()``."""
+        stats = self._stats.get(namespace)
+        if stats is None:
+            stats = self._stats[namespace] = _Stats()
+        return stats
+
+    def flush(self) -> None:
+        """Add the per-message counts gathered since the last flush to the metrics (on the
+        trio thread: the counts are not locked)."""
+        metrics = self.metrics
+        for namespace, stats in self._stats.items():
+            if stats.received:
+                metrics.received.labels(namespace).inc(stats.received)
+                metrics.received_bytes.labels(namespace).inc(stats.received_bytes)
+                stats.received = stats.received_bytes = 0
+            if stats.sent:
+                metrics.sent.labels(namespace).inc(stats.sent)
+                metrics.sent_bytes.labels(namespace).inc(stats.sent_bytes)
+                stats.sent = stats.sent_bytes = 0
+            for name, durations in stats.hooks.items():
+                if any(durations.counts):
+                    child = metrics.hook.labels(name, namespace)
+                    _add_observations(child, durations.sum, durations.counts)
+                    durations.sum = 0.0
+                    durations.counts[:] = [0] * len(durations.counts)
 
     def open_connection(self, namespace: str, client: str) -> ConnectionProbe | None:
-        return _Probe(self.metrics, namespace)
+        return _Probe(self, namespace)
 
     def handshake_rejected(self, status: int) -> None:
         self.metrics.rejected.labels(str(status)).inc()
@@ -290,6 +376,7 @@ class PrometheusInstrumentation(Instrumentation):
         metrics = self.metrics
         task_status.started()
         while True:
+            self.flush()
             total, fullest = server.queued_messages()
             metrics.queue.set(total)
             metrics.queue_max.set(fullest)
