@@ -23,6 +23,7 @@ SHIPPED = [  # paths inside the trio_djws package that must be in both distribut
     "py.typed",
     "static/trio_djws/signals.js",  # {% websocket_script %}
     "static/trio_djws/signals.mjs",
+    "templates/trio_djws/admin/connections.html",  # the live connections page
     "templatetags/__init__.py",
     "templatetags/trio_djws.py",
     "handlers/__init__.py",  # handlers/ in the tree
