@@ -283,10 +283,10 @@ def _add_observations(child: Any, total: float, counts: list[int]) -> None:
     # Histogram.observe() called len(counts) times in one go: prometheus-client keeps a
     # histogram child's sum in ``_sum`` and one non-cumulative value per bucket in
     # ``_buckets`` (checked by _check_histogram_internals and a test; version pinned).
-    child._sum.inc(total)
+    child._sum.inc(total)  # noqa: SLF001  (prometheus-client internals: see above)
     for index, count in enumerate(counts):
         if count:
-            child._buckets[index].inc(count)
+            child._buckets[index].inc(count)  # noqa: SLF001  (as above)
 
 
 def _check_histogram_internals(histogram: Histogram) -> None:

@@ -177,8 +177,9 @@ async def serve_http(scope: HTTPScope, receive: ASGIReceive, send: ASGISend) -> 
         await send({"type": "http.response.body", "body": _ERROR_BODY, "more_body": False})
     observer = instrument.active
     if observer is not None:
-        # _status: set by start_response in the thread, which has returned (0: never called).
-        observer.http_request(500 if failed or not exchange._status else exchange._status)
+        # Set by start_response in the thread, which has returned (0: never called).
+        status = exchange.status
+        observer.http_request(500 if failed or not status else status)
 
 
 class _Body:
@@ -251,6 +252,12 @@ async def _read_body(scope: HTTPScope, receive: ASGIReceive, send: ASGISend) -> 
 class _Exchange:
     """One request and its response: the pump task, the trio-side helpers that the worker
     thread calls through ``trio.from_thread``, and the worker thread's own code."""
+
+    @property
+    def status(self) -> int:
+        """The response's HTTP status once ``start_response`` ran, else 0; read it on the trio
+        side only after the worker thread has returned."""
+        return self._status
 
     def __init__(self, scope: HTTPScope, send: ASGISend, body: _Body) -> None:
         self._scope = scope
