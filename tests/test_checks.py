@@ -118,7 +118,6 @@ def test_check_ids_are_the_documented_ones() -> None:
         "trio_djws.E050",
         "trio_djws.E051",
         "trio_djws.E060",
-        "trio_djws.E090",
         "trio_djws.E091",
         "trio_djws.E093",
         "trio_djws.E094",
