@@ -114,21 +114,31 @@ async def _both_workers(
     raise AssertionError("one worker accepted 200 connections in a row")
 
 
-async def test_live_page_shows_both_workers_and_staff_close_with_1008(
+SERVE: Final = [sys.executable, "-m", "django", "serve", "--bind", "127.0.0.1:0"]
+
+
+async def _prepare(
     redis_server: RedisServer, tmp_path: Path
-) -> None:
+) -> tuple[dict[str, str], dict[str, str]]:
+    # The servers' environment (a fresh SQLite file, the Redis broker) and, once migrated,
+    # the session cookies of a staff user ("root") and a plain one ("plain").
     env = child_env(
         "tests.dashboard_settings",
         TESTS_SQLITE_PATH=str(tmp_path / "db.sqlite3"),
         LAUNCHER_TEST_SETTINGS=json.dumps(redis_settings(redis_server.url)),
     )
+    setup = await trio.run_process(
+        [sys.executable, "-c", _SETUP], env=env, cwd=REPO_ROOT, capture_stdout=True
+    )
+    return env, json.loads(setup.stdout)
+
+
+async def test_live_page_shows_both_workers_and_staff_close_with_1008(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
     with trio.fail_after(TIMEOUT):
-        setup = await trio.run_process(
-            [sys.executable, "-c", _SETUP], env=env, cwd=REPO_ROOT, capture_stdout=True
-        )
-        cookies = json.loads(setup.stdout)
-        command = [sys.executable, "-m", "django", "serve", "--bind", "127.0.0.1:0"]
-        async with ServerProcess.open([*command, "--workers", "2"], env) as server:
+        env, cookies = await _prepare(redis_server, tmp_path)
+        async with ServerProcess.open([*SERVE, "--workers", "2"], env) as server:
             url = (await server.urls())[0]
             base = url.replace("ws://", "http://")
             await server.stderr.wait_for(r"worker \d \(pid \d+\) starting", 2)
@@ -160,18 +170,9 @@ async def test_live_page_shows_both_workers_and_staff_close_with_1008(
 async def test_page_and_socket_are_for_staff_only(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    env = child_env(
-        "tests.dashboard_settings",
-        TESTS_SQLITE_PATH=str(tmp_path / "db.sqlite3"),
-        LAUNCHER_TEST_SETTINGS=json.dumps(redis_settings(redis_server.url)),
-    )
     with trio.fail_after(TIMEOUT):
-        setup = await trio.run_process(
-            [sys.executable, "-c", _SETUP], env=env, cwd=REPO_ROOT, capture_stdout=True
-        )
-        cookies = json.loads(setup.stdout)
-        command = [sys.executable, "-m", "django", "serve", "--bind", "127.0.0.1:0"]
-        async with ServerProcess.open(command, env, stderr=subprocess.DEVNULL) as server:
+        env, cookies = await _prepare(redis_server, tmp_path)
+        async with ServerProcess.open(SERVE, env, stderr=subprocess.DEVNULL) as server:
             url = (await server.urls())[0]
             for cookie in (None, cookies["plain"]):
                 headers = [] if cookie is None else [("Cookie", f"sessionid={cookie}")]
