@@ -557,12 +557,88 @@ async def http(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
     }
 
 
+async def storm(p: dict[str, Any], meter: _Meter) -> dict[str, Any]:
+    """The reconnect storm: ``clients`` members of a history group (``/history/``) see one
+    message, all drop, ``missed`` messages are published, then all rejoin at once (32
+    handshakes in flight) with their last position. Measured from the first rejoin until every
+    client has its ``missed`` messages: each must be recovered, in order, none twice."""
+    url, clients, missed = p["url"], p["clients"], p["missed"]
+    deadline = time.monotonic() + p["deadline"]
+    connections, failed = await _open_many(url, clients + 1, deadline)
+    if len(connections) < 2:
+        _abort(connections)
+        return {"error": "could not connect", "connect_failures": failed}
+    publisher, members = connections[0], connections[1:]
+
+    async def frame(ws: ClientConnection) -> dict[str, Any]:
+        async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+            data: dict[str, Any] = json.loads(await ws.recv())
+            return data
+
+    try:
+        for ws in connections:
+            assert (await frame(ws))["type"] == "joined"
+        await publisher.send("before")
+        positions = [(await frame(ws))["position"] for ws in members]
+        await frame(publisher)
+        await asyncio.gather(*(ws.close() for ws in members))
+        for i in range(missed):
+            await publisher.send(str(i))
+        for _ in range(missed):
+            await frame(publisher)  # the publisher is a member: all were published
+    except (TimeoutError, ConnectionClosed) as exc:
+        _abort(connections)
+        return {"error": f"setup failed: {exc!r}", "connect_failures": failed}
+    semaphore = asyncio.Semaphore(_HANDSHAKE_CONCURRENCY)
+    times: list[float] = []
+    outcome = {"recovered": 0, "not_recovered": 0, "lost": 0, "out_of_order": 0, "errors": 0}
+    rejoined: list[ClientConnection] = []
+
+    async def rejoin(position: dict[str, Any]) -> None:
+        since = f"{position['epoch']}:{position['offset']}"
+        try:
+            async with semaphore:
+                ws = await _open(f"{url}?since={since}")
+            rejoined.append(ws)
+            joined = await frame(ws)
+            if not joined["recovered"]:
+                outcome["not_recovered"] += 1
+                outcome["lost"] += missed
+                return
+            offsets = [(await frame(ws))["position"]["offset"] for _ in range(missed)]
+        except (TimeoutError, ConnectionClosed, OSError):
+            outcome["errors"] += 1
+            return
+        times.append(time.monotonic() - begin)
+        outcome["recovered"] += 1
+        expected = list(range(position["offset"] + 1, position["offset"] + missed + 1))
+        if offsets != expected:
+            outcome["out_of_order"] += 1
+            outcome["lost"] += len(set(expected) - set(offsets))
+
+    with meter:
+        begin = time.monotonic()
+        await asyncio.gather(*(rejoin(position) for position in positions))
+    _abort([publisher, *rejoined])
+    return {
+        "clients": len(members),
+        "missed": missed,
+        **outcome,
+        "all_recovered_s": round(max(times), 3) if times else None,
+        "p50_recovered_s": round(percentile(times, 50) or 0, 3) if times else None,
+        "connect_failures": failed,
+        "server_cpu_s": round(meter.result["server_cpu_pct"] * meter.elapsed / 100, 2),
+        **meter.result,
+    }
+
+
 WORKLOADS: dict[str, Callable[[dict[str, Any], _Meter], Awaitable[dict[str, Any]]]] = {
     "http": http,
     "echo": echo,
     "broadcast": broadcast,
     "idle": idle,
     "chatroom": chatroom,
+    "storm": storm,
 }
 
 

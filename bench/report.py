@@ -50,6 +50,16 @@ _COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("echo_rate", "echo round trips/s"),
         ("dropped_while_held", "dropped"),
     ],
+    "storm": [
+        ("clients", "clients"),
+        ("missed", "missed each"),
+        ("recovered", "recovered"),
+        ("all_recovered_s", "all recovered s"),
+        ("p50_recovered_s", "p50 s"),
+        ("server_cpu_s", "server CPU s"),
+        ("lost", "lost"),
+        ("out_of_order", "out of order or twice"),
+    ],
     "chatroom": [
         ("db", "database"),
         ("users", "users"),
@@ -72,6 +82,8 @@ def _kind(workload: str) -> str:
         return "broadcast"
     if workload.startswith("chatroom"):
         return "chatroom"
+    if workload.startswith("storm"):
+        return "storm"
     return workload
 
 
@@ -226,6 +238,33 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
             _ok(p99 is not None and p99 < 50, p99 is not None),
         )
     )
+    ratio(
+        "broadcast-1000 with group history vs without, same run (≥ 0.8x deliveries/s)",
+        get(OURS, "broadcast-history-on", "deliveries_per_s", receivers=1000),
+        get(OURS, "broadcast-history-off", "deliveries_per_s", receivers=1000),
+        0.8,
+    )
+    history = [r for r in records if r["workload"].startswith("broadcast-history") and "lost" in r]
+    if history:
+        total = sum(r["lost"] + r.get("out_of_order", 0) for r in history)
+        rows.append(
+            (
+                "broadcast with history: 0 lost, order kept",
+                f"{total} lost or out of order",
+                _ok(total == 0),
+            )
+        )
+    storm = _best(records, "storm", "recovered", [OURS])
+    if storm is not None:
+        rows.append(
+            (
+                f"reconnect storm: {storm['clients']:,} clients rejoin with {storm['missed']} "
+                "missed each: all recovered, 0 lost",
+                f"{storm['recovered']:,} recovered in {storm['all_recovered_s']} s, "
+                f"{storm['server_cpu_s']} server CPU-s, {storm['lost']} lost",
+                _ok(storm["recovered"] == storm["clients"] and storm["lost"] == 0),
+            )
+        )
     standalone = "trio-djws-standalone-websockets"
     ratio(
         "standalone (websockets engine): echo ≥ 2 x Channels on uvicorn",

@@ -334,13 +334,20 @@ def run_echo(server: Server, cfg: dict[str, Any], opts: argparse.Namespace) -> l
 
 
 def run_broadcast(
-    server: Server, cfg: dict[str, Any], opts: argparse.Namespace, *, workers: int = 1
+    server: Server,
+    cfg: dict[str, Any],
+    opts: argparse.Namespace,
+    *,
+    workers: int = 1,
+    workload: str = "broadcast",
+    history: int | None = None,
 ) -> list[dict]:
     records = []
     env = {"BENCH_SEND_QUEUE_SIZE": str(cfg["queue_size"])}
+    if history is not None:
+        env["BENCH_HISTORY"] = str(history)  # the group keeps history (messages)
     extra: dict[str, list[int]] = {}
     redis = None
-    workload = "broadcast"
     argv = None
     if cfg.get("redis"):
         redis = _start_redis()
@@ -386,6 +393,33 @@ def run_broadcast(
             redis[0].terminate()
             redis[0].wait(STOP_TIMEOUT)
     return records
+
+
+def run_history(cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
+    # broadcast on trio-djws with the group's history off, then on: the same run, same load.
+    records: list[dict] = []
+    for mode in ("off", "on"):
+        history = {"history": cfg["history_size"]} if mode == "on" else {}
+        records += run_broadcast(
+            SERVERS["trio-djws"], cfg, opts, workload=f"broadcast-history-{mode}", **history
+        )
+    return records
+
+
+def run_storm(cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
+    env = {"BENCH_HISTORY": str(cfg["missed"] * 2), "BENCH_SEND_QUEUE_SIZE": "256"}
+    with running(SERVERS["trio-djws"], env) as (process, base):
+        params = {
+            "url": base + "/history/",
+            "clients": cfg["clients"],
+            "missed": cfg["missed"],
+            "deadline": cfg["deadline"],
+            "server_pids": [process.pid],
+        }
+        result = loadgen("storm", params, cfg["deadline"] + 60)
+    record = _record("trio-djws", "storm", _public(params), result)
+    _show(record)
+    return [record]
 
 
 def run_idle(server: Server, cfg: dict[str, Any], opts: argparse.Namespace) -> list[dict]:
@@ -571,6 +605,16 @@ FULL: dict[str, dict[str, Any]] = {
         "queue_size": BROADCAST_QUEUE,
         "redis": True,
     },
+    "history": {
+        "receivers": [1000],
+        "rates": [5, 50],
+        "duration": 4,
+        "drain": 10,
+        "deadline": 60,
+        "queue_size": BROADCAST_QUEUE,
+        "history_size": 1000,
+    },
+    "storm": {"clients": 1000, "missed": 100, "deadline": 90},
 }
 
 SMOKE_BROADCAST: dict[str, Any] = {
@@ -595,9 +639,21 @@ SMOKE: dict[str, dict[str, Any]] = {
         "deadline": 30,
     },
     "redis": {**SMOKE_BROADCAST, "redis": True},
+    "history": {**SMOKE_BROADCAST, "history_size": 100},
+    "storm": {"clients": 20, "missed": 10, "deadline": 30},
 }
 
-WORKLOADS = ["echo", "pipelined", "http", "broadcast", "idle", "chatroom", "redis"]
+WORKLOADS = [
+    "echo",
+    "pipelined",
+    "http",
+    "broadcast",
+    "idle",
+    "chatroom",
+    "redis",
+    "history",
+    "storm",
+]
 
 
 def _versions() -> dict[str, str]:
@@ -687,6 +743,12 @@ def main(argv: list[str] | None = None) -> int:
             records += run_broadcast(server, cfg["broadcast"], opts)
         if "idle" in opts.workloads and server.runs("idle"):
             records += run_idle(server, cfg["idle"], opts)
+    if "history" in opts.workloads and "trio-djws" in names:
+        print("== broadcast with group history off / on (trio-djws)", flush=True)
+        records += run_history(cfg["history"], opts)
+    if "storm" in opts.workloads and "trio-djws" in names:
+        print("== reconnect storm (trio-djws, group history)", flush=True)
+        records += run_storm(cfg["storm"], opts)
     if "chatroom" in opts.workloads and "trio-djws" in names:
         print("== chatroom (trio-djws)", flush=True)
         records += run_chatroom(cfg["chatroom"], opts)

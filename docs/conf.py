@@ -72,7 +72,9 @@ nitpick_ignore_regex = [
         r"py:.*",
         r"(trio_djws\.[\w.]*\.)?(_\w+|ServerState|Groups|SyncWebSocket|TrioDjwsApplication"
         r"|Output|Transport|Announce|WebSocketScope|HTTPScope|LifespanScope|Message|ASGIApp"
-        r"|JSONValue|Refusal|FallbackResolver|GroupServer|ServerThreadRunner|Runtime)",
+        r"|JSONValue|Refusal|FallbackResolver|GroupServer|ServerThreadRunner|Runtime"
+        # group history, named bare in the brokers' signatures (documented in history)
+        r"|HistoryPolicy|Position|JoinResult|HistoryRead|Pause|Hold|Resync)",
     ),
 ]
 

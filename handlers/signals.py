@@ -7,6 +7,11 @@ handshake with HTTP 403) and the connection joins its topics: the window's own `
 topic, ``BROADCAST``, the topics its view granted, and (through the mixin)
 ``trio_djws.user_group(user)``. Then every call frame from the page runs the Python functions
 of its signal; see ``trio_djws.signals.wire`` for the frames and the error events.
+
+Groups with history (``WEBSOCKET_GROUP_HISTORY``): a page that reconnects with
+``?since={"<group>": "<epoch>:<offset>"}`` gets the calls each group missed before the hello
+frame (which carries the position of each history group), and a ``resync`` frame for a
+group that could not be recovered, or that lost messages while connected (``on_resync``).
 """
 
 from __future__ import annotations
@@ -22,12 +27,20 @@ from django.core import signing
 from trio_djws.conf import get_settings
 from trio_djws.exceptions import ConnectionClosed, Reject
 from trio_djws.handler import BaseWSClass
+from trio_djws.history import Position
 from trio_djws.mixins import DjangoMiddlewareMixin
 from trio_djws.signals.registry import SignalFunction, registry
 from trio_djws.signals.topics import BROADCAST_GROUP, read_token, topic_group, window_group
 from trio_djws.signals.trigger import enqueue
 from trio_djws.signals.window import WindowInfo
-from trio_djws.signals.wire import WireError, error_frame, hello_frame, parse_call
+from trio_djws.signals.wire import (
+    WireError,
+    error_frame,
+    hello_frame,
+    parse_call,
+    parse_since,
+    resync_frame,
+)
 from trio_djws.threads import to_thread
 from trio_djws.typing import Message
 from trio_djws.websocket import WebSocket
@@ -75,6 +88,12 @@ class SignalHandler(DjangoMiddlewareMixin, BaseWSClass):
                 logger.warning("refused a signals handshake with 403: bad topics token (%s)", exc)
                 raise Reject(403, f"bad topics token: {exc}") from None
             key, topics = verified.window_key, verified.topics
+        try:
+            raw = websocket.query.get("since")
+            since = parse_since(raw) if raw else {}
+        except WireError as exc:
+            logger.warning("ignored the positions of a signals handshake: %s", exc)
+            since = {}
         info = WindowInfo.from_websocket(websocket, key, topics)
         assert info.window_key is not None
         outbox_send, outbox = trio.open_memory_channel[_Job](get_settings().send_queue_size)
@@ -82,12 +101,25 @@ class SignalHandler(DjangoMiddlewareMixin, BaseWSClass):
         self.window_info = info
         # Per-connection state a handler may set (WebSocket keeps a __dict__ for it).
         websocket.window_info = info  # type: ignore[attr-defined]
-        await websocket.join(window_group(info.window_key))
-        await websocket.join(BROADCAST_GROUP)
-        for topic in topics:
-            await websocket.join(topic_group(topic))
+        groups = [window_group(info.window_key), BROADCAST_GROUP]
+        groups += [topic_group(topic) for topic in topics]
+        positions: dict[str, Position] = {}
+        lost: list[str] = []
+        for group in groups:
+            result = await websocket.join(group, since=since.get(group))
+            if result.position is not None:
+                positions[group] = result.position
+                if group in since and not result.recovered:
+                    lost.append(group)
         websocket.start_soon(self._run_outbox, outbox)
-        await websocket.send(hello_frame(info.window_key))
+        await websocket.send(hello_frame(info.window_key, positions))
+        for group in lost:
+            await websocket.send(resync_frame(group))
+
+    async def on_resync(self, websocket: WebSocket, group: str) -> None:
+        """Calls of ``group`` were lost for this window (the broker lost Redis and the
+        group's history could not fill the gap): tell the page (a ``resync`` frame)."""
+        await websocket.send(resync_frame(group))
 
     async def on_close(self, websocket: WebSocket) -> None:
         if self.window_info is not None:

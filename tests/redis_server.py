@@ -1,8 +1,10 @@
 """A private ``redis-server`` per test, on an ephemeral port (as pytest-redis does).
 
-Started from the binary on PATH with no persistence (``--save "" --appendonly no``) in a
-temporary directory; ready once it prints "Ready to accept connections". ``stop()`` and
-``start()`` restart it on the same port, for the tests of a Redis outage.
+Started from the binary on PATH with no persistence (``--save "" --appendonly no``; with
+``appendonly=True``, an append-only file in its directory, so that ``SHUTDOWN SAVE`` and a
+restart keep the data) in a temporary directory; ready once it prints "Ready to accept
+connections". ``stop()`` and ``start()`` restart it on the same port, for the tests of a
+Redis outage.
 
 Registered as a pytest plugin by tests/conftest.py: the ``redis_server`` fixture.
 """
@@ -31,8 +33,9 @@ def free_port() -> int:
 class RedisServer:
     """One private ``redis-server`` process; ``url`` stays the same across restarts."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = False) -> None:
         self.directory = directory
+        self.appendonly = appendonly
         self.port = port if port is not None else free_port()
         self.process: trio.Process | None = None
         self.starts = 0
@@ -50,7 +53,7 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
             "--dir", str(self.directory),
             "--logfile", "",
         ]  # fmt: skip
@@ -67,6 +70,15 @@ class RedisServer:
                 output += chunk
         self.process = process
         self.starts += 1
+
+    async def wait_exit(self) -> None:
+        """Wait until the process has exited on its own (after ``SHUTDOWN``)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        await process.wait()
+        if process.stdout is not None:
+            await process.stdout.aclose()
 
     async def stop(self) -> None:
         """Kill it (SIGKILL: no goodbye to clients) and wait until it has exited."""

@@ -9,11 +9,16 @@ import pytest
 
 from trio_djws.brokers.envelope import (
     ENVELOPE_VERSION,
+    ENVELOPE_VERSION_POSITION,
+    KIND_JSON,
     KIND_PRESENCE,
+    Envelope,
     decode_envelope,
     encode_envelope,
+    envelope_head,
     process_origin,
 )
+from trio_djws.history import Position
 
 
 def test_envelope_round_trips_text_and_bytes_with_this_process_as_origin() -> None:
@@ -26,12 +31,25 @@ def test_envelope_round_trips_text_and_bytes_with_this_process_as_origin() -> No
     assert encode_envelope("x")[0] == ENVELOPE_VERSION == 1
 
 
+def test_a_version_2_envelope_carries_the_position() -> None:
+    head = envelope_head(KIND_JSON, b"o-1")
+    assert head == b"\x02j\x03o-1"
+    # What the Redis append script publishes: head, position length, position, payload.
+    envelope = decode_envelope(head + b"\x0aep0123:457" + b'{"a": 1}')
+    assert envelope == Envelope(KIND_JSON, b"o-1", '{"a": 1}', Position("ep0123", 457))
+    assert ENVELOPE_VERSION_POSITION == 2
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"", "version 1, got None"),
-        (b"\x02t\x00hi", "version 1, got 2"),
-        (b"\x01x\x00hi", "kind in b't', b'b', b'p', got b'x'"),
+        (b"", "version 1 or 2, got None"),
+        (b"\x03t\x00hi", "version 1 or 2, got 3"),
+        (b"\x01x\x00hi", "kind in b'b', b'p', b't', got b'x'"),
+        (b"\x01j\x00{}", "kind in b'b', b'p', b't', got b'j'"),  # JSON kind: version 2 only
+        (b"\x02p\x00", "kind in b'b', b'j', b't', got b'p'"),
+        (b"\x02t\x00", "expected a position in a version-2 envelope"),
+        (b"\x02t\x00\x03a:bhi", "expected a position '<epoch>:<offset>'"),
         (b"\x01t\x00\xff", "utf-8"),
     ],
 )

@@ -87,7 +87,7 @@ class Group:
             self.buffers.append(new)
             await trio.lowlevel.checkpoint()
 
-        def go_live() -> None:
+        def go_live(last: Position) -> None:
             assert buffer is not None
             self.buffers.remove(buffer)
             self.live.append(member)

@@ -8,6 +8,7 @@ import logging
 import re
 from contextlib import AsyncExitStack
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -21,6 +22,8 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from tests import signals as test_signals
 from tests.conftest import rejected_status
+from trio_djws.asgi import get_asgi_application
+from trio_djws.history import Position
 from trio_djws.signals import (
     BROADCAST,
     SERVER,
@@ -38,8 +41,9 @@ from trio_djws.signals import (
 )
 from trio_djws.signals.topics import make_token, read_token, topics_token
 from trio_djws.signals.trigger import window_info_of
+from trio_djws.signals.wire import WireError, parse_since
 from trio_djws.state import current_server
-from trio_djws.testing import SignalQueue
+from trio_djws.testing import SignalQueue, WebSocketTestClient
 from trio_djws.threads import to_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)  # users, sessions, groups from threads
@@ -394,3 +398,56 @@ def test_annotated_serialized_form_parameter_is_converted() -> None:
         assert kwargs["form"].data["text"] == "x"
     finally:
         registry._functions.pop("tests.annotated_form", None)
+
+
+NEWS_GROUP = "trio_djws.topic.news"
+
+
+async def test_a_window_that_reconnects_with_since_gets_the_calls_its_topics_missed() -> None:
+    history = {"trio_djws.topic.*": {"SIZE": 100, "TTL": 60}}
+    with override_settings(WEBSOCKET_GROUP_HISTORY=history), trio.fail_after(WAIT):
+        app = get_asgi_application()
+        token = make_token("w" * 32, ["news"])
+        query = urlencode({"token": token})
+        async with WebSocketTestClient(app, "/ws/signals/", query_string=query) as ws:
+            hello = await ws.receive_json()
+            assert hello["v"] == 2 and hello["type"] == "hello"
+            assert set(hello["positions"]) == {NEWS_GROUP}  # the only group with history
+            start = hello["positions"][NEWS_GROUP]
+            await atrigger(None, "tests.show", to=["news"], text="seen")
+            seen = await ws.receive_json()
+        assert seen == {
+            "v": 2,
+            "type": "call",
+            "signal": "tests.show",
+            "kwargs": {"text": "seen"},
+            "group": NEWS_GROUP,
+            "position": {"epoch": start["epoch"], "offset": start["offset"] + 1},
+        }
+        for i in range(5):  # the window is away
+            await atrigger(None, "tests.show", to=["news"], text=f"missed {i}")
+        since = {NEWS_GROUP: f"{seen['position']['epoch']}:{seen['position']['offset']}"}
+        query = urlencode({"token": token, "since": json.dumps(since)})
+        async with WebSocketTestClient(app, "/ws/signals/", query_string=query) as ws:
+            missed = [await ws.receive_json() for _ in range(5)]
+            assert [m["kwargs"]["text"] for m in missed] == [f"missed {i}" for i in range(5)]
+            hello = await ws.receive_json()
+            assert hello["type"] == "hello"
+            assert hello["positions"][NEWS_GROUP] == missed[-1]["position"]
+        # A position of another epoch: a resync frame after the hello, nothing replayed.
+        query = urlencode({"token": token, "since": json.dumps({NEWS_GROUP: "0ther:3"})})
+        async with WebSocketTestClient(app, "/ws/signals/", query_string=query) as ws:
+            assert (await ws.receive_json())["type"] == "hello"
+            assert await ws.receive_json() == {"v": 2, "type": "resync", "group": NEWS_GROUP}
+
+
+def test_bad_since_positions_are_a_wire_error() -> None:
+    for text in [
+        "[]",
+        "{",
+        json.dumps({"g": "nope"}),
+        json.dumps({str(i): "e:1" for i in range(65)}),
+    ]:
+        with pytest.raises(WireError):
+            parse_since(text)
+    assert parse_since(json.dumps({"g": "e:4"})) == {"g": Position("e", 4)}

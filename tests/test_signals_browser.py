@@ -4,6 +4,7 @@ Playwright has no trio API: its sync API runs in one worker thread while the ser
 this trio run. Two users, three pages: a form field change calls a Python signal, which calls
 a JavaScript function in one window (WINDOW), in the user's windows (USER) or in all
 (BROADCAST); a view reaches the windows granted a model instance; errors keep the socket open.
+A window that reconnects recovers the calls its topics missed (group history).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 import trio
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.test import Client
+from django.test import Client, override_settings
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import chromium, new_page
@@ -131,3 +132,47 @@ async def test_signals_in_chromium_window_user_broadcast_topics_errors(
         blue,
         limiter=trio.CapacityLimiter(1),
     )
+
+
+def recovery_scenario(base: str, cookies: dict[str, str], red: int) -> None:
+    with chromium() as browser:
+        page = open_page(browser, base, cookies["alice"], red)
+        log = page.locator("#log li")
+
+        def notify(text: str) -> None:
+            reply = page.request.get(f"{base}/signals/notify/{red}/?text={text}")
+            assert reply.json() == {"sent": True}
+
+        notify("seen")
+        expect(log).to_have_text(["seen"])
+        # The window goes away; the red topic gets three calls meanwhile (from a view).
+        page.evaluate(
+            """() => {
+                window.goodConfig = JSON.parse(
+                    document.getElementById("trio-djws-config").textContent);
+                TrioDJWS.stop();
+            }"""
+        )
+        expect(page.locator("#state")).to_have_text("closed")
+        missed = [f"missed-{i}" for i in range(3)]
+        for text in missed:
+            notify(text)
+        # Back with its positions: the missed calls run once each, in order, then live.
+        page.evaluate("() => TrioDJWS.start(window.goodConfig)")
+        expect(page.locator("#state")).to_have_text("open")
+        expect(log).to_have_text(["seen", *missed])
+        notify("live")
+        expect(log).to_have_text(["seen", *missed, "live"])
+
+
+async def test_signals_js_recovers_the_calls_a_topic_missed(hypercorn_server: str) -> None:
+    cookies, red, _ = await to_thread(_setup)
+    history = {"trio_djws.topic.*": {"SIZE": 100, "TTL": 60}}
+    with override_settings(WEBSOCKET_GROUP_HISTORY=history):
+        await trio.to_thread.run_sync(
+            recovery_scenario,
+            f"http://{hypercorn_server}",
+            cookies,
+            red,
+            limiter=trio.CapacityLimiter(1),
+        )

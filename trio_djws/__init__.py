@@ -16,8 +16,9 @@ from .exceptions import (
 )
 from .groups import send_group_json, send_to_group
 from .handler import BaseMixin, BaseWSClass
+from .history import JoinResult, Position
 from .mixins import DjangoMiddlewareMixin
-from .publish import publish, publish_json
+from .publish import publish, publish_json, publish_on_commit
 from .routing import Namespace
 from .threads import database_sync_to_thread, to_thread
 from .typing import Message
@@ -32,8 +33,10 @@ __all__ = [
     "ConfigurationError",
     "ConnectionClosed",
     "DjangoMiddlewareMixin",
+    "JoinResult",
     "Message",
     "Namespace",
+    "Position",
     "Reject",
     "TrioDjwsError",
     "WebSocket",
@@ -41,6 +44,7 @@ __all__ = [
     "presence",
     "publish",
     "publish_json",
+    "publish_on_commit",
     "send_group_json",
     "send_to_group",
     "to_thread",

@@ -28,7 +28,8 @@ Internal interface (other modules use these names only, never a leading-undersco
 the facade (``trio_djws.websocket``) is made over a ``Runtime(transport, server)`` and calls
 the methods behind its public ones; ``connection`` uses ``attach``, ``handler``, ``accept``,
 ``accepted``, ``fail``, ``cause`` and ``_receive.receive_loop``; ``groups`` uses
-``websocket``, ``queue_nowait``, ``abort`` and ``resync``; ``views`` uses ``accept``,
+``websocket``, ``queue_nowait``, ``abort`` and ``resync``; the brokers' history hand-over
+uses ``websocket``; ``views`` uses ``accept``,
 ``wait_accepted`` and ``fail``; ``state`` maps live connections to runtimes (``runtime_of``).
 """
 
@@ -44,6 +45,7 @@ from wsproto.frame_protocol import CloseReason
 
 from .conf import get_settings
 from .exceptions import ConnectionClosed
+from .history import HistoryPolicy, JoinResult, Position
 from .typing import Message, Transport
 
 if TYPE_CHECKING:
@@ -365,6 +367,29 @@ class Runtime:
         # Group messages enter the queue through the membership's clone, not send(): the
         # queue and its writer must run from now on.
         self.server.groups.add(group, self, self.open_queue().clone())
+
+    async def join_history(
+        self,
+        group: str,
+        policy: HistoryPolicy,
+        since: Position | None,
+        before_messages: Callable[[JoinResult], Awaitable[None]] | None,
+    ) -> JoinResult:
+        """``WebSocket.join`` of a group with history: the broker hands the member over from
+        the history after ``since`` to live messages."""
+        if self.state >= State.REFUSING:
+            raise self.closed_error()
+        if self.groups is None:
+            self.groups = set()
+        elif group in self.groups:
+            result = JoinResult(False, None)
+            if before_messages is not None:
+                await before_messages(result)
+            return result
+        self.groups.add(group)
+        return await self.server.broker.join_history(
+            self, group, self.open_queue().clone(), policy, since, before_messages=before_messages
+        )
 
     def leave(self, group: str) -> None:
         """``WebSocket.leave`` without its checkpoint."""

@@ -37,6 +37,7 @@ __all__ = [
     "GroupServer",
     "GroupWatcher",
     "Groups",
+    "Hold",
     "current_group_server",
     "send_group_json",
     "send_to_group",
@@ -50,6 +51,10 @@ Announce = Callable[[Mapping[str, int]], Message]
 
 GroupWatcher = Callable[[str, bool], None]
 """Called with (group, presence_changed) on every membership change; must not block."""
+
+Hold = Callable[[str, int, Message], None]
+"""Takes a history group's live message ``(epoch, offset, message)`` for a member that is
+being handed over from the group's history (see ``Groups.hold``); must not block."""
 
 
 class GroupServer(Protocol):
@@ -104,6 +109,13 @@ class Groups:
         self._watcher: GroupWatcher | None = None
         # Server-side members (Groups.listen): group → channels offered each message.
         self._listeners: dict[str, list[trio.MemorySendChannel[Message]]] = {}
+        # History groups: members being handed over from history to live messages, whose
+        # live messages are held (buffered) instead of queued ...
+        self._held: dict[str, dict[WebSocket, Hold]] = {}
+        # ... and, once released, the last offset each was sent by its hand-over: messages
+        # up to it may still reach this process's fan-out (a read of the history can see a
+        # message before the broker's subscription delivers it) and are skipped for it.
+        self._floors: dict[str, dict[WebSocket, tuple[str, int]]] = {}
         self.overflows = 0
 
     def watch(self, watcher: GroupWatcher) -> None:
@@ -138,6 +150,7 @@ class Groups:
         member = members.pop(websocket, None)
         if member is not None:
             member[1].close()
+        self.release(group, websocket)
         last = not members
         if last:
             del self._members[group]
@@ -242,18 +255,82 @@ class Groups:
             observer.group_delivered(len(members), delivered)
         return delivered
 
-    def resync(self, group: str) -> int:
-        """Run each local member's ``on_resync(websocket, group)`` hook as a task of its
+    def deliver_at(self, group: str, epoch: str, offset: int, message: Message) -> int:
+        """``deliver`` a history group's message at position ``(epoch, offset)``: members
+        being handed over (``hold``) get it in their hand-over buffer instead.
+
+        Returns:
+            The number of members the message was queued or held for.
+        """
+        members = self._members.get(group)
+        if not members:
+            return 0
+        held = self._held.get(group, {})
+        floors = self._floors.get(group)
+        delivered = 0
+        for websocket, (runtime, channel) in list(members.items()):
+            hold = held.get(websocket)
+            if hold is not None:
+                hold(epoch, offset, message)
+                delivered += 1
+                continue
+            if floors is not None and websocket in floors:
+                floor_epoch, floor = floors[websocket]
+                if floor_epoch == epoch and offset <= floor:
+                    continue  # its hand-over sent it already
+                del floors[websocket]  # messages arrive in offset order: no longer needed
+                if not floors:
+                    del self._floors[group]
+                    floors = None
+            delivered += self._send(runtime, channel, message)
+        return delivered
+
+    def hold(self, group: str, websocket: WebSocket, hold: Hold) -> None:
+        """Send ``websocket``'s messages of ``group`` (delivered with ``deliver_at``) to
+        ``hold`` until ``release``: its hand-over from the group's history is under way.
+
+        Raises:
+            ValueError: ``websocket`` is not a member of ``group``.
+        """
+        if websocket not in self._members.get(group, ()):
+            raise ValueError(f"{websocket!r} must join group {group!r} before a hand-over")
+        self._held.setdefault(group, {})[websocket] = hold
+
+    def release(
+        self, group: str, websocket: WebSocket, floor: tuple[str, int] | None = None
+    ) -> None:
+        """End ``hold``: messages of ``group`` are queued for ``websocket`` again (sync, so
+        nothing can arrive in between), except those at or below ``floor`` (``(epoch,
+        offset)`` of the last message its hand-over sent). No error if it was not held."""
+        held = self._held.get(group)
+        if held is not None and held.pop(websocket, None) is not None and not held:
+            del self._held[group]
+        if floor is not None and websocket in self._members.get(group, ()):
+            self._floors.setdefault(group, {})[websocket] = floor
+        else:
+            floors = self._floors.get(group)
+            if floors is not None and floors.pop(websocket, None) is not None and not floors:
+                del self._floors[group]
+
+    def resync(self, group: str, members: list[WebSocket] | None = None) -> int:
+        """Run the ``on_resync(websocket, group)`` hook of ``members`` (default: every local
+        member of ``group`` but those being handed over from its history, whose hand-over
+        reads the history afterwards and reports what it recovered) as a task of each
         connection: called by a broker that resubscribed ``group`` after a gap, in which
         messages were lost. Members whose connection has ended are skipped.
 
         Returns:
-            The number of local members of ``group``.
+            The number of members it was run for.
         """
-        members = list(self._members.get(group, {}).values())
-        for runtime, _ in members:
+        local = self._members.get(group, {})
+        if members is None:
+            held = self._held.get(group, {})
+            targets = [m for w, m in local.items() if w not in held]
+        else:
+            targets = [local[w] for w in members if w in local]
+        for runtime, _ in targets:
             runtime.resync(group)
-        return len(members)
+        return len(targets)
 
     def _send(
         self, runtime: Runtime, channel: trio.MemorySendChannel[Message], message: Message
@@ -272,24 +349,39 @@ class Groups:
         return 0
 
 
-async def send_to_group(group: str, message: Message) -> None:
+async def send_to_group(group: str, message: Message, *, json_object: bool = False) -> None:
     """Send one message to every member of ``group``, on every process the broker reaches.
 
     Never waits for a member: full send queues close their connection with 1008. A checkpoint.
+    In a group with history the message is kept first and members get it through the
+    group's ``FORMATTER`` (unchanged by default), in offset order.
 
     Args:
         group: the group name.
         message: ``str`` (a text frame) or ``bytes`` (a binary frame), sent unchanged.
+        json_object: ``message`` is the JSON text of an object: in a group with history
+            members get it with ``"position"`` merged in, as ``send_group_json`` does.
 
     Raises:
         TypeError: ``message`` is neither ``str`` nor ``bytes``.
+        BrokerError: a group with history whose broker stayed unreachable for
+            ``WEBSOCKET_HISTORY_PUBLISH_TIMEOUT`` seconds: the message was not sent.
     """
     if not isinstance(message, str | bytes):
         raise TypeError(f"send_to_group expects str or bytes, got {type(message).__name__}")
-    await current_group_server().broker.publish(group, message)
+    await current_group_server().broker.publish(group, message, json_object=json_object)
 
 
 async def send_group_json(group: str, data: JSONValue) -> None:
     """Encode ``data`` once with Django's ``DjangoJSONEncoder`` and send it as a text frame to
-    every member of ``group`` (see ``send_to_group``)."""
-    await send_to_group(group, json.dumps(data, cls=DjangoJSONEncoder))
+    every member of ``group`` (see ``send_to_group``).
+
+    In a group with history (``WEBSOCKET_GROUP_HISTORY``), a ``dict`` reaches members with
+    ``"position": {"epoch": str, "offset": int}`` merged in as its last member, built once
+    per message per server process (never per member).
+
+    Raises:
+        BrokerError: a history group's message could not be kept (see ``send_to_group``).
+    """
+    text = json.dumps(data, cls=DjangoJSONEncoder)
+    await current_group_server().broker.publish(group, text, json_object=isinstance(data, dict))

@@ -93,8 +93,8 @@ class JoinResult:
     """What ``websocket.join(group, since=...)`` did."""
 
     recovered: bool
-    """True: every message after ``since`` was sent to this member, oldest first, before
-    any live one. False: nothing was recovered (no ``since``, another epoch, the history no
+    """Whether every message after ``since`` was sent to this member, oldest first, before
+    any live one. If not, nothing was recovered (no ``since``, another epoch, the history no
     longer reaches back, the group keeps no history or the broker was unreachable): the app
     resyncs its client (e.g. sends its state again)."""
     position: Position | None

@@ -35,7 +35,13 @@ from .exceptions import ConfigurationError
 from .threads import in_trio_worker_thread
 from .typing import JSONValue, Message
 
-__all__ = ["ServerThreadRunner", "publish", "publish_json", "set_server_thread"]
+__all__ = [
+    "ServerThreadRunner",
+    "publish",
+    "publish_json",
+    "publish_on_commit",
+    "set_server_thread",
+]
 
 
 class ServerThreadRunner(Protocol):
@@ -60,7 +66,7 @@ def set_server_thread(run: ServerThreadRunner | None) -> None:
 # -- publish --------------------------------------------------------------------------------
 
 
-def publish(group: str, message: Message) -> None:
+def publish(group: str, message: Message, *, json_object: bool = False) -> None:
     """Send ``message`` to every member of ``group`` on every process the broker reaches.
 
     Blocking; callable from any thread or process, never from async code on the trio thread
@@ -70,28 +76,39 @@ def publish(group: str, message: Message) -> None:
     Args:
         group: the group name.
         message: ``str`` (a text frame) or ``bytes`` (a binary frame), sent unchanged.
+        json_object: ``message`` is the JSON text of an object: in a group with history
+            members get it with ``"position"`` merged in (as ``publish_json`` does).
 
     Raises:
         TypeError: ``message`` is neither ``str`` nor ``bytes``.
         RuntimeError: called on the trio thread itself.
         ConfigurationError: outside a trio_djws server with a broker that has no sync path
             (``WEBSOCKET_BROKER`` is the in-memory default, which reaches one process).
-        BrokerError: Redis could not be reached (the message is lost).
+        BrokerError: Redis could not be reached (the message is lost); for a group with
+            history, after ``WEBSOCKET_HISTORY_PUBLISH_TIMEOUT`` seconds of retries.
     """
-    from .groups import send_to_group
-
     if not isinstance(message, str | bytes):
         raise TypeError(f"publish expects str or bytes, got {type(message).__name__}")
+    _publish(group, message, json_object=json_object and isinstance(message, str))
+
+
+def _publish(group: str, message: Message, *, json_object: bool) -> None:
+    from .groups import current_group_server
+
+    async def send() -> None:
+        # As send_to_group / send_group_json do, on the trio thread.
+        await current_group_server().broker.publish(group, message, json_object=json_object)
+
     if trio.lowlevel.in_trio_run():
         raise RuntimeError(
             "publish() blocks; on the trio thread use `await trio_djws.send_to_group(...)`"
         )
     if in_trio_worker_thread():
-        trio.from_thread.run(send_to_group, group, message)
+        trio.from_thread.run(send)
         return
     run_in_server = _server_thread
     if run_in_server is not None:  # get_wsgi_application() runs the server in this process
-        run_in_server(send_to_group, group, message)
+        run_in_server(send)
         return
     broker_class, config = broker_backend()
     publish_sync = getattr(broker_class, "publish_sync", None)
@@ -103,10 +120,40 @@ def publish(group: str, message: Message) -> None:
             f"trio_djws.brokers.RedisBroker, or call publish() from the server's own worker "
             f"threads."
         )
-    publish_sync(config, group, message)
+    if json_object:
+        publish_sync(config, group, message, json_object=True)
+    else:
+        publish_sync(config, group, message)
 
 
 def publish_json(group: str, data: JSONValue) -> None:
     """Encode ``data`` once with Django's ``DjangoJSONEncoder`` and ``publish`` it as a text
-    frame (same behaviour and errors as ``publish``)."""
-    publish(group, json.dumps(data, cls=DjangoJSONEncoder))
+    frame (same behaviour and errors as ``publish``). In a group with history a ``dict``
+    reaches members with its ``"position"`` merged in, as ``send_group_json`` does."""
+    text = json.dumps(data, cls=DjangoJSONEncoder)
+    _publish(group, text, json_object=isinstance(data, dict))
+
+
+def publish_on_commit(
+    group: str, message: Message | JSONValue, *, using: str | None = None
+) -> None:
+    """``publish`` (``str``/``bytes``) or ``publish_json`` (anything else) once the current
+    database transaction of ``using`` commits, with Django's ``transaction.on_commit``; at
+    once outside a transaction (autocommit). A page told about a row can then always read
+    it; a rolled-back transaction publishes nothing.
+
+    Call it from sync code (views, ORM code in worker threads), where ``publish`` works. An
+    error from the publish itself is raised by the commit (Django runs on-commit callbacks
+    in the committing thread, after the commit).
+
+    Args:
+        group: the group name.
+        message: the text or bytes to publish, or data for ``publish_json``.
+        using: the database alias (Django's default database if None).
+    """
+    from django.db import transaction
+
+    if isinstance(message, str | bytes):
+        transaction.on_commit(lambda: publish(group, message), using=using)
+    else:
+        transaction.on_commit(lambda: publish_json(group, message), using=using)

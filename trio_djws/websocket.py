@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -26,6 +26,7 @@ from django.http.cookie import parse_cookie
 from wsproto.frame_protocol import CloseReason
 
 from ._runtime import Runtime, State
+from .history import JoinResult, Position, history_policy
 from .typing import JSONValue, Message, WebSocketScope
 
 if TYPE_CHECKING:
@@ -252,17 +253,55 @@ class WebSocket:
 
     # -- groups ----------------------------------------------------------------------------
 
-    async def join(self, group: str) -> None:
+    async def join(
+        self,
+        group: str,
+        *,
+        since: Position | None = None,
+        before_messages: Callable[[JoinResult], Awaitable[None]] | None = None,
+    ) -> JoinResult:
         """Become a member of ``group``: messages sent to it reach this connection.
 
         The membership holds its own clone of the send queue's channel. Left automatically
         when the connection ends. A checkpoint.
 
+        For a group with history (``WEBSOCKET_GROUP_HISTORY``), ``since`` is the last
+        position the client saw: if the history still holds every message after it (same
+        epoch, first entry kept at most ``since.offset + 1``), they are sent first, oldest
+        first, each awaited like ``send`` (backpressure; a queue full for
+        ``WEBSOCKET_SEND_TIMEOUT`` seconds closes with 1008), then the live messages, with
+        none twice and none missing; live messages wait meanwhile (up to the history size,
+        then they are read from the history again). On the RedisBroker, the first join of a
+        group on this process also waits for the Redis subscription
+        (``WEBSOCKET_HISTORY_PUBLISH_TIMEOUT`` seconds at most).
+
+        Args:
+            group: the group name.
+            since: the client's last position (``Position.parse("<epoch>:<offset>")``), or
+                None: nothing to recover.
+            before_messages: awaited with the result before the first recovered message
+                is sent (e.g. to tell the client whether it was recovered); called for
+                every join, with or without history.
+
+        Returns:
+            ``JoinResult(recovered, position)``: ``recovered`` is False when nothing was
+            recovered (no ``since``, another epoch, the history no longer reaches back, no
+            history for the group, already a member, or the broker was unreachable; then
+            resync the client). ``position`` is the group's position when this member went
+            live (None without history).
+
         Raises:
-            ConnectionClosed: the connection is closing.
+            ConnectionClosed: the connection is closing (or closed while catching up).
         """
         await trio.lowlevel.checkpoint()
+        policy = history_policy(group)
+        if policy is not None:
+            return await self._runtime.join_history(group, policy, since, before_messages)
         self._runtime.join(group)
+        result = JoinResult(False, None)
+        if before_messages is not None:
+            await before_messages(result)
+        return result
 
     async def leave(self, group: str) -> None:
         """Stop being a member of ``group``; no error if not a member. A checkpoint."""
@@ -312,9 +351,9 @@ class SyncWebSocket:
         """Start closing (see ``WebSocket.close``); returns at once."""
         trio.from_thread.run_sync(self._websocket.close_nowait, code, reason)
 
-    def join(self, group: str) -> None:
+    def join(self, group: str, *, since: Position | None = None) -> JoinResult:
         """Blocking ``WebSocket.join``."""
-        trio.from_thread.run(self._websocket.join, group)
+        return trio.from_thread.run(partial(self._websocket.join, group, since=since))
 
     def leave(self, group: str) -> None:
         """Blocking ``WebSocket.leave``."""

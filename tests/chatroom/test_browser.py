@@ -8,7 +8,6 @@ server process; the thread asks trio to stop and restart the server through
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -20,7 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import Final
 
-import pytest
 import trio
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
@@ -168,25 +166,6 @@ def chat_in_browser(base_url: str, stop: Callable[[], int], restart: Callable[[]
         expect(bob_messages.locator(".text")).to_have_text(expected)
 
         alice.screenshot(path=str(SCREENSHOT))
-
-
-@pytest.fixture
-async def chatroom_env(tmp_path: Path) -> dict[str, str]:
-    """The server's environment: a fresh, migrated SQLite database in ``tmp_path``."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.sqlite3'}",
-        "DJANGO_SETTINGS_MODULE": "chatroom.settings",
-        "DJANGO_DEBUG": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    with trio.fail_after(SERVER_TIMEOUT):
-        await trio.run_process(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-            cwd=CHATROOM_DIR,
-            env=env,
-        )
-    return env
 
 
 async def run_with_restartable_server(

@@ -19,7 +19,6 @@ from .test_browser import (
     SERVER_TIMEOUT,
     VIEWPORT,
     ChatroomServer,
-    chatroom_env,  # noqa: F401  (the fixture, shared)
     send,
 )
 
@@ -56,7 +55,7 @@ def log_in_and_chat(base_url: str) -> None:
 
 
 async def test_logged_in_user_chats_under_their_username(
-    chatroom_env: dict[str, str],  # noqa: F811  (the fixture imported above)
+    chatroom_env: dict[str, str],  # the fixture, from conftest
 ) -> None:
     env = {**chatroom_env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
     with trio.fail_after(SERVER_TIMEOUT):

@@ -18,12 +18,7 @@ from tests.browser import chromium
 from tests.processes import ServerProcess
 
 from .conftest import CHATROOM_DIR
-from .test_browser import (  # noqa: F401  (chatroom_env is a fixture)
-    SERVER_TIMEOUT,
-    chatroom_env,
-    open_room_page,
-    send,
-)
+from .test_browser import SERVER_TIMEOUT, open_room_page, send
 
 
 class _Process(ServerProcess):
@@ -66,7 +61,7 @@ def chat_through_the_websocket_port(base_url: str, ws_port: str, stop_websockets
 
 
 async def test_pages_from_gunicorn_chat_over_runwebsocket(
-    chatroom_env: dict[str, str],  # noqa: F811  (the fixture imported above)
+    chatroom_env: dict[str, str],  # the fixture, from conftest
 ) -> None:
     websocket_command = [sys.executable, "manage.py", "runwebsocket", "--bind", "127.0.0.1:0"]
     async with started(websocket_command, chatroom_env) as websockets:

@@ -9,10 +9,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import BROWSER_TIMEOUT_MS, chromium
 
-from . import test_browser
 from .test_browser import open_room_page, run_with_restartable_server
-
-chatroom_env = test_browser.chatroom_env  # the fixture: a fresh, migrated database
 
 
 def open_room(browser: Browser, url: str, nick: str) -> Page:

@@ -80,7 +80,7 @@ async def test_history_on_connect_is_the_last_50_oldest_first(ws_url: str) -> No
     async with open_websocket_url(chat_url(ws_url)) as ws:
         history = await receive_json(ws)
     assert history["type"] == "history"
-    assert set(history) == {"type", "messages"}
+    assert set(history) == {"type", "messages", "position"}
     messages = history["messages"]
     assert [m["id"] for m in messages] == ids[-50:]
     assert [m["text"] for m in messages] == [f"message {i}" for i in range(5, 55)]
@@ -92,7 +92,8 @@ async def test_history_on_connect_is_the_last_50_oldest_first(ws_url: str) -> No
 
 async def test_history_of_an_empty_room_is_an_empty_list(ws_url: str) -> None:
     async with open_websocket_url(chat_url(ws_url, "random")) as ws:
-        assert await receive_json(ws) == {"type": "history", "messages": []}
+        history = await receive_json(ws)
+    assert history["messages"] == [] and history["position"]["offset"] == 0
 
 
 async def test_message_is_saved_then_broadcast_to_every_client(ws_url: str) -> None:
@@ -108,7 +109,7 @@ async def test_message_is_saved_then_broadcast_to_every_client(ws_url: str) -> N
         row = await stored(to_bob["id"])
         to_alice = await receive_json(alice)
     assert to_bob == to_alice
-    assert set(to_bob) == {"type"} | M_KEYS
+    assert set(to_bob) == {"type", "position"} | M_KEYS
     assert to_bob["type"] == "message"
     assert (to_bob["author"], to_bob["text"]) == ("alice", "hello <b>bob</b>")
     assert row is not None
@@ -126,6 +127,7 @@ async def test_history_holds_what_was_broadcast(ws_url: str) -> None:
     async with open_websocket_url(chat_url(ws_url)) as late:
         history = await receive_json(late)
     broadcast.pop("type")
+    assert broadcast.pop("position") == history["position"]  # nothing newer since
     assert history["messages"] == [broadcast]
 
 
@@ -268,3 +270,52 @@ async def test_flooding_client_is_closed_with_1008(ws_url: str) -> None:
                 await ws.get_message()
     assert (closed.value.reason.code, closed.value.reason.reason) == (1008, "rate limit")
     assert 20 <= await message_count() < flood
+
+
+MISSED = 15  # messages a reconnecting client missed
+
+
+def since(frame: Mapping[str, Any]) -> str:
+    """``since=<epoch>:<offset>`` for the position a frame carries."""
+    return f"since={frame['position']['epoch']}:{frame['position']['offset']}"
+
+
+async def send_text(ws: WebSocketConnection, text: str) -> None:
+    await ws.send_message(json.dumps({"type": "message", "text": text}))
+
+
+async def test_a_reconnect_with_since_gets_exactly_the_missed_messages(ws_url: str) -> None:
+    async with open_websocket_url(chat_url(ws_url, query="?nick=bob")) as bob:
+        assert (await receive_json(bob))["type"] == "history"
+        async with open_websocket_url(chat_url(ws_url, query="?nick=alice")) as alice:
+            assert (await receive_json(alice))["type"] == "history"
+            await send_text(alice, "seen")
+            last = await receive_json(alice)
+            assert (await receive_json(bob))["text"] == "seen"
+        for i in range(MISSED):  # alice is away (fewer than WEBSOCKET_RATE_BURST)
+            await send_text(bob, f"missed {i}")
+            assert (await receive_json(bob))["text"] == f"missed {i}"
+        query = f"?nick=alice&{since(last)}"
+        async with open_websocket_url(chat_url(ws_url, query=query)) as alice:
+            assert await receive_json(alice) == {"type": "recovery", "recovered": True}
+            missed = [await receive_json(alice) for _ in range(MISSED)]
+            assert [m["text"] for m in missed] == [f"missed {i}" for i in range(MISSED)]
+            assert {m["type"] for m in missed} == {"message"}
+            offset = last["position"]["offset"]
+            assert [m["position"]["offset"] for m in missed] == list(
+                range(offset + 1, offset + MISSED + 1)
+            )
+            # Then live, and no history frame.
+            await send_text(bob, "live")
+            assert (await receive_json(alice))["text"] == "live"
+
+
+@pytest.mark.parametrize("position", ["0123456789abcdef:1", "not-a-position"])
+async def test_a_since_that_cannot_be_recovered_gets_false_then_the_history(
+    ws_url: str, position: str
+) -> None:
+    await post_messages("lobby", 3)
+    async with open_websocket_url(chat_url(ws_url, query=f"?since={position}")) as ws:
+        assert await receive_json(ws) == {"type": "recovery", "recovered": False}
+        history = await receive_json(ws)
+    assert history["type"] == "history" and len(history["messages"]) == 3

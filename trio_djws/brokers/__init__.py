@@ -15,14 +15,17 @@ A broker satisfies the ``Broker`` Protocol and is built by the server as
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import trio
 
+from ..history import HistoryPolicy, JoinResult, Position
 from ..typing import Message
 from .memory import InMemoryBroker
 
 if TYPE_CHECKING:
+    from .._runtime import Runtime
     from ..groups import Groups
     from .redis import RedisBroker
 
@@ -40,11 +43,34 @@ class Broker(Protocol):
     cross_process: bool
     """Whether messages reach other processes (``manage.py serve --workers`` needs it)."""
 
-    async def publish(self, group: str, message: Message) -> None:
+    async def publish(self, group: str, message: Message, *, json_object: bool = False) -> None:
         """Deliver ``message`` to every member of ``group`` this broker reaches, each once.
 
-        Local members get it at once, without waiting for any of them; a checkpoint.
+        Local members get it without waiting for any of them; a checkpoint. In a group with
+        history (``WEBSOCKET_GROUP_HISTORY``) the message is kept at the next offset first
+        and every member gets it in offset order, with its position merged in
+        (``json_object``: ``message`` is a JSON object's text) or through the group's
+        formatter.
+
+        Raises:
+            BrokerError: a history group's message could not be kept (the broker stayed
+                unreachable for ``WEBSOCKET_HISTORY_PUBLISH_TIMEOUT`` seconds).
         """
+        ...
+
+    async def join_history(
+        self,
+        runtime: Runtime,
+        group: str,
+        channel: trio.MemorySendChannel[Message],
+        policy: HistoryPolicy,
+        since: Position | None,
+        *,
+        before_messages: Callable[[JoinResult], Awaitable[None]] | None = None,
+    ) -> JoinResult:
+        """``websocket.join`` for a group with history: the member (``runtime``, the
+        connection's internal runtime, with its ``channel`` clone) is handed over from the
+        history after ``since`` to live messages (``trio_djws.brokers.handover``)."""
         ...
 
     async def members(self, group: str) -> dict[str, int]:

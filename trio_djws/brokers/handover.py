@@ -25,10 +25,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-from ..history import JoinResult, Position
+import trio
+
+from ..exceptions import BrokerError
+from ..history import HistoryPolicy, JoinResult, Position
 from ..typing import Message
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
+    from ..groups import Groups
 
 __all__ = [
     "PAUSE_POINTS",
@@ -39,6 +46,7 @@ __all__ = [
     "Pause",
     "PausePoint",
     "hand_over",
+    "join_with_history",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,7 +140,7 @@ async def hand_over(
     subscribe: Callable[[LiveBuffer], Awaitable[None]],
     read: Callable[[Position | None], Awaitable[HistoryRead]],
     send: Callable[[Message], Awaitable[None]],
-    go_live: Callable[[], None],
+    go_live: Callable[[Position], None],
     limit: int,
     before_messages: Callable[[JoinResult], Awaitable[None]] | None = None,
     pause: Pause | None = None,
@@ -146,10 +154,13 @@ async def hand_over(
         read: reads the history after a position (all entries after it, when covered).
         send: queues one message for the member, waiting while its queue is full.
         go_live: switches the member from its buffer to its send queue (sync: nothing can
-            arrive in between).
+            arrive in between), given the last position sent: live messages up to it may
+            still come (the broker's subscription can lag behind a history read) and must
+            be skipped.
         limit: the most live messages buffered (the group's history size).
         before_messages: awaited with the result once it is known, before the first
-            recovered message is sent (e.g. a ``{"type": "recovery"}`` frame).
+            recovered message is sent (e.g. a ``{"type": "recovery"}`` frame); its position
+            is the group's at the read (the last message the history sends).
         pause: awaited at each of ``PAUSE_POINTS`` (tests).
 
     Returns:
@@ -171,9 +182,9 @@ async def hand_over(
     recovered = since is not None and now.covers(since)
     epoch = now.position.epoch
     last = since.offset if since is not None and recovered else now.position.offset
-    result = JoinResult(recovered, Position(epoch, last))
     if before_messages is not None:
-        await before_messages(result)
+        # The group's position at the read: what the member has once the history is sent.
+        await before_messages(JoinResult(recovered, now.position))
     resync = False
     if recovered:
         for entry in now.entries:
@@ -208,6 +219,86 @@ async def hand_over(
             for entry in catch_up.entries:
                 await send(entry.message)
                 last = entry.offset
-    go_live()
+    go_live(Position(epoch, last))
     await pause("drained")
     return HandOverResult(JoinResult(recovered, Position(epoch, last)), resync)
+
+
+async def join_with_history(
+    groups: Groups,
+    runtime: Runtime,
+    group: str,
+    channel: trio.MemorySendChannel[Message],
+    policy: HistoryPolicy,
+    since: Position | None,
+    *,
+    read: Callable[[Position | None], Awaitable[HistoryRead]],
+    subscribed: Callable[[], Awaitable[None]] | None = None,
+    before_messages: Callable[[JoinResult], Awaitable[None]] | None = None,
+    pause: Pause | None = None,
+) -> JoinResult:
+    """A broker's ``join_history``: make ``runtime``'s connection a member of ``group``
+    (with its ``channel`` clone) through ``hand_over``, held in ``groups`` until it goes
+    live.
+
+    Args:
+        read: the broker's history read for ``group``.
+        subscribed: awaited once the member is in: returns when live messages of the group
+            reach this process (Redis: the subscription is acknowledged).
+
+    If the broker cannot be reached (``BrokerError``), the member goes live at once with
+    nothing recovered (``JoinResult(False, None)``) and a warning is logged. A member that
+    missed messages during its hand-over after all gets ``on_resync``.
+
+    Raises:
+        ConnectionClosed: the connection closed during the hand-over.
+    """
+    websocket = runtime.websocket
+    held = False
+    announced = False
+
+    async def announce(result: JoinResult) -> None:
+        nonlocal announced
+        announced = True
+        if before_messages is not None:
+            await before_messages(result)
+
+    async def subscribe(buffer: LiveBuffer) -> None:
+        nonlocal held
+        groups.add(group, runtime, channel)
+        groups.hold(group, websocket, lambda e, o, m: buffer.append(e, Entry(o, m)))
+        held = True
+        if subscribed is not None:
+            await subscribed()
+
+    def go_live(last: Position | None = None) -> None:
+        groups.release(group, websocket, None if last is None else (last.epoch, last.offset))
+
+    try:
+        done = await hand_over(
+            since,
+            subscribe=subscribe,
+            read=read,
+            send=websocket.send,
+            go_live=go_live,
+            limit=policy.size,
+            before_messages=announce,
+            pause=pause,
+        )
+    except BrokerError as exc:
+        go_live()
+        if not held:
+            raise
+        logger.warning("group %s: history not read, nothing recovered (%s)", group, exc)
+        result = JoinResult(False, None)
+        if not announced:
+            await announce(result)
+        elif since is not None:
+            groups.resync(group, [websocket])  # recovery began, then the broker went away
+        return result
+    except BaseException:
+        go_live()  # e.g. cancelled, or the member closed: stop holding for it
+        raise
+    if done.resync:
+        groups.resync(group, [websocket])
+    return done.result

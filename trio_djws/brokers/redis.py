@@ -24,6 +24,18 @@ group)`` of the group's local members so that they can reload what they missed
 (channels_redis loses such messages silently: its issue 256). Nothing here closes a
 connection or stops the server because Redis is away.
 
+**Groups with history** (``WEBSOCKET_GROUP_HISTORY``) work differently: ``publish`` runs the
+append script of ``trio_djws.brokers.streams`` (the message is kept in the group's stream at
+the next offset and published with its position, version-2 envelope), and every process,
+the publishing one included, delivers it from its subscription, so every member gets the
+group's messages in offset order. The subscriber remembers the last offset it delivered per
+group: an offset that jumps (this process missed messages, e.g. while Redis was away) is
+filled from the stream with one read per group and process, then fanned out; only when the
+stream no longer holds them (or the epoch changed: the history was lost) do the group's
+members get ``on_resync``. A publish to a history group while Redis is unreachable is
+retried for ``WEBSOCKET_HISTORY_PUBLISH_TIMEOUT`` seconds, then raises ``BrokerError``:
+never dropped silently.
+
 Connecting never sits on the ASGI lifespan startup path: ``serve`` reports started at once
 (coredis' ``pubsub()`` would wait without limit while Redis is down, and Hypercorn kills a
 server whose startup takes over 60 s).
@@ -38,7 +50,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 import coredis
@@ -50,12 +63,27 @@ from coredis.retry import NoRetryPolicy
 from .. import instrument
 from ..conf import get_settings
 from ..exceptions import BrokerError, ConfigurationError
+from ..history import HistoryPolicy, JoinResult, Position, history_policy, json_with_position
 from ..typing import Message
-from .envelope import KIND_PRESENCE, decode_envelope, encode_envelope, process_origin, sync_origin
+from .envelope import (
+    KIND_BYTES,
+    KIND_JSON,
+    KIND_PRESENCE,
+    KIND_TEXT,
+    Envelope,
+    decode_envelope,
+    encode_envelope,
+    envelope_head,
+    process_origin,
+    sync_origin,
+)
+from .handover import HistoryRead, Pause, join_with_history
 from .lag import EchoClock
+from .streams import RedisHistory
 from .sync_clients import sync_client
 
 if TYPE_CHECKING:
+    from .._runtime import Runtime
     from ..groups import Groups
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "RedisBroker"]
@@ -90,6 +118,58 @@ def _report(event: str, count: int = 1) -> None:
     observer = instrument.active
     if observer is not None:
         observer.broker_event(event, count)
+
+
+def _kind_and_payload(message: Message, json_object: bool) -> tuple[bytes, bytes]:
+    if isinstance(message, bytes):
+        return KIND_BYTES, message
+    return (KIND_JSON if json_object else KIND_TEXT), message.encode("utf-8")
+
+
+def render(policy: HistoryPolicy, position: Position, kind: bytes, payload: bytes) -> Message:
+    """A history group's message as its members receive it: the position merged into a
+    JSON object (kind ``b"j"``), else the group's formatter on the text or bytes."""
+    if kind == KIND_BYTES:
+        return policy.format(payload, position)
+    text = payload.decode("utf-8")
+    if kind == KIND_JSON:
+        return json_with_position(text, position)
+    return policy.format(text, position)
+
+
+def _publish_history_sync(
+    url: str, prefix: str, group: str, policy: HistoryPolicy, message: Message, json_object: bool
+) -> None:
+    # publish() outside a server, to a history group: the append script through redis-py,
+    # retried with backoff for WEBSOCKET_HISTORY_PUBLISH_TIMEOUT seconds (a blocking call:
+    # this runs in a plain thread or process, never on the trio thread).
+    import redis.exceptions
+
+    kind, payload = _kind_and_payload(message, json_object)
+    timeout = get_settings().history_publish_timeout
+    deadline = time.monotonic() + timeout
+    delay = BACKOFF_FIRST
+    while True:
+        try:
+            RedisHistory(prefix).append_sync(
+                sync_client(url),
+                group,
+                policy,
+                kind=kind,
+                payload=payload,
+                channel=_channel(prefix, group),
+                head=envelope_head(kind, sync_origin()),
+            )
+        except (redis.exceptions.RedisError, OSError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise BrokerError(
+                    f"could not publish to history group {group!r}: Redis at {url} "
+                    f"unreachable for {timeout} s (WEBSOCKET_HISTORY_PUBLISH_TIMEOUT): {exc}"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+        else:
+            return
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -130,8 +210,11 @@ class RedisBroker:
     Attributes:
         connected: whether the subscriber is connected to Redis now.
         lost: envelopes that could not be published to Redis (Redis unreachable).
-        undecodable: envelopes received that were not a version-1 envelope (dropped).
-        resyncs: ``on_resync`` rounds started (one per group resubscribed after a gap).
+        undecodable: envelopes received that were not a version-1 or -2 envelope (dropped).
+        resyncs: ``on_resync`` rounds started (one per group resubscribed after a gap, or
+            per history group whose gap the history could not fill).
+        recovered: messages of history groups filled in from the history after a gap.
+        hand_over_pause: awaited at each pause point of every hand-over (tests).
 
     Raises:
         ConfigurationError: a bad ``url`` or ``prefix``, or an unknown key.
@@ -147,6 +230,12 @@ class RedisBroker:
         self.lost = 0
         self.undecodable = 0
         self.resyncs = 0
+        self.recovered = 0
+        self.hand_over_pause: Pause | None = None
+        self._history = RedisHistory(self.prefix)
+        self._told_version_2 = False
+        # History groups: the last position delivered here, per group subscribed.
+        self._last: dict[str, Position] = {}
         self._client: coredis.Redis[bytes] | None = None
         self._outgoing_send, self._outgoing = trio.open_memory_channel[tuple[str, bytes]](
             PUBLISH_QUEUE_SIZE
@@ -202,13 +291,26 @@ class RedisBroker:
 
     # -- Broker -----------------------------------------------------------------------------
 
-    async def publish(self, group: str, message: Message) -> None:
+    async def publish(self, group: str, message: Message, *, json_object: bool = False) -> None:
         """Queue ``message`` for the local members of ``group`` at once, then hand one
         envelope to the publisher task for the other processes.
 
         Waits only while ``PUBLISH_QUEUE_SIZE`` envelopes wait for Redis (backpressure); if
         cancelled there, the local members have it and the other processes do not.
+
+        A group with history: the message is kept in Redis first (one append script round
+        trip, retried while Redis is unreachable) and reaches every member, local ones too,
+        from the subscription, in offset order.
+
+        Raises:
+            BrokerError: a history group and Redis stayed unreachable for
+                ``WEBSOCKET_HISTORY_PUBLISH_TIMEOUT`` seconds (or the broker is not
+                running); the message was not sent.
         """
+        policy = history_policy(group)
+        if policy is not None:
+            await self._publish_history(group, policy, message, json_object)
+            return
         await trio.lowlevel.checkpoint_if_cancelled()
         envelope = encode_envelope(message)
         _report("publish")
@@ -223,9 +325,105 @@ class RedisBroker:
             self._echo.sent(channel, envelope)  # comes back to this process's subscriber
         await self._outgoing_send.send((channel, envelope))
 
+    async def _publish_history(
+        self, group: str, policy: HistoryPolicy, message: Message, json_object: bool
+    ) -> None:
+        client = self._require_client()
+        kind, payload = _kind_and_payload(message, json_object)
+        head = envelope_head(kind)
+        if not self._told_version_2:
+            # Once per broker: during a rolling upgrade, older processes drop these.
+            self._told_version_2 = True
+            logger.info(
+                "history groups travel in envelope version 2: processes of a trio-djws "
+                "without group history drop them (one warning each: 'expected an envelope "
+                "of version 1, got 2'); upgrade every process sharing prefix %r",
+                self.prefix,
+            )
+        timeout = get_settings().history_publish_timeout
+        delay = BACKOFF_FIRST
+        failure: BaseException | None = None
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    await self._history.append(
+                        client,
+                        group,
+                        policy,
+                        kind=kind,
+                        payload=payload,
+                        channel=self.channel(group),
+                        head=head,
+                    )
+                except _REDIS_DOWN as exc:
+                    failure = exc
+                    await trio.sleep(delay)  # retry with backoff until the deadline
+                    delay = min(delay * 2, BACKOFF_MAX)
+                else:
+                    return
+        raise BrokerError(
+            f"could not publish to history group {group!r}: Redis at {self.url} unreachable "
+            f"for {timeout} s (WEBSOCKET_HISTORY_PUBLISH_TIMEOUT): {failure}"
+        )
+
+    async def join_history(
+        self,
+        runtime: Runtime,
+        group: str,
+        channel: trio.MemorySendChannel[Message],
+        policy: HistoryPolicy,
+        since: Position | None,
+        *,
+        before_messages: Callable[[JoinResult], Awaitable[None]] | None = None,
+    ) -> JoinResult:
+        """Join ``group`` through the hand-over from its Redis stream (see ``Broker``):
+        waits for this process's subscription first, so no live message can fall between
+        the read and the first one delivered."""
+        timeout = get_settings().history_publish_timeout
+
+        async def subscribed() -> None:
+            with trio.move_on_after(timeout):
+                await self.wait_subscribed(group)
+                return
+            raise BrokerError(f"group {group!r} not subscribed on Redis at {self.url}")
+
+        async def read(after: Position | None) -> HistoryRead:
+            client = self._require_client()
+            with trio.move_on_after(timeout):
+                try:
+                    return await self._history.read(
+                        client, group, policy, after, lambda *a: render(policy, *a)
+                    )
+                except _REDIS_DOWN as exc:
+                    raise BrokerError(f"history of group {group!r}: {exc}") from exc
+            raise BrokerError(f"history of group {group!r}: no answer from {self.url}")
+
+        return await join_with_history(
+            self._groups,
+            runtime,
+            group,
+            channel,
+            policy,
+            since,
+            read=read,
+            subscribed=subscribed,
+            before_messages=before_messages,
+            pause=self.hand_over_pause,
+        )
+
     @classmethod
-    def publish_sync(cls, config: Mapping[str, object], group: str, message: Message) -> None:
+    def publish_sync(
+        cls,
+        config: Mapping[str, object],
+        group: str,
+        message: Message,
+        *,
+        json_object: bool = False,
+    ) -> None:
         """``publish()`` from a process that runs no server: redis-py's pooled sync client.
+
+        A group with history runs the same append script as the servers (retried for
+        ``WEBSOCKET_HISTORY_PUBLISH_TIMEOUT`` seconds while Redis is unreachable).
 
         Raises:
             BrokerError: Redis could not be reached; the message is lost.
@@ -233,6 +431,10 @@ class RedisBroker:
         import redis.exceptions
 
         url, prefix = _options(config)
+        policy = history_policy(group)
+        if policy is not None:
+            _publish_history_sync(url, prefix, group, policy, message, json_object)
+            return
         try:
             # Not process_origin(): nothing was delivered locally, so this process's own
             # subscriber (if it runs a server) must not skip the message.
@@ -385,7 +587,7 @@ class RedisBroker:
                     delay = BACKOFF_FIRST
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._reconcile, pubsub)
-                        nursery.start_soon(self._drain, pubsub, resync)
+                        nursery.start_soon(self._drain, client, pubsub, resync)
             except* _REDIS_DOWN as group:
                 failure = _first_leaf(group)
             except* Exception as group:  # a bug must not stop the server: log, reconnect
@@ -430,11 +632,18 @@ class RedisBroker:
                 await pubsub.subscribe(*(self.channel(g) for g in join))
                 subscribed.update(join)
             if leave:
+                # Not live from now on, before the acknowledgement: a member joining
+                # meanwhile must wait for the subscription that follows (a hand-over that
+                # took the old one for live would miss what is published in between).
+                for group in leave:
+                    self._set_live(group, False)
                 await pubsub.unsubscribe(*(self.channel(g) for g in leave))
                 subscribed.difference_update(leave)
             await self._wake.wait()
 
-    async def _drain(self, pubsub: PubSub[bytes], resync: set[str]) -> None:
+    async def _drain(
+        self, client: coredis.Redis[bytes], pubsub: PubSub[bytes], resync: set[str]
+    ) -> None:
         own = process_origin()
         while True:
             message = await pubsub.get_message()
@@ -444,12 +653,19 @@ class RedisBroker:
             group = self._group_of(message["channel"])
             if kind == "unsubscribe":
                 self._set_live(group, False)
+                self._last.pop(group, None)
                 continue
             if kind == "subscribe":
                 self._set_live(group, True)
                 if group in resync:
                     resync.discard(group)
-                    self._resync(group)
+                    policy = history_policy(group)
+                    last = self._last.get(group)
+                    if policy is not None and last is not None:
+                        # Fill what was missed from the stream instead of a resync.
+                        await self._catch_up(client, group, policy, last, None)
+                    else:
+                        self._resync(group)
                 continue
             if kind != "message":
                 continue
@@ -460,6 +676,9 @@ class RedisBroker:
             except ValueError as exc:
                 self.undecodable += 1
                 logger.warning("dropped a message on group %s: %s", group, exc)
+                continue
+            if envelope.position is not None:
+                await self._deliver_positioned(client, group, envelope)
                 continue
             if envelope.origin == own:
                 lag = self._echo.received(self.channel(group), raw)
@@ -472,6 +691,73 @@ class RedisBroker:
                 continue
             _report("receive")
             self._groups.deliver(group, envelope.message)
+
+    async def _deliver_positioned(
+        self, client: coredis.Redis[bytes], group: str, envelope: Envelope
+    ) -> None:
+        # A history group's message: delivered by every process (the publisher's too), in
+        # offset order; a jump is filled from the stream first, once for all local members.
+        position = envelope.position
+        assert position is not None
+        policy = history_policy(group)
+        if policy is None:
+            # This process keeps no history for the group (settings differ between
+            # processes): deliver it as it came.
+            self._groups.deliver(group, envelope.message)
+            return
+        last = self._last.get(group)
+        if last is not None and last.epoch == position.epoch:
+            if position.offset <= last.offset:
+                return  # already delivered (filled from the stream after a gap)
+            if position.offset > last.offset + 1:
+                await self._catch_up(client, group, policy, last, position.offset - 1)
+        elif last is not None:
+            logger.warning(
+                "history of group %s was lost (new epoch): on_resync for its members", group
+            )
+            self._resync(group)
+        self._last[group] = position
+        payload = envelope.message
+        kind = envelope.kind
+        data = payload.encode("utf-8") if isinstance(payload, str) else payload
+        self._groups.deliver_at(
+            group, position.epoch, position.offset, render(policy, position, kind, data)
+        )
+
+    async def _catch_up(
+        self,
+        client: coredis.Redis[bytes],
+        group: str,
+        policy: HistoryPolicy,
+        last: Position,
+        until: int | None,
+    ) -> None:
+        # One read of the stream after ``last`` (up to ``until``, or everything), fanned out
+        # to the local members; on_resync when the stream no longer holds it.
+        try:
+            with trio.fail_after(COMMAND_TIMEOUT):
+                read = await self._history.read(
+                    client, group, policy, last, lambda *a: render(policy, *a)
+                )
+        except (*_REDIS_DOWN, trio.TooSlowError) as exc:
+            logger.warning("group %s: gap after offset %d not read (%s)", group, last.offset, exc)
+            self._resync(group)
+            return
+        if not read.covers(last):
+            logger.warning(
+                "group %s: history does not hold the gap after offset %d: on_resync",
+                group,
+                last.offset,
+            )
+            self._resync(group)
+            self._last[group] = read.position
+            return
+        for entry in read.entries:
+            if until is not None and entry.offset > until:
+                break
+            self._groups.deliver_at(group, last.epoch, entry.offset, entry.message)
+            self._last[group] = Position(last.epoch, entry.offset)
+            self.recovered += 1
 
     def _resync(self, group: str) -> None:
         self.resyncs += 1

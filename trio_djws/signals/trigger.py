@@ -37,6 +37,7 @@ from wsproto.frame_protocol import CloseReason
 
 from ..conf import get_settings
 from ..exceptions import ConfigurationError
+from ..history import history_policy
 from ..threads import in_trio_worker_thread, to_thread, with_fresh_db_connection
 from .capture import current_capture
 from .registry import SignalFunction, load, registry
@@ -51,7 +52,7 @@ from .topics import (
     window_group,
 )
 from .window import WindowInfo
-from .wire import call_frame
+from .wire import call_frame, history_call_frame
 
 __all__ = [
     "atrigger",
@@ -174,7 +175,10 @@ def trigger(
             logger.debug("trigger(%r): window %s has closed", name, info.window_key)
         return
     for _, group in groups:
-        publish(group, frame)
+        if history_policy(group) is None:
+            publish(group, frame)
+        else:
+            publish(group, history_call_frame(name, kwargs, group), json_object=True)
     if server:
         _run_in_thread(info, registry.get(name), kwargs)
 
@@ -212,7 +216,10 @@ async def _deliver(
     from ..groups import send_to_group
 
     for _, group in groups:
-        await send_to_group(group, frame)
+        if history_policy(group) is None:
+            await send_to_group(group, frame)
+        else:  # the broker merges this group's position into the frame
+            await send_to_group(group, history_call_frame(name, kwargs, group), json_object=True)
     if server:
         for entry in registry.get(name):
             await run_async(entry, info, kwargs)

@@ -6,6 +6,8 @@
 - ``BENCH_ENGINE``: ``WEBSOCKET_ENGINE`` for ``manage.py runwebsocket`` (the standalone
   server), when that command exists.
 - ``BENCH_COMPRESSION``: ``WEBSOCKET_COMPRESSION`` (``deflate``; default off).
+- ``BENCH_HISTORY``: when set, the groups ``bench*`` keep that many messages of history
+  (``WEBSOCKET_GROUP_HISTORY``, TTL 600 s).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ if os.environ.get("BENCH_REDIS_URL"):
         "BACKEND": "trio_djws.brokers.RedisBroker",
         "CONFIG": {"url": os.environ["BENCH_REDIS_URL"], "prefix": "bench"},
     }
+if os.environ.get("BENCH_HISTORY"):
+    WEBSOCKET_GROUP_HISTORY = {"bench*": {"SIZE": int(os.environ["BENCH_HISTORY"]), "TTL": 600}}
 if os.environ.get("BENCH_ENGINE"):
     WEBSOCKET_ENGINE = os.environ["BENCH_ENGINE"]
 if os.environ.get("BENCH_COMPRESSION"):

@@ -8,15 +8,25 @@ Every frame is a JSON object in a text frame:
   another shape or type, empty or too long text, text with NUL, a binary frame) is answered with
   ``{"type": "error", "error": "<reason>"}`` and the connection stays open. Frames over
   ``WEBSOCKET_MAX_MESSAGE_SIZE`` (64 KiB here) are closed with 1009 instead.
-- server → client: on connect ``{"type": "history", "messages": [M, ...]}`` (the room's last
-  50 messages, oldest first), then ``{"type": "message", **M}`` for every new message, where
-  ``M = {"id": int, "author": str, "text": str, "created": ISO 8601 str}``;
+- server → client: on connect ``{"type": "history", "messages": [M, ...], "position": P}``
+  (the room's last 50 messages, oldest first, and the room's position ``P =
+  {"epoch": str, "offset": int}`` when they were read), then ``{"type": "message", **M,
+  "position": P}`` for every new message, where ``M = {"id": int, "author": str, "text":
+  str, "created": ISO 8601 str}``;
   ``{"type": "presence", "users": [str, ...], "anonymous": int}`` (who is in the room on every
   server process, sorted; ``anonymous`` counts the connections without a name, which ``users``
   lists once as ``"anonymous"``) right after joining and on every change
   (``trio_djws.presence``); and the history
   again after the server lost Redis for a while (``on_resync``: messages broadcast meanwhile
   did not reach this process; clients merge by ``id``).
+
+Recovery: a client that lost its socket reconnects with ``?since=<epoch>:<offset>`` (the
+last position it saw). The server then sends ``{"type": "recovery", "recovered": true}``
+followed by exactly the messages it missed, oldest first, as ``message`` frames, instead of
+the history frame; or, when the room's history cannot cover the gap (another epoch: the
+server or Redis lost it; or more than ``WEBSOCKET_GROUP_HISTORY`` keeps),
+``{"type": "recovery", "recovered": false}`` followed by the usual history frame. The rooms'
+groups (``chat.*``) keep history through the project's settings.
 
 The author is the logged-in user's username (the session cookie on the handshake, read by
 ``DjangoMiddlewareMixin``; log in at ``/accounts/login/``), else the ``?nick=`` query parameter
@@ -26,7 +36,7 @@ handshake with HTTP 404.
 Ordering: a connection joins the room's group *before* it reads the history, so no message is
 lost in between; a message broadcast while the history is being read can therefore arrive
 just before the history frame and also be in it. Clients de-duplicate by ``id`` (ids grow
-with every message).
+with every message). Recovered messages arrive once each, in order.
 
 The ORM only ever runs in worker threads (``database_sync_to_thread``); a query on the trio
 thread would block every connection, and trio_djws's guard raises SynchronousOnlyOperation.
@@ -44,7 +54,9 @@ from django.http import QueryDict
 
 from trio_djws import (
     BaseWSClass,
+    JoinResult,
     Namespace,
+    Position,
     Reject,
     WebSocket,
     database_sync_to_thread,
@@ -159,21 +171,33 @@ def presence_frame(members: Mapping[str, int]) -> str:
     )
 
 
+def since_of(query: QueryDict) -> Position | None:
+    """The position a reconnecting client gives with ``?since=<epoch>:<offset>``; None when
+    absent or malformed (the client then gets the history, as on a first visit)."""
+    try:
+        return Position.parse(query.get("since", ""))
+    except ValueError:
+        return None
+
+
 def group_name(slug: str) -> str:
     """The trio_djws group of a room's connections."""
     return f"chat.{slug}"
 
 
 @database_sync_to_thread
-def _room_and_history(slug: str) -> tuple[int, list[MessagePayload]] | None:
-    """The room's primary key and its last HISTORY_LENGTH messages, oldest first; None if
-    there is no such room. Runs in a worker thread."""
-    room_id = Room.objects.filter(slug=slug).values_list("pk", flat=True).first()
-    if room_id is None:
-        return None
+def _room_id(slug: str) -> int | None:
+    """The room's primary key, None if there is no such room. Runs in a worker thread."""
+    room_id: int | None = Room.objects.filter(slug=slug).values_list("pk", flat=True).first()
+    return room_id
+
+
+@database_sync_to_thread
+def _history(room_id: int) -> list[MessagePayload]:
+    """The room's last HISTORY_LENGTH messages, oldest first. Runs in a worker thread."""
     newest = list(Message.objects.filter(room_id=room_id).order_by("-id")[:HISTORY_LENGTH])
     newest.reverse()
-    return room_id, [message.payload() for message in newest]
+    return [message.payload() for message in newest]
 
 
 @database_sync_to_thread
@@ -197,7 +221,8 @@ class ChatHandler(DjangoMiddlewareMixin, BaseWSClass):
         self.author = ANONYMOUS
 
     async def on_connect(self, websocket: WebSocket, path: str) -> None:
-        """Join the room's group, then queue the history (sent right after the accept).
+        """Join the room's group, recovering from ``?since=`` if given; then, unless
+        recovered, queue the history (sent right after the accept).
 
         Raises:
             Reject: HTTP 404, no room has this slug.
@@ -205,22 +230,39 @@ class ChatHandler(DjangoMiddlewareMixin, BaseWSClass):
         slug: str = websocket.kwargs["room"]
         self.group = group_name(slug)
         self.author = author_of(websocket)
+        room_id = await _room_id(slug)
+        if room_id is None:
+            raise Reject(404, f"no room with slug {slug!r}")
+        self.room_id = room_id
+        since = since_of(websocket.query)
+        asked = "since" in websocket.query  # a malformed position is answered "false"
+
+        async def recovery(result: JoinResult) -> None:
+            # Before the missed messages (or the history): which of the two follows.
+            if asked:
+                await websocket.send_json({"type": "recovery", "recovered": result.recovered})
+
         # Join first: anything saved after the history read below is broadcast to us too.
+        result = await websocket.join(self.group, since=since, before_messages=recovery)
         # Present in the room under the nickname (trio_djws.presence: the username once
         # logged in); the presence frame may come before or after the history.
         await presence.join(websocket, self.group, self.author, announce=presence_frame)
-        found = await _room_and_history(slug)
-        if found is None:
-            raise Reject(404, f"no room with slug {slug!r}")
-        self.room_id, history = found
-        await websocket.send_json({"type": "history", "messages": history})
+        if not result.recovered:
+            await self._send_history(websocket, result.position)
+
+    async def _send_history(self, websocket: WebSocket, position: Position | None) -> None:
+        frame: dict[str, object] = {"type": "history", "messages": await _history(self.room_id)}
+        if position is not None:
+            # The room's position before the read: messages after it are in the history or
+            # still to come live, so a page that drops now can recover from here.
+            frame["position"] = position.as_json()
+        await websocket.send_json(frame)
 
     async def on_resync(self, websocket: WebSocket, group: str) -> None:
-        """Messages broadcast while the server had lost Redis never reached this process:
-        send the history again (clients merge it by ``id``)."""
-        found = await _room_and_history(websocket.kwargs["room"])
-        if found is not None:
-            await websocket.send_json({"type": "history", "messages": found[1]})
+        """Messages broadcast while the server had lost Redis never reached this process (and
+        the room's history could not fill the gap): send the history again (clients merge it
+        by ``id``)."""
+        await self._send_history(websocket, None)
 
     async def on_message(self, websocket: WebSocket, message: Frame) -> None:
         """Save a valid chat message, then broadcast it to the room; answer anything else

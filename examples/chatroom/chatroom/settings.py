@@ -117,6 +117,11 @@ _rate = os.environ.get("CHAT_RATE_LIMIT", "10")
 WEBSOCKET_RATE_LIMIT = None if _rate == "off" else float(_rate)
 WEBSOCKET_RATE_BURST = 20
 
+# Rooms keep their last 500 messages (a day after the last one) in the broker, so a page that
+# lost its socket for a moment reconnects with ?since=<epoch>:<offset> and gets exactly what
+# it missed (chat/websockets.py).
+WEBSOCKET_GROUP_HISTORY = {"chat.*": {"SIZE": 500, "TTL": 24 * 3600}}
+
 if os.environ.get("REDIS_URL"):
     WEBSOCKET_BROKER = {
         "BACKEND": "trio_djws.brokers.RedisBroker",

@@ -1,5 +1,5 @@
 /*
- * trio_djws signals client (wire format version 1). No build step.
+ * trio_djws signals client (wire format versions 1 and 2). No build step.
  *
  * A plain <script> (what {% websocket_script %} includes) defines the global `TrioDJWS`;
  * ES modules import `signals.mjs` next to this file, which re-exports it.
@@ -8,11 +8,17 @@
  *   TrioDJWS.call("chat.typing", {room: 3});                   // this window → Python
  *   TrioDJWS.addEventListener("state", (e) => e.detail.state); // connecting|open|reconnecting|closed
  *   TrioDJWS.addEventListener("error", (e) => e.detail);       // {signal, error, detail}
+ *   TrioDJWS.addEventListener("resync", (e) => e.detail.group); // calls of a group were lost
  *
  * The socket reconnects by itself with exponential backoff and jitter (0.5 s doubling up to
  * 30 s, each delay drawn between half and all of it); calls made while it is not open wait
  * in a bounded queue (100 calls; the oldest is dropped beyond that, with a "dropped" event)
  * and are sent, in order, once the server has said hello again.
+ *
+ * Groups with history (WEBSOCKET_GROUP_HISTORY): the client remembers the last position of
+ * each such group (from the hello frame and every call through it) and reconnects with
+ * ?since={"<group>": "<epoch>:<offset>"}, so the calls the window missed run once each, in
+ * order; a group the server cannot recover raises a "resync" event instead.
  */
 (function (root) {
   "use strict";
@@ -20,7 +26,8 @@
     return; // loaded twice (a <script> and the module): one client per page
   }
 
-  const VERSION = 1;
+  const VERSION = 1; // the frames this client sends
+  const VERSIONS = [1, 2]; // the frames it reads (2: group history)
   const MAX_QUEUED_CALLS = 100;
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 30000;
@@ -40,6 +47,7 @@
       this.timer = null;
       this.config = null;
       this.stopped = false;
+      this.positions = new Map(); // history group → its last position {epoch, offset}
     }
 
     /** Register `fn(kwargs)` for signal `name` (called when the server triggers it). */
@@ -105,6 +113,13 @@
       if (this.config.token) {
         url.searchParams.set("token", this.config.token);
       }
+      if (this.positions.size) {
+        const since = {};
+        for (const [group, p] of this.positions) {
+          since[group] = `${p.epoch}:${p.offset}`;
+        }
+        url.searchParams.set("since", JSON.stringify(since));
+      }
       this.setState(this.attempt ? "reconnecting" : "connecting");
       const socket = new WebSocket(url.href);
       this.socket = socket;
@@ -136,11 +151,17 @@
         console.warn("TrioDJWS: a frame that is not JSON", error);
         return;
       }
-      if (frame.v !== VERSION) {
+      if (!VERSIONS.includes(frame.v)) {
         return; // another protocol on the same group (e.g. a chat socket's frames)
+      }
+      if (frame.group && frame.position) {
+        this.positions.set(frame.group, frame.position); // calls come in offset order
       }
       if (frame.type === "hello") {
         this.window = frame.window;
+        for (const [group, position] of Object.entries(frame.positions || {})) {
+          this.positions.set(group, position);
+        }
         this.attempt = 0;
         this.setState("open");
         const waiting = this.queue;
@@ -158,6 +179,8 @@
         }
       } else if (frame.type === "error") {
         this.dispatchEvent(new CustomEvent("error", { detail: frame }));
+      } else if (frame.type === "resync") {
+        this.dispatchEvent(new CustomEvent("resync", { detail: { group: frame.group } }));
       }
     }
   }

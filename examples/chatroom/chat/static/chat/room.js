@@ -1,5 +1,6 @@
 // The room page: one WebSocket to /ws/chat/<slug>/?nick=..., reconnected with exponential
-// backoff and jitter whenever it drops. Wire protocol: see chat/websockets.py.
+// backoff and jitter whenever it drops, with ?since=<epoch>:<offset> (the last position seen)
+// so that the server sends exactly what the page missed. Wire protocol: chat/websockets.py.
 // User data only ever reaches the page through textContent, never innerHTML.
 (() => {
   "use strict";
@@ -22,6 +23,7 @@
   const slug = root.dataset.slug;
 
   const shown = new Set(); // ids of the messages on the page: history is merged, not repeated
+  let position = null; // the room's last position seen, {epoch, offset}: sent on reconnect
   let socket = null; // the current WebSocket; events of older ones are ignored
   let failures = 0; // connection attempts since the last successful one
   let retryTimer = null;
@@ -71,8 +73,11 @@
 
   function socketUrl() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const params = new URLSearchParams();
     const nick = nickInput.value.trim();
-    const query = nick ? `?nick=${encodeURIComponent(nick)}` : "";
+    if (nick) params.set("nick", nick);
+    if (position) params.set("since", `${position.epoch}:${position.offset}`);
+    const query = params.toString() ? `?${params}` : "";
     // Standalone mode (gunicorn + manage.py runwebsocket): the socket goes to the WebSocket
     // port given by the page (CHAT_WEBSOCKET_PORT), on the page's own host name.
     const wsPort = root.dataset.websocketPort;
@@ -126,14 +131,25 @@
     } catch {
       return;
     }
+    if (frame.position) remember(frame.position);
     if (frame.type === "history") {
       frame.messages.forEach(addMessage);
     } else if (frame.type === "message") {
       addMessage(frame);
+    } else if (frame.type === "recovery") {
+      root.dataset.recovered = String(frame.recovered); // true: the missed messages follow
     } else if (frame.type === "error") {
       showError(frame.error);
     } else if (frame.type === "presence") {
       presenceBox.textContent = presenceText(frame); // who is in the room, every process
+    }
+  }
+
+  function remember(next) {
+    // Message frames come in offset order; a history frame's position may be older than a
+    // message already seen (read before it), and a new epoch means the old one is gone.
+    if (!position || next.epoch !== position.epoch || next.offset > position.offset) {
+      position = { epoch: next.epoch, offset: next.offset };
     }
   }
 
