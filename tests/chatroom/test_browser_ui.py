@@ -17,7 +17,6 @@ from tests.browser import chromium, new_page
 
 from .test_browser import (
     VIEWPORT,
-    chatroom_env,  # noqa: F401  (the fixture, shared)
     run_with_restartable_server,
 )
 
@@ -93,6 +92,6 @@ def look_at_the_room(base_url: str, stop: Callable[[], int], restart: Callable[[
 
 
 async def test_room_page_presence_layout_and_favicon(
-    chatroom_env: dict[str, str],  # noqa: F811  (the fixture imported above)
+    chatroom_env: dict[str, str],  # the fixture, from conftest
 ) -> None:
     await run_with_restartable_server(chatroom_env, look_at_the_room)
