@@ -262,6 +262,8 @@ class Groups:
         Returns:
             The number of members the message was queued or held for.
         """
+        if group not in self._held and group not in self._floors:
+            return self.deliver(group, message)  # nobody handed over: the plain fan-out
         members = self._members.get(group)
         if not members:
             return 0
