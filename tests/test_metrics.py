@@ -306,3 +306,51 @@ def test_bulk_added_hook_durations_equal_one_observe_each() -> None:
     _add_observations(added, sum(durations), counts)
     strip = re.compile(rb"^h_created.*$", re.M)  # creation times differ
     assert strip.sub(b"", generate_latest(one)) == strip.sub(b"", generate_latest(bulk))
+
+
+async def test_history_group_deliveries_during_a_hand_over_are_counted() -> None:
+    # A history group's fan-out takes its slow path while a member joining with since= is
+    # handed over: messages published then are held for that member and queued for the
+    # others, and both kinds count as deliveries, one fan-out per message.
+    from tests.history_handlers import HistoryMember  # noqa: F401  (registers /history/...)
+    from trio_djws import send_group_json
+    from trio_djws.brokers import InMemoryBroker
+    from trio_djws.state import current_server
+
+    group, published = "h.metrics", 5
+    settings = {"WEBSOCKET_GROUP_HISTORY": {"h.*": {"SIZE": 100, "TTL": 600}}}
+    with override_settings(**settings), metrics_on(), trio.fail_after(TIMEOUT):
+        app = get_asgi_application()
+        async with WebSocketTestClient(app, f"/history/member/{group}/") as live:
+            joined = (await live.receive_json())["position"]
+            broker = current_server().broker
+            assert isinstance(broker, InMemoryBroker)
+            before = {
+                "fanouts": value("trio_djws_group_fanout_members_count"),
+                "members": value("trio_djws_group_fanout_members_sum"),
+                "deliveries": value("trio_djws_group_deliveries_total"),
+            }
+
+            async def pause(at: str) -> None:
+                if at == "subscribed":  # the new member is in the group and held
+                    for n in range(published):
+                        await send_group_json(group, {"n": n})
+
+            broker.hand_over_pause = pause
+            since = f"{joined['epoch']}:{joined['offset']}"
+            try:
+                async with WebSocketTestClient(
+                    app, f"/history/member/{group}/", query_string=f"since={since}"
+                ) as handed_over:
+                    assert (await handed_over.receive_json())["recovered"] is True
+                    got = [(await handed_over.receive_json())["n"] for _ in range(published)]
+                    assert got == list(range(published))
+            finally:
+                broker.hand_over_pause = None
+            assert [(await live.receive_json())["n"] for _ in range(published)] == got
+            fanouts = value("trio_djws_group_fanout_members_count") - before["fanouts"]
+            members = value("trio_djws_group_fanout_members_sum") - before["members"]
+            deliveries = value("trio_djws_group_deliveries_total") - before["deliveries"]
+    assert fanouts == published
+    assert members == 2 * published  # the live member and the one handed over
+    assert deliveries == 2 * published

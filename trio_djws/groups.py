@@ -285,6 +285,9 @@ class Groups:
                     del self._floors[group]
                     floors = None
             delivered += self._send(runtime, channel, message)
+        observer = instrument.active
+        if observer is not None:
+            observer.group_delivered(len(members), delivered)
         return delivered
 
     def hold(self, group: str, websocket: WebSocket, hold: Hold) -> None:
