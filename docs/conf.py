@@ -55,12 +55,12 @@ nitpick_ignore_regex = [
     (
         r"py:.*",
         r"(trio|django|wsproto|hypercorn|collections|typing|types|contextlib|socket|logging"
-        r"|forms|redis|coredis|celery)\..*",
+        r"|forms|redis|coredis|celery|opentelemetry|trace|prometheus_client)\..*",
     ),
     (
         r"py:.*",
         r"(Any|Callable|Awaitable|Mapping|Sequence|Iterable|Iterator|AbstractAsyncContextManager"
-        r"|AnonymousUser|AbstractBaseUser|HttpRequest|HttpResponseBase|QueryDict)",
+        r"|AnonymousUser|AbstractBaseUser|HttpRequest|HttpResponse|HttpResponseBase|QueryDict)",
     ),
     # type variables (P, R, T, F, ~P) and prose that napoleon reads as a type ("Raises: Whatever
     # fn raises.")
@@ -72,7 +72,7 @@ nitpick_ignore_regex = [
         r"py:.*",
         r"(trio_djws\.[\w.]*\.)?(_\w+|ServerState|Groups|SyncWebSocket|TrioDjwsApplication"
         r"|Output|Transport|Announce|WebSocketScope|HTTPScope|LifespanScope|Message|ASGIApp"
-        r"|JSONValue|Refusal|FallbackResolver|GroupServer|ServerThreadRunner|Runtime"
+        r"|JSONValue|Refusal|FallbackResolver|GroupServer|ServerThreadRunner|Runtime|Hook"
         # group history, named bare in the brokers' signatures (documented in history)
         r"|HistoryPolicy|Position|JoinResult|HistoryRead|Pause|Hold|Resync)",
     ),

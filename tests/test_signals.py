@@ -32,13 +32,13 @@ from trio_djws.signals import (
     SerializedForm,
     WindowInfo,
     atrigger,
-    registry,
     serialize_topic,
     set_websocket_topics,
     signal,
     trigger,
     window_key,
 )
+from trio_djws.signals.registry import registry
 from trio_djws.signals.topics import make_token, read_token, topics_token
 from trio_djws.signals.trigger import window_info_of
 from trio_djws.signals.wire import WireError, parse_since

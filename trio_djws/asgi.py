@@ -45,7 +45,7 @@ from .state import open_server
 from .typing import ASGIReceive, ASGISend, Message, Scope, WebSocketScope
 from .wsgi_bridge import serve_http
 
-__all__ = ["ASGITransport", "TrioDjwsApplication", "get_asgi_application"]
+__all__ = ["get_asgi_application"]
 
 logger = logging.getLogger(__name__)
 

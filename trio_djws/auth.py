@@ -48,18 +48,7 @@ if TYPE_CHECKING:
 
     from .websocket import WebSocket
 
-__all__ = [
-    "TicketMixin",
-    "build_environ",
-    "build_request",
-    "issue_ticket",
-    "load_request",
-    "middleware_chain",
-    "refresh_user",
-    "save_session",
-    "ticket_view",
-    "user_group",
-]
+__all__ = ["TicketMixin", "issue_ticket", "ticket_view", "user_group"]
 
 logger = logging.getLogger(__name__)
 

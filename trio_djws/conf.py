@@ -1,4 +1,6 @@
-"""Settings: every ``WEBSOCKET_*`` Django setting with its default and unit.
+"""Internal: the ``WEBSOCKET_*`` settings (documented in the settings reference).
+
+Settings: every ``WEBSOCKET_*`` Django setting with its default and unit.
 
 ``get_settings()`` reads them once and caches the result; the cache is cleared on Django's
 ``setting_changed`` signal (as ``channels/layers.py`` does), so ``override_settings`` works.
@@ -18,7 +20,7 @@ from django.utils.module_loading import import_string
 
 from .exceptions import ConfigurationError
 
-__all__ = ["COMPRESSIONS", "ENGINES", "PREFIX", "Settings", "get_settings", "require_app"]
+__all__: list[str] = []
 
 PREFIX: Final = "WEBSOCKET_"
 SECONDS: Final = 1.0

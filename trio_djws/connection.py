@@ -1,4 +1,4 @@
-"""Serving one connection: the only place a hook's exception becomes a close code.
+"""Internal: serving one connection, the only place a hook's exception becomes a close code.
 
 ``serve_websocket`` checks the handshake (draining server → 503, ``Origin`` → 403, routing →
 403) and ``serve_connection`` runs the handler in the connection's own nursery:
@@ -13,8 +13,6 @@ any other exception before     HTTP 500, traceback logged
 exception after the accept     queued messages, then close 1011, traceback logged
 handler ``close(code)``        queued messages, then close ``code``
 =============================  =========================================================
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from .state import current_server
 from .typing import Message, Transport, WebSocketScope
 from .websocket import WebSocket
 
-__all__ = ["MAX_LIFETIME_REASON", "serve_connection", "serve_websocket", "valid_handshake_key"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
-"""The WSGI environ builder (PEP 3333) of an ASGI ``http`` scope: one builder for the ASGI
+"""Internal: the WSGI environ builder (not part of the API).
+
+The WSGI environ builder (PEP 3333) of an ASGI ``http`` scope: one builder for the ASGI
 app's WSGI bridge (``trio_djws.wsgi_bridge``, every HTTP request) and for Django auth on the
 WebSocket handshake (``trio_djws.auth``, which builds a ``WSGIRequest`` from a handshake).
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .typing import HTTPScope
 if TYPE_CHECKING:
     from wsgiref.types import WSGIEnvironment
 
-__all__ = ["FILE_BLOCK_SIZE", "wsgi_environ"]
+__all__: list[str] = []
 
 # bytes per block of a FileResponse (wsgi.file_wrapper): Django's 4 KiB blocks would cost
 # one trio round trip (~70 µs) each.

@@ -32,17 +32,7 @@ if TYPE_CHECKING:
     from .brokers import Broker
     from .websocket import WebSocket
 
-__all__ = [
-    "Announce",
-    "GroupServer",
-    "GroupWatcher",
-    "Groups",
-    "Hold",
-    "current_group_server",
-    "send_group_json",
-    "send_to_group",
-    "set_group_server_lookup",
-]
+__all__ = ["send_group_json", "send_to_group"]
 
 logger = logging.getLogger(__name__)
 

@@ -36,16 +36,7 @@ from .conf import get_settings
 from .exceptions import ConfigurationError
 from .typing import Message
 
-__all__ = [
-    "Formatter",
-    "HistoryPolicy",
-    "JoinResult",
-    "Position",
-    "history_policies",
-    "history_policy",
-    "json_with_position",
-    "position_json",
-]
+__all__ = ["HistoryPolicy", "JoinResult", "Position", "history_policy", "json_with_position"]
 
 _EPOCH: Final = re.compile(r"[0-9A-Za-z_-]{1,64}")
 

@@ -24,16 +24,7 @@ import trio
 if TYPE_CHECKING:
     from .typing import Message, Transport
 
-__all__ = [
-    "ConnectionProbe",
-    "Instrumentation",
-    "active",
-    "counting_transport",
-    "message_size",
-    "register",
-    "registered",
-    "unregister",
-]
+__all__ = ["ConnectionProbe", "Instrumentation", "register", "registered", "unregister"]
 
 Hook = TypeVar("Hook", bound=Callable[..., Awaitable[Any]])
 

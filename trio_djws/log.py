@@ -34,17 +34,7 @@ from typing import Final
 
 import trio
 
-__all__ = [
-    "PEER_WARNINGS_PER_INTERVAL",
-    "PEER_WARNING_INTERVAL",
-    "ConnectionContext",
-    "ConnectionContextFilter",
-    "connection_context",
-    "escape",
-    "peer_warning",
-    "quiet_accept_errors",
-    "readable",
-]
+__all__ = ["ConnectionContextFilter", "escape", "peer_warning"]
 
 PEER_WARNING_INTERVAL: Final = 60.0  # seconds: the window of peer_warning()'s rate limit
 PEER_WARNINGS_PER_INTERVAL: Final = 10  # identical peer warnings logged per window

@@ -1,4 +1,6 @@
-"""Origin validation against cross-site WebSocket hijacking (RFC 6455 §10.2).
+"""Internal: the handshake's ``Origin`` check (set ``WEBSOCKET_ALLOWED_ORIGINS``).
+
+Origin validation against cross-site WebSocket hijacking (RFC 6455 §10.2).
 
 Browsers always send ``Origin`` on a WebSocket handshake. It must match
 ``WEBSOCKET_ALLOWED_ORIGINS`` (full origins such as ``"https://example.com"``, or ``"*"``);
@@ -17,7 +19,7 @@ from django.http.request import validate_host
 
 from .conf import get_settings
 
-__all__ = ["allowed_hosts", "origin_allowed"]
+__all__: list[str] = []
 
 
 def allowed_hosts() -> list[str]:

@@ -35,13 +35,7 @@ from .exceptions import ConfigurationError
 from .threads import in_trio_worker_thread
 from .typing import JSONValue, Message
 
-__all__ = [
-    "ServerThreadRunner",
-    "publish",
-    "publish_json",
-    "publish_on_commit",
-    "set_server_thread",
-]
+__all__ = ["publish", "publish_json", "publish_on_commit"]
 
 
 class ServerThreadRunner(Protocol):

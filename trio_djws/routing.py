@@ -35,15 +35,7 @@ from .typing import WebSocketScope
 if TYPE_CHECKING:
     from .handler import BaseWSClass
 
-__all__ = [
-    "FallbackResolver",
-    "Namespace",
-    "Refusal",
-    "Route",
-    "autodiscover",
-    "iter_namespaces",
-    "registry",
-]
+__all__ = ["Namespace"]
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,9 @@
-"""The server-wide state of one trio run: live connections, groups and the broker.
+"""Internal: the server-wide state of one trio run: live connections, groups and the broker.
 
 It lives in a ``RunVar`` (as trio keeps its default thread limiter), never in a module global:
 ``open_server()`` creates it for the ASGI lifespan (or the standalone server) and owns the
 server nursery; code that runs without a lifespan (the in-memory test client) gets a state
 made on first use, without background tasks.
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ if TYPE_CHECKING:
     from .brokers import Broker
     from .websocket import WebSocket
 
-__all__ = ["ServerState", "current_server", "drain_connections", "open_server"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

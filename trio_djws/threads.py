@@ -26,15 +26,7 @@ from django.db.backends.signals import connection_created
 from . import instrument
 from .conf import get_settings
 
-__all__ = [
-    "database_sync_to_thread",
-    "db_limiter",
-    "http_limiter",
-    "in_trio_worker_thread",
-    "install_orm_guard",
-    "to_thread",
-    "with_fresh_db_connection",
-]
+__all__ = ["database_sync_to_thread", "to_thread"]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from django.contrib.sessions.backends.base import SessionBase
     from django.http import HttpRequest
 
-__all__ = ["SyncWebSocket", "WebSocket", "set_auth_hooks"]
+__all__ = ["WebSocket"]
 
 _AuthHook = Callable[["WebSocket"], Awaitable[None]]
 # Django auth's refresh_user and save_session (features sit above this module): registered by

@@ -1,4 +1,6 @@
-"""The ASGI app's WSGI bridge: Django's WSGI handler for the ASGI ``http`` scope, in worker
+"""Internal: the WSGI bridge of ``trio_djws.asgi`` for the ``http`` scope.
+
+The ASGI app's WSGI bridge: Django's WSGI handler for the ASGI ``http`` scope, in worker
 threads (``trio_djws.asgi`` routes the ``http`` scope here).
 
 Django's ``ASGIHandler`` needs asyncio and fails under trio, so each HTTP request goes
@@ -31,8 +33,6 @@ Development conveniences (``HTTPOptions``, set with ``configure_http()``): stati
 ``STATIC_URL`` from the finders of ``django.contrib.staticfiles`` (its ``StaticFilesHandler``,
 as ``runserver`` serves them; by default when ``DEBUG`` is on), and one ``django.server`` log
 line per request, as ``runserver`` writes (``manage.py runserver`` turns it on).
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
     from _typeshed import OptExcInfo
 
-__all__ = ["HTTPOptions", "configure_http", "serve_http"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

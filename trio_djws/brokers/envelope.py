@@ -1,4 +1,6 @@
-"""The envelope every cross-process group message travels in (version 1), serialised once per
+"""Internal: the envelope of cross-process group messages (its format: the wire formats page).
+
+The envelope every cross-process group message travels in (version 1), serialised once per
 publish, whatever the number of members::
 
     byte 0      version (1)
@@ -32,8 +34,6 @@ apart processes on different machines that happen to share a pid. The redis-py p
 nothing locally, so its envelopes carry ``sync_origin()`` instead, which no subscriber skips: a
 plain thread of a server process (``threading.Thread``, a thread pool) reaches that process's
 members too.
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -46,20 +46,7 @@ from typing import Final
 from ..history import Position
 from ..typing import Message
 
-__all__ = [
-    "ENVELOPE_VERSION",
-    "ENVELOPE_VERSION_POSITION",
-    "KIND_BYTES",
-    "KIND_JSON",
-    "KIND_PRESENCE",
-    "KIND_TEXT",
-    "Envelope",
-    "decode_envelope",
-    "encode_envelope",
-    "envelope_head",
-    "process_origin",
-    "sync_origin",
-]
+__all__: list[str] = []
 
 ENVELOPE_VERSION: Final = 1
 ENVELOPE_VERSION_POSITION: Final = 2  # with a history group's position

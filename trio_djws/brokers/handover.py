@@ -1,4 +1,6 @@
-"""The hand-over from a group's history to its live messages, shared by every broker.
+"""Internal: the hand-over from history to live messages, shared by ``trio_djws.brokers``.
+
+The hand-over from a group's history to its live messages, shared by every broker.
 
 A member that rejoins with ``since`` must get every message after ``since`` once, oldest
 first, then the live ones, with no duplicate and no gap where the two meet. ``hand_over``
@@ -37,17 +39,7 @@ if TYPE_CHECKING:
     from .._runtime import Runtime
     from ..groups import Groups
 
-__all__ = [
-    "PAUSE_POINTS",
-    "Entry",
-    "HandOverResult",
-    "HistoryRead",
-    "LiveBuffer",
-    "Pause",
-    "PausePoint",
-    "hand_over",
-    "join_with_history",
-]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Pub/sub lag of the Redis broker, measured on this process's own messages.
+"""Internal: the Redis broker's pub/sub lag (exported by ``trio_djws.metrics``).
+
+Pub/sub lag of the Redis broker, measured on this process's own messages.
 
 Redis sends a publishing process its own message back when that process subscribes to the
 group's Redis channel (it has local members), in publish order per channel. ``EchoClock``
@@ -13,7 +15,7 @@ import time
 from collections import deque
 from typing import Final
 
-__all__ = ["CHANNELS", "DEPTH", "EchoClock"]
+__all__: list[str] = []
 
 DEPTH: Final = 256  # envelopes in flight per Redis channel
 CHANNELS: Final = 1024  # Redis channels tracked at once

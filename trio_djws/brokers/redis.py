@@ -86,7 +86,7 @@ if TYPE_CHECKING:
     from .._runtime import Runtime
     from ..groups import Groups
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "RedisBroker"]
+__all__ = ["RedisBroker"]
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""The in-memory broker's group history: one bounded ring buffer per group with history.
+"""Internal: group history of ``trio_djws.brokers.InMemoryBroker``.
+
+The in-memory broker's group history: one bounded ring buffer per group with history.
 
 Each ring holds the last ``SIZE`` messages of its group, already formatted for members
 (position merged in), with their offsets. Its epoch is made with it, so a restarted process
@@ -20,7 +22,7 @@ from ..history import HistoryPolicy, Position
 from ..typing import Message
 from .handover import Entry, HistoryRead
 
-__all__ = ["MemoryHistory", "new_epoch"]
+__all__: list[str] = []
 
 
 def new_epoch() -> str:

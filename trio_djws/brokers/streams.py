@@ -1,4 +1,6 @@
-"""Group history in Redis: per group a stream and a small meta key, written by one Lua script.
+"""Internal: group history of ``trio_djws.brokers.RedisBroker``.
+
+Group history in Redis: per group a stream and a small meta key, written by one Lua script.
 
 Keys (``<prefix>`` is ``WEBSOCKET_BROKER['CONFIG']['prefix']``):
 
@@ -37,13 +39,7 @@ if TYPE_CHECKING:
     import coredis
     import redis
 
-__all__ = [
-    "APPEND_SCRIPT",
-    "READ_SCRIPT",
-    "RedisHistory",
-    "meta_key",
-    "stream_key",
-]
+__all__: list[str] = []
 
 # KEYS[1] stream, KEYS[2] meta; ARGV[1] TTL (seconds), ARGV[2] a fresh epoch.
 _ENSURE: Final = """

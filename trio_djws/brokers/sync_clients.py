@@ -1,9 +1,9 @@
-"""redis-py's sync clients, for ``publish()`` from processes and threads that run no server:
+"""Internal: redis-py's sync clients behind ``trio_djws.publish()`` outside a server.
+
+redis-py's sync clients, for ``publish()`` from processes and threads that run no server:
 one client (a connection pool shared by threads) per process and Redis URL, the one
 module-level pool (resettable with ``reset_sync_clients()`` in tests). coredis has no sync
 client; redis-py's asyncio client needs asyncio.
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["reset_sync_clients", "sync_client"]
+__all__: list[str] = []
 
 _sync_clients: dict[tuple[int, str], redis.Redis] = {}
 _sync_lock = threading.Lock()

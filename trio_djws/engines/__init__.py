@@ -1,4 +1,6 @@
-"""Protocol engines of the standalone server (``trio_djws.servers.standalone``).
+"""Internal: the engines of the standalone server (chosen by ``WEBSOCKET_ENGINE``).
+
+Protocol engines of the standalone server (``trio_djws.servers.standalone``).
 
 An engine owns the WebSocket protocol on accepted TCP streams: it parses the handshake
 (answering a malformed one with HTTP 400 itself), builds the ASGI-shaped ``websocket`` scope,
@@ -41,7 +43,7 @@ from ..log import quiet_accept_errors
 from ..typing import WebSocketScope
 from .pins import check_engine
 
-__all__ = ["Engine", "StreamEngine", "get_engine", "make_scope", "peer", "reason_phrase"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["PINS", "LibraryPin", "check_engine", "check_pin"]
+__all__: list[str] = []
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""The ``trio_websocket`` engine: trio-websocket (wsproto inside) under our accept loop.
+"""Internal: the ``trio_websocket`` engine (``WEBSOCKET_ENGINE``; not part of the API).
+
+The ``trio_websocket`` engine: trio-websocket (wsproto inside) under our accept loop.
 
 Each accepted stream goes through ``trio_websocket.wrap_server_stream``, the public function
 ``trio_websocket.serve_websocket``'s ``WebSocketServer`` is built on; we run the accept loop
@@ -38,7 +40,7 @@ from ..log import escape, peer_warning, readable
 from ..typing import Message
 from . import StreamEngine, make_scope, peer, reason_phrase
 
-__all__ = ["ENGINE", "TrioWebsocketTransport"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

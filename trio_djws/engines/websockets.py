@@ -1,4 +1,6 @@
-"""The ``websockets`` engine: ``websockets.server.ServerProtocol`` (sans-I/O) on trio streams.
+"""Internal: the ``websockets`` engine (``WEBSOCKET_ENGINE``; not part of the API).
+
+The ``websockets`` engine: ``websockets.server.ServerProtocol`` (sans-I/O) on trio streams.
 
 The library parses the handshake and the frames, validates the close handshake, answers pings
 and enforces ``WEBSOCKET_MAX_MESSAGE_SIZE`` (1009); this module moves bytes, reassembles
@@ -58,7 +60,7 @@ from ..log import escape, peer_warning, readable
 from ..typing import Message
 from . import StreamEngine, make_scope, peer, reason_phrase
 
-__all__ = ["ENGINE", "PingSchedule", "SansIOTransport", "serve_stream"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 _MAX_REASON_CHARS: Final = 30  # of an exception text as a close reason (<= 123 bytes)

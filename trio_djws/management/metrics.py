@@ -1,4 +1,6 @@
-"""``--metrics-bind HOST:PORT`` of ``manage.py serve`` and ``runwebsocket``."""
+"""Internal: ``--metrics-bind`` of the commands (see ``trio_djws.metrics``).
+
+``--metrics-bind HOST:PORT`` of ``manage.py serve`` and ``runwebsocket``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from django.core.management.base import CommandError, OutputWrapper
 
 from trio_djws.servers.sockets import parse_bind
 
-__all__ = ["open_metrics"]
+__all__: list[str] = []
 
 
 @contextmanager

@@ -1,4 +1,6 @@
-"""Servers: the processes that listen on sockets and hand connections to the core.
+"""Internal: the servers behind ``manage.py`` and ``trio_djws.server`` / ``trio_djws.wsgi``.
+
+Servers: the processes that listen on sockets and hand connections to the core.
 
 - ``sockets``: ``--bind`` parsing and listening sockets with ``TCP_USER_TIMEOUT``.
 - ``lifecycle``: garbage-collector tuning, SIGINT/SIGTERM, the drain (1001 after flushing).

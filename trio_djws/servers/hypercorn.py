@@ -1,4 +1,6 @@
-"""The Hypercorn driver: Hypercorn's trio worker, driven from here to fix what its CLI cannot.
+"""Internal: the Hypercorn driver of ``manage.py serve`` (not part of the API).
+
+The Hypercorn driver: Hypercorn's trio worker, driven from here to fix what its CLI cannot.
 
 Every use of Hypercorn's private internals (``TCPServer``, ``Lifespan``, ``WorkerContext``,
 ``StatsdLogger``, ``ConnectionState``, ``wrap_app``) is in this module and pinned to the
@@ -33,8 +35,6 @@ internals. ``serve()`` follows ``hypercorn.trio.run.worker_serve`` with these ch
 
 The process around it (signals, garbage collector, worker processes) is
 ``trio_djws.servers.serve``'s, the entry point of ``manage.py serve``.
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -71,13 +71,7 @@ from .lifecycle import drain
 from .listener import Listener, Pinger
 from .sockets import BACKLOG, http_url
 
-__all__ = [
-    "GRACE_AFTER_DRAIN",
-    "HYPERCORN_SERIES",
-    "check_hypercorn",
-    "make_config",
-    "serve",
-]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

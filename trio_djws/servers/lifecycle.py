@@ -1,10 +1,10 @@
-"""What every server process does at start and stop, whatever serves the protocol: tune the
+"""Internal: the start and stop of every server process (not part of the API).
+
+What every server process does at start and stop, whatever serves the protocol: tune the
 garbage collector, turn SIGINT/SIGTERM into a shutdown, and drain the connections.
 
 Used by ``manage.py serve`` (Hypercorn, ``trio_djws.servers.serve``), the standalone server
 (``trio_djws.servers.standalone``: ``runwebsocket``, ``trio_djws.wsgi``). No Hypercorn here.
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import trio
 from ..conf import get_settings
 from ..state import current_server, drain_connections
 
-__all__ = ["GC_THRESHOLD", "Output", "drain", "stop_on_signals", "tune_gc"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""The one listener of ``manage.py serve``: WebSocket upgrades to our engine, the rest to
+"""Internal: the one listener of ``manage.py serve`` (not part of the API).
+
+The one listener of ``manage.py serve``: WebSocket upgrades to our engine, the rest to
 Hypercorn.
 
 Each accepted TCP connection's first request head is read and parsed with ``h11`` (the parser
@@ -37,7 +39,7 @@ from ..engines import peer
 from ..engines.websockets import SansIOTransport, serve_stream
 from ..exceptions import ConnectionClosed
 
-__all__ = ["Listener", "Pingable", "Pinger", "ReplayStream", "read_request_head"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

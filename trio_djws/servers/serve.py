@@ -1,4 +1,6 @@
-"""``manage.py serve``: the process around the Hypercorn driver (``trio_djws.servers.hypercorn``).
+"""Internal: the process of ``manage.py serve`` (not part of the API).
+
+``manage.py serve``: the process around the Hypercorn driver (``trio_djws.servers.hypercorn``).
 
 ``run()`` loads the application, tunes the garbage collector, turns SIGINT/SIGTERM into a
 drain (``trio_djws.servers.lifecycle``) and serves the sockets with the driver's ``serve()``.
@@ -6,8 +8,6 @@ Workers (POSIX): ``run(..., workers=N)`` shares the sockets with N spawned proce
 ``hypercorn.run.run`` does, and refuses a broker that does not cross processes. The
 processes are spawned and supervised by ``trio_djws.servers.workers``; each runs this
 module's single-process serve loop.
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .lifecycle import Output, stop_on_signals, tune_gc
 from .sockets import http_url
 from .workers import stop_when_parent_exits, supervise
 
-__all__ = ["DEFAULT_BIND", "check_workers", "load_application", "run"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
-"""Listening sockets for every server: ``--bind`` parsing and sockets made here, so that they
+"""Internal: listening sockets for every server (not part of the API).
+
+Listening sockets for every server: ``--bind`` parsing and sockets made here, so that they
 carry ``TCP_USER_TIMEOUT`` (which Hypercorn's ``Config.create_sockets`` cannot set).
 
 Used by ``manage.py serve`` (``trio_djws.servers.serve``), ``manage.py runwebsocket`` and
 ``trio_djws.wsgi`` (``trio_djws.servers.standalone``). No Hypercorn here.
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Final
 
 from ..conf import get_settings
 
-__all__ = ["BACKLOG", "http_url", "open_sockets", "parse_bind"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""The standalone WebSocket server (djwebsockets' model): WebSockets on their own port, beside
+"""Internal: the standalone server; import it as ``trio_djws.server``.
+
+The standalone WebSocket server (djwebsockets' model): WebSockets on their own port, beside
 any WSGI deployment, or in a program without a Django project.
 
 ``serve()`` owns the protocol through an engine (``trio_djws.engines``: ``WEBSOCKET_ENGINE``)
@@ -32,7 +34,7 @@ from ..state import open_server
 from .lifecycle import Output, drain, stop_on_signals, tune_gc
 from .sockets import open_sockets
 
-__all__ = ["Address", "format_address", "run", "serve", "serve_sockets"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Worker processes for ``manage.py serve --workers N`` (POSIX): spawn, supervise, stop.
+"""Internal: the worker processes of ``manage.py serve --workers N``.
+
+Worker processes for ``manage.py serve --workers N`` (POSIX): spawn, supervise, stop.
 
 ``trio_djws.servers.serve.run`` calls ``supervise()`` when ``workers`` > 1. It spawns N processes
 (``multiprocessing`` "spawn", as ``hypercorn.run.run``) that share the listening sockets; each
@@ -17,8 +19,6 @@ sockets until it stops, so connections wait in the backlog while a worker restar
 
 This module uses neither Hypercorn nor Django: what a worker runs comes in as ``serve_worker``,
 so ``trio_djws.servers.serve`` imports this module and never the reverse.
-
-Internal: the library's own plumbing, not a public API; its names may change.
 """
 
 from __future__ import annotations
@@ -35,14 +35,7 @@ from typing import Final, TypeAlias
 
 import trio
 
-__all__ = [
-    "FAST_CRASH",
-    "FAST_CRASHES_TO_STOP",
-    "RESTART_DELAY_FIRST",
-    "RESTART_DELAY_MAX",
-    "stop_when_parent_exits",
-    "supervise",
-]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

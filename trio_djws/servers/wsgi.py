@@ -1,4 +1,6 @@
-"""The WSGI side-thread server, djwebsockets' entry point (documented as ``trio_djws.wsgi``):
+"""Internal: the WSGI side-thread server; import it as ``trio_djws.wsgi``.
+
+The WSGI side-thread server, djwebsockets' entry point (documented as ``trio_djws.wsgi``):
 ``get_wsgi_application()`` returns Django's WSGI handler and runs the standalone WebSocket
 server (``trio_djws.servers.standalone``) in a background thread of the same process, on
 ``WEBSOCKET_HOST:WEBSOCKET_PORT``.
@@ -49,7 +51,7 @@ from ..publish import set_server_thread
 from .sockets import open_sockets
 from .standalone import Address, format_address, serve_sockets
 
-__all__ = ["ServerThread", "get_wsgi_application", "run_in_server", "server_thread"]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

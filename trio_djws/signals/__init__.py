@@ -10,9 +10,10 @@ JavaScript functions in chosen windows (``trigger()``)::
     async def hello(window_info, name: str):
         trigger(window_info, "demo.greet", to=[WINDOW], text=f"Hello {name}")
 
-Modules: ``registry`` (``@signal``, permissions, ``SerializedForm``), ``topics`` (the
-destinations, the signed topics token), ``window`` (``WindowInfo``), ``trigger``, ``wire``
-(the JSON frames, version 1), ``capture`` (``SignalQueue``).
+Everything public is importable from here; the modules behind it are internal: ``registry``
+(``@signal``, permissions, ``SerializedForm``), ``topics`` (the destinations, the signed topics
+token), ``window`` (``WindowInfo``), ``trigger``, ``wire`` (the JSON frames) and ``capture``
+(``SignalQueue``, importable from ``trio_djws.testing``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from .registry import (
     is_authenticated,
     is_staff,
     is_superuser,
-    registry,
     signal,
 )
 from .topics import (
@@ -51,12 +51,10 @@ __all__ = [
     "SignalQueue",
     "WindowInfo",
     "atrigger",
-    "autodiscover",
     "everyone",
     "is_authenticated",
     "is_staff",
     "is_superuser",
-    "registry",
     "serialize_topic",
     "set_websocket_topics",
     "signal",

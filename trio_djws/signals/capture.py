@@ -1,4 +1,6 @@
-"""``SignalQueue``: capture triggered signals in memory instead of delivering them (tests).
+"""Internal: capturing signals in tests; use ``trio_djws.testing.SignalQueue``.
+
+``SignalQueue``: capture triggered signals in memory instead of delivering them (tests).
 
 As df_websockets' ``SignalQueue``::
 
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .window import WindowInfo
 
-__all__ = ["CapturedSignal", "SignalQueue", "current_capture"]
+__all__: list[str] = []
 
 
 @dataclass(frozen=True)

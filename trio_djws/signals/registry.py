@@ -1,4 +1,6 @@
-"""The signal registry: ``@signal`` and the permission functions for ``is_allowed_to``.
+"""Internal: the signal registry; use ``trio_djws.signals``.
+
+The signal registry: ``@signal`` and the permission functions for ``is_allowed_to``.
 
 ``@signal(path="myapp.first_signal")`` registers a Python function under a signal name, as
 df_websockets' ``@signal`` does; several functions may share a name (each is called). The
@@ -38,18 +40,7 @@ if TYPE_CHECKING:
 
     from .window import WindowInfo
 
-__all__ = [
-    "Permission",
-    "SerializedForm",
-    "SignalFunction",
-    "everyone",
-    "is_authenticated",
-    "is_staff",
-    "is_superuser",
-    "load",
-    "registry",
-    "signal",
-]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Topics: the groups that ``trigger()`` addresses, and the signed token that grants them.
+"""Internal: topics and their signed token; use ``trio_djws.signals``.
+
+Topics: the groups that ``trigger()`` addresses, and the signed token that grants them.
 
 A topic is a string or a model instance; ``serialize_topic`` turns it into a string
 (``"app_label.model_name:pk"`` for an instance, overridable with
@@ -30,23 +32,7 @@ from django.utils.module_loading import import_string
 from ..conf import get_settings
 from ..exceptions import ConfigurationError
 
-__all__ = [
-    "BROADCAST",
-    "BROADCAST_GROUP",
-    "SERVER",
-    "USER",
-    "WINDOW",
-    "Special",
-    "TopicsToken",
-    "make_token",
-    "read_token",
-    "serialize_topic",
-    "set_websocket_topics",
-    "topic_group",
-    "topics_token",
-    "window_group",
-    "window_key",
-]
+__all__: list[str] = []
 
 TOKEN_SALT: Final = "trio_djws.signals.topics"
 TOPIC_GROUP_PREFIX: Final = "trio_djws.topic."

@@ -1,4 +1,6 @@
-"""``trigger()``: call Python signal functions and JavaScript functions in chosen windows.
+"""Internal: ``trigger()`` and queued signals; use ``trio_djws.signals``.
+
+``trigger()``: call Python signal functions and JavaScript functions in chosen windows.
 
 ``trigger(source, name, to=[...], **kwargs)`` works from any thread or process:
 
@@ -54,15 +56,7 @@ from .topics import (
 from .window import WindowInfo
 from .wire import call_frame, history_call_frame
 
-__all__ = [
-    "atrigger",
-    "celery_app",
-    "enqueue",
-    "queue_limiter",
-    "run_queued",
-    "trigger",
-    "window_info_of",
-]
+__all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""``WindowInfo``: who a signal comes from, or which window ``trigger()`` starts from.
+"""Internal: ``WindowInfo``; use ``trio_djws.signals``.
+
+``WindowInfo``: who a signal comes from, or which window ``trigger()`` starts from.
 
 As df_websockets' ``WindowInfo``: the window key, the user, the session key, the language and
 the topics, built from a signals connection, a view's ``HttpRequest``, or a dict (a background
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
     from ..websocket import WebSocket
 
-__all__ = ["WindowInfo"]
+__all__: list[str] = []
 
 
 def _user_group(user: object) -> str | None:

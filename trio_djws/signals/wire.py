@@ -1,4 +1,6 @@
-"""The signals wire format, versions 1 and 2: JSON objects in text frames
+"""Internal: the signals wire format (its versions: the wire formats page).
+
+The signals wire format, versions 1 and 2: JSON objects in text frames
 (``DjangoJSONEncoder``).
 
 Page → server::
@@ -44,19 +46,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from ..history import Position
 
-__all__ = [
-    "WIRE_VERSION",
-    "WIRE_VERSION_HISTORY",
-    "Call",
-    "WireError",
-    "call_frame",
-    "error_frame",
-    "hello_frame",
-    "history_call_frame",
-    "parse_call",
-    "parse_since",
-    "resync_frame",
-]
+__all__: list[str] = []
 
 WIRE_VERSION: Final = 1
 WIRE_VERSION_HISTORY: Final = 2  # frames that carry or concern group history
