@@ -11,6 +11,13 @@ normal close: ``aclose()`` leaves the groups (closing their channel clones), clo
 connection's own send end, lets the writer drain to ``EndOfChannel`` and only then sends the
 close frame.
 
+A group message that finds the queue full is held, in order, in the connection's overflow
+(a second bounded channel of as many messages) and starts the slow-consumer deadline
+(``WEBSOCKET_SEND_TIMEOUT``, as for ``send()``): the writer moves held messages into the queue
+first, as room appears, and messages queued meanwhile wait behind them (``send()`` waits until
+the overflow is empty). A member that catches up in time loses nothing; one still behind at
+the deadline, or with its overflow full, is aborted with 1008 "slow consumer".
+
 ``State`` (closing has begun in every state from ``REFUSING`` on)::
 
     CONNECTING -> ACCEPTING -> OPEN -> CLOSING -> CLOSED    close, abort, failure, 1009
@@ -102,6 +109,7 @@ class Runtime:
     # Slots keep each connection small (idle memory).
     __slots__ = (
         "accept_waiter",
+        "behind",
         "cause",
         "flush_waiter",
         "groups",
@@ -109,6 +117,8 @@ class Runtime:
         "nursery",
         "outbox",
         "outbox_send",
+        "overflow",
+        "overflow_send",
         "receive_scope",
         "send_nowait",
         "server",
@@ -135,6 +145,12 @@ class Runtime:
         self.outbox_send: trio.MemorySendChannel[Message] | None = None
         self.outbox: trio.MemoryReceiveChannel[Message] | None = None
         self.groups: set[str] | None = None  # made by the first join
+        # Group messages that found the queue full (hold_nowait), made on first use, and the
+        # event set once they are all in the queue: None while not behind (the writer's only
+        # extra check per message).
+        self.overflow_send: trio.MemorySendChannel[Message] | None = None
+        self.overflow: trio.MemoryReceiveChannel[Message] | None = None
+        self.behind: trio.Event | None = None
         # Events only for a task that has to wait (most connections never need one).
         self.accept_waiter: trio.Event | None = None
         self.flush_waiter: trio.Event | None = None
@@ -291,6 +307,8 @@ class Runtime:
             await self.accept()
         with trio.move_on_after(self.settings.send_timeout) as deadline:
             try:
+                while (behind := self.behind) is not None:
+                    await behind.wait()  # group messages held for this connection go first
                 await self.open_queue().send(message)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 raise self.closed_error() from None
@@ -345,13 +363,81 @@ class Runtime:
                             self.write_now = None
                     except trio.EndOfChannel:
                         break
+                    if self.behind is not None:
+                        self._catch_up()  # before any checkpoint: the room just made
                     await send(message)
         except ConnectionClosed as exc:
             self.peer_gone(exc.code, exc.reason)
         finally:
             self.outbox = None  # flushed (or given up): aclose() need not wait
+            behind, self.behind = self.behind, None
+            if behind is not None:
+                behind.set()  # held group messages are dropped: sends waiting find it closed
             if self.flush_waiter is not None:
                 self.flush_waiter.set()
+
+    # -- group messages over a full queue ---------------------------------------------------
+
+    def hold_nowait(self, message: Message) -> bool:
+        """A group message found the send queue full: hold it in the overflow (the queue's
+        size again, ``WEBSOCKET_SEND_QUEUE_SIZE`` messages), to be queued first as room
+        appears, and start the slow-consumer deadline (``WEBSOCKET_SEND_TIMEOUT`` seconds)
+        unless it runs already. Sync; never blocks.
+
+        Returns:
+            False if the message was dropped: the connection is closing, or the overflow was
+            full too (the connection is then aborted with 1008 "slow consumer").
+        """
+        if self.state >= State.REFUSING:
+            return False  # closing: it leaves its groups on its own
+        overflow = self.overflow_send
+        if overflow is None:
+            overflow, self.overflow = trio.open_memory_channel[Message](
+                self.settings.send_queue_size
+            )
+            self.overflow_send = overflow
+        if self.behind is None:
+            behind = self.behind = trio.Event()
+            if self.nursery is None:
+                self.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
+                return False
+            self.nursery.start_soon(self._slow_consumer_deadline, behind)
+        try:
+            overflow.send_nowait(message)
+        except trio.WouldBlock:
+            self.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
+            return False
+        return True
+
+    def _catch_up(self) -> None:
+        # The writer took a message from the full queue: move held group messages into the
+        # room made (a send() that was already waiting took it first: it came first).
+        outbox, overflow, outbox_send = self.outbox, self.overflow, self.outbox_send
+        assert outbox is not None and overflow is not None and outbox_send is not None
+        while True:
+            stats = outbox.statistics()
+            if stats.current_buffer_used >= stats.max_buffer_size:
+                return
+            try:
+                message = overflow.receive_nowait()
+            except trio.WouldBlock:
+                behind, self.behind = self.behind, None
+                if behind is not None:
+                    behind.set()  # caught up: the deadline is off, waiting sends go on
+                return
+            try:
+                outbox_send.send_nowait(message)
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                return  # closed without a flush (abort): dropped, as the rest of the queue
+
+    async def _slow_consumer_deadline(self, behind: trio.Event) -> None:
+        # WEBSOCKET_SEND_TIMEOUT from the first group message that found the queue full, as
+        # send() waits for room: still behind then, the connection is aborted.
+        with trio.move_on_after(self.settings.send_timeout):
+            await behind.wait()
+            return
+        if self.behind is behind:
+            self.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
 
     # -- groups and tasks ------------------------------------------------------------------
 
@@ -434,6 +520,9 @@ class Runtime:
 
     # -- closing ---------------------------------------------------------------------------
 
+    def _flushing(self) -> bool:
+        return not (self.cause is Cause.ABORTED or self.state is State.GONE)
+
     async def aclose(self) -> None:
         """``WebSocket.aclose``: leave all groups, flush the send queue (within
         WEBSOCKET_CLOSE_TIMEOUT seconds), then send the close frame. Idempotent."""
@@ -447,6 +536,11 @@ class Runtime:
         self._begin_closing()
         for group in list(self.groups or ()):
             self.leave(group)
+        deadline = trio.current_time() + get_settings().close_timeout
+        if self.behind is not None and self.state is State.CLOSING and self._flushing():
+            # Held group messages go before the close frame too: into the queue first.
+            with trio.move_on_at(deadline):
+                await self.behind.wait()
         if self.outbox_send is None:
             # Nothing was ever queued (every way into the queue opens it with the writer):
             # nothing to flush. A closed queue makes later sends raise.
@@ -456,8 +550,8 @@ class Runtime:
         if self.state is State.REFUSING:
             self.state = State.REFUSED
             return
-        if not (self.cause is Cause.ABORTED or self.state is State.GONE):
-            with trio.move_on_after(get_settings().close_timeout) as flush:
+        if self._flushing():
+            with trio.move_on_at(deadline) as flush:
                 if self.outbox is not None:  # the writer has not finished
                     self.flush_waiter = trio.Event()
                     await self.flush_waiter.wait()

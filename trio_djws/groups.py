@@ -2,8 +2,10 @@
 
 Each membership holds its own ``clone()`` of the member's send channel, so fan-out is a loop
 of ``send_nowait`` with no await per member: a slow member never delays the sender or the
-others. A member whose send queue is full is closed with 1008 "slow consumer" (RFC 6455
-§7.4.1) instead. On the standalone ``websockets`` engine, a member whose writer waits on an
+others. A message that finds a member's send queue full is held for it, in order, in a
+bounded overflow (``WEBSOCKET_SEND_QUEUE_SIZE`` messages more), and the member gets the
+``WEBSOCKET_SEND_TIMEOUT`` seconds ``send()`` gets to catch up; still behind then, or with
+the overflow full too, it is closed with 1008 "slow consumer" (RFC 6455 §7.4.1). On the standalone ``websockets`` engine, a member whose writer waits on an
 empty queue gets the frame written at once by a non-blocking write, still with no await
 (the runtime's ``queue_nowait``). Delivery goes through the server's broker
 (``WEBSOCKET_BROKER``); with the default in-process broker it is a direct call to
@@ -22,7 +24,6 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 from django.core.serializers.json import DjangoJSONEncoder
-from wsproto.frame_protocol import CloseReason
 
 from . import instrument
 from .typing import JSONValue, Message
@@ -86,8 +87,9 @@ class Groups:
     channel clone).
 
     Attributes:
-        overflows: messages that found a member's send queue full (that member was closed
-            with 1008 "slow consumer"); counted across all groups.
+        overflows: messages that found a member's send queue full (held for it in its
+            overflow, or dropped and that member closed with 1008 "slow consumer"); counted
+            across all groups.
     """
 
     def __init__(self) -> None:
@@ -200,7 +202,7 @@ class Groups:
 
     def announce(self, group: str, members: Mapping[str, int]) -> None:
         """Queue each present member's rendering of ``members`` for it (rendered once per
-        renderer, never blocking; full queues close with 1008 as ``deliver`` does)."""
+        renderer, never blocking; full queues are handled as ``deliver`` does)."""
         rendered: dict[Announce, Message] = {}
         channels = self._members.get(group, {})
         for websocket, (_, render) in list(self._present.get(group, {}).items()):
@@ -222,10 +224,12 @@ class Groups:
     def deliver(self, group: str, message: Message) -> int:
         """Queue ``message`` for every local member of ``group``, never blocking.
 
-        A member whose send queue is full is aborted with 1008 "slow consumer".
+        A member whose send queue is full gets it held in its overflow, and
+        ``WEBSOCKET_SEND_TIMEOUT`` seconds to catch up before it is closed with 1008 "slow
+        consumer" (at once if its overflow, ``WEBSOCKET_SEND_QUEUE_SIZE`` messages, is full).
 
         Returns:
-            The number of members the message was queued for.
+            The number of members the message was queued or held for.
         """
         listeners = self._listeners.get(group)
         if listeners is not None:
@@ -333,10 +337,12 @@ class Groups:
         try:
             runtime.queue_nowait(channel, message)
         except trio.WouldBlock:
+            # The member is behind: held for it, in order, with WEBSOCKET_SEND_TIMEOUT seconds
+            # to catch up (the runtime's hold_nowait), as send() waits for room.
             self.overflows += 1
             if (observer := instrument.active) is not None:
                 observer.broker_event("overflow")
-            runtime.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
+            return 1 if runtime.hold_nowait(message) else 0
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the member is closing; it leaves the group on its own
         else:
@@ -347,7 +353,9 @@ class Groups:
 async def send_to_group(group: str, message: Message, *, json_object: bool = False) -> None:
     """Send one message to every member of ``group``, on every process the broker reaches.
 
-    Never waits for a member: full send queues close their connection with 1008. A checkpoint.
+    Never waits for a member: a member whose send queue is full gets the message held and
+    ``WEBSOCKET_SEND_TIMEOUT`` seconds to catch up, then is closed with 1008 "slow consumer"
+    (see ``Groups.deliver``). A checkpoint.
     In a group with history the message is kept first and members get it through the
     group's ``FORMATTER`` (unchanged by default), in offset order.
 
