@@ -357,7 +357,7 @@ async def test_client_close_code_and_reason_reach_the_app(server: str) -> None:
 @override_settings(
     WEBSOCKET_SEND_TIMEOUT=1, WEBSOCKET_SEND_QUEUE_SIZE=1000, WEBSOCKET_CLOSE_TIMEOUT=1
 )
-async def test_stalled_reader_is_aborted_at_the_write_deadline_and_blocks_no_one(
+async def test_stalled_reader_is_closed_with_1008_at_the_write_deadline_and_blocks_no_one(
     server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The send queue holds the whole flood, so only the engine's write deadline can end it.
@@ -367,7 +367,7 @@ async def test_stalled_reader_is_aborted_at_the_write_deadline_and_blocks_no_one
         await assert_echo(server)  # while the flood is stuck on the stalled client
         with trio.fail_after(WAIT):
             await server_handlers.RECORD.flood_closed.wait()
-    assert server_handlers.RECORD.flood_close == 1006
+    assert server_handlers.RECORD.flood_close == 1008  # a slow consumer
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("took no data" in w and "WEBSOCKET_SEND_TIMEOUT" in w for w in warnings), warnings
     await assert_echo(server)
@@ -376,20 +376,20 @@ async def test_stalled_reader_is_aborted_at_the_write_deadline_and_blocks_no_one
 @override_settings(
     WEBSOCKET_SEND_TIMEOUT=0.5, WEBSOCKET_SEND_QUEUE_SIZE=1000, WEBSOCKET_CLOSE_TIMEOUT=0.5
 )
-async def test_write_deadline_hit_while_a_hook_runs_and_a_message_waits_closes_with_1006(
+async def test_write_deadline_hit_while_a_hook_runs_and_a_message_waits_closes_with_1008(
     server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The hook floods a client that reads nothing (the queue holds the flood: only the write
     # deadline ends it); the client's second message waits in the reader for the hook. The
-    # write deadline closes the socket, the hook is cancelled WEBSOCKET_CLOSE_TIMEOUT later,
-    # and the reader's next read must see a lost connection (1006), not fail with 1011.
+    # write deadline makes it a slow consumer: the connection closes with 1008 (the close
+    # frame is dropped WEBSOCKET_CLOSE_TIMEOUT later, unread), not with 1011.
     stalled = await RawClient.connect(server, "/server/flood-in-hook/", rcvbuf=4096)
     async with stalled.stream:
         both = stalled.ws.send(TextMessage("flood")) + stalled.ws.send(TextMessage("next"))
         await stalled.stream.send_all(both)  # one write: read together by the server
         with trio.fail_after(WAIT):
             await server_handlers.RECORD.flood_closed.wait()
-    assert server_handlers.RECORD.flood_close == 1006
+    assert server_handlers.RECORD.flood_close == 1008
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors
 

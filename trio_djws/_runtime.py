@@ -51,7 +51,7 @@ import trio
 from wsproto.frame_protocol import CloseReason
 
 from .conf import get_settings
-from .exceptions import ConnectionClosed
+from .exceptions import ConnectionClosed, SlowConsumer
 from .history import HistoryPolicy, JoinResult, Position
 from .typing import Message, Transport
 
@@ -366,6 +366,10 @@ class Runtime:
                     if self.behind is not None:
                         self._catch_up()  # before any checkpoint: the room just made
                     await send(message)
+        except SlowConsumer as exc:
+            # The transport's write deadline: the peer took no data for WEBSOCKET_SEND_TIMEOUT
+            # seconds. As a full queue would: 1008, with a bounded chance for the close frame.
+            self.abort(exc.code, exc.reason)
         except ConnectionClosed as exc:
             self.peer_gone(exc.code, exc.reason)
         finally:

@@ -8,6 +8,7 @@ The tree, as httpx draws its own::
     ├── Reject(status=403)   raised in on_connect or a mixin: the handshake gets that HTTP status
     ├── Block                raised in a mixin hook: this event stops here
     ├── ConnectionClosed     I/O on a closing or closed connection; carries code and reason
+    │   └── SlowConsumer     a transport's write deadline passed: close with 1008
     └── BrokerError          the broker (e.g. Redis) is unreachable or answered badly
 
 Only ``serve_connection`` turns a hook's exception into a close code (1011); everywhere else
@@ -17,6 +18,7 @@ exceptions propagate.
 from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
+from wsproto.frame_protocol import CloseReason
 
 __all__ = [
     "Block",
@@ -24,6 +26,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionClosed",
     "Reject",
+    "SlowConsumer",
     "TrioDjwsError",
 ]
 
@@ -87,6 +90,18 @@ class ConnectionClosed(TrioDjwsError):
         return f"connection closed with code {self.code}" + (
             f" ({self.reason})" if self.reason else ""
         )
+
+
+class SlowConsumer(ConnectionClosed):
+    """Raised by a transport's ``send`` whose write deadline (``WEBSOCKET_SEND_TIMEOUT``
+    seconds without the peer taking any data) passed: the message was not written whole, but
+    the transport can still send the close frame (the rest of a frame cut short goes first).
+    The connection runtime then closes with 1008 "slow consumer" (RFC 6455 §7.4.1) and gives
+    the close frame ``WEBSOCKET_CLOSE_TIMEOUT`` seconds. Handlers never see it: their
+    ``send()`` raises a plain ``ConnectionClosed``."""
+
+    def __init__(self) -> None:
+        super().__init__(CloseReason.POLICY_VIOLATION, "slow consumer")
 
 
 class BrokerError(TrioDjwsError):

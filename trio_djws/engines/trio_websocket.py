@@ -7,13 +7,14 @@ Each accepted stream goes through ``trio_websocket.wrap_server_stream``, the pub
 ourselves because in ``WebSocketServer`` an exception in one connection's tasks reaches the
 handler nursery and ends the server. What trio-websocket leaves to its user, added here:
 
-- a write deadline (``WEBSOCKET_SEND_TIMEOUT`` seconds) on every send, after which the stream
-  is aborted, so a client that stops reading blocks nothing else;
+- a write deadline (``WEBSOCKET_SEND_TIMEOUT`` seconds) on every send: a client that stops
+  reading blocks nothing else and is closed as a slow consumer (1008);
 - a close frame when wsproto fails a connection (invalid UTF-8 → 1007, a protocol error →
   1002): trio-websocket only drops the TCP connection then. That needs one private attribute
   of trio-websocket 0.12, read in ``_failed_without_close_frame`` only;
-- after a write cancelled part way (``abort()``, a cancelled nursery) nothing more is
-  written, not even the close frame: the socket is closed (RFC 6455 §7.1.7);
+- a write cut short part way through a frame (``abort()``, the write deadline of a slow
+  consumer) keeps the frame's rest, written first by the next write: the close frame (1008
+  "slow consumer") still follows whole frames, within ``WEBSOCKET_CLOSE_TIMEOUT``;
 - keepalive pings every ``WEBSOCKET_PING_INTERVAL`` seconds (trio-websocket has none);
 - a log line naming ``WEBSOCKET_MAX_MESSAGE_SIZE`` when trio-websocket closes with 1009.
 
@@ -35,7 +36,7 @@ from wsproto.frame_protocol import LOCAL_ONLY_CLOSE_REASONS, CloseReason, FrameP
 
 from ..conf import get_settings
 from ..connection import serve_websocket, valid_handshake_key
-from ..exceptions import ConnectionClosed
+from ..exceptions import ConnectionClosed, SlowConsumer
 from ..log import escape, peer_warning, readable
 from ..typing import Message
 from . import StreamEngine, make_scope, peer, reason_phrase
@@ -104,11 +105,21 @@ class TrioWebsocketTransport:
 
     async def send(self, message: Message) -> None:
         assert self._connection is not None, "send() before accept()"
-        with self._write_deadline():
+        # A peer that takes no data for WEBSOCKET_SEND_TIMEOUT seconds is a slow consumer:
+        # the write stops (its rest is kept, see _Stream.send_all) and the connection model
+        # closes with 1008, the close frame after that rest.
+        with trio.move_on_after(self._write_timeout) as deadline:
             try:
                 await self._connection.send_message(message)
             except trio_websocket.ConnectionClosed as exc:
                 raise ConnectionClosed(*_code(exc)) from None
+        if deadline.cancelled_caught:
+            logger.warning(
+                "%s took no data for %.1f s (WEBSOCKET_SEND_TIMEOUT): a slow consumer",
+                self._stream.peer,
+                self._write_timeout,
+            )
+            raise SlowConsumer
 
     async def close(self, code: int, reason: str) -> None:
         if self._connection is None:
@@ -236,17 +247,26 @@ class _Stream(trio.abc.HalfCloseableStream):
         self.handshake_done = trio.Event()  # set by the transport's accept() and reject()
         self._head: bytearray | None = bytearray()  # the request head so far; None once read
         self._held = b""  # what followed the request head, delivered after the handshake
+        self._rest = b""  # the unwritten end of a write cut short: written first next time
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        # With the socket's own send(), each call of which either wrote or (cancelled) did
+        # not: a write cut short part way through a frame (abort(), the write deadline of a
+        # slow consumer) knows its rest, and the next write sends it first, so that
+        # trio-websocket's close frame still follows whole frames (RFC 6455 §5.4).
+        if self._rest:
+            data, self._rest = self._rest + bytes(data), b""
+        view = memoryview(data)
+        sock = self._stream.socket
+        sent = 0
         try:
-            await self._stream.send_all(data)
+            while sent < len(view):
+                sent += await sock.send(view[sent:])
         except trio.Cancelled:
-            # Cancelled part way (abort(), a cancelled nursery): part of a frame may be on
-            # the wire and trio leaves the stream in an unknown state, so nothing more is
-            # written, not even trio-websocket's close frame (RFC 6455 §7.1.7): later writes
-            # find the socket closed, and the peer sees the TCP connection end.
-            self.abort()
+            self._rest = bytes(view[sent:])
             raise
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
@@ -303,7 +323,7 @@ class _Stream(trio.abc.HalfCloseableStream):
             # loses this close frame (measured: 1 connection in 6 at conformance-client speed).
             with trio.move_on_after(self._close_timeout, shield=True):
                 try:
-                    await self._stream.send_all(frame)
+                    await self.send_all(frame)
                     await self._stream.send_eof()
                     while await self._stream.receive_some(_DRAIN_BYTES):
                         pass

@@ -6,9 +6,12 @@ The library parses the handshake and the frames, validates the close handshake, 
 and enforces ``WEBSOCKET_MAX_MESSAGE_SIZE`` (1009); this module moves bytes, reassembles
 fragmented messages and decodes text (strict UTF-8: RFC 6455 §8.1 → 1007), as the library's
 own trio and asyncio connections do. Writes are batched: whatever the protocol has to send
-after one read (pongs, the echo of a close frame) leaves in one ``send_all``. A ``send_all``
-cancelled part way (``abort()``, a cancelled nursery) closes the socket: nothing, not even a
-close frame, follows the part of a frame already written (RFC 6455 §7.1.7).
+after one read (pongs, the echo of a close frame) leaves in one write. A write cut short part
+way through a frame (``abort()``, a slow consumer's 1008) keeps the frame's rest, which the
+next write sends first: the close frame then follows whole frames, and a peer that resumes
+reading within ``WEBSOCKET_CLOSE_TIMEOUT`` gets it; one that does not is dropped then. A peer
+that takes no data for ``WEBSOCKET_SEND_TIMEOUT`` seconds while the writer sends is a slow
+consumer (``SlowConsumer``: 1008); any other write that long aborts the stream.
 
 Tasks of one connection: the connection model's reader (``receive``), its writer (``send``)
 and the keepalive pinger share the stream through a send lock and a read lock; the read lock
@@ -38,7 +41,7 @@ import enum
 import errno
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Protocol
 
 import trio
@@ -55,7 +58,7 @@ from wsproto.frame_protocol import CloseReason
 
 from ..conf import KIB, get_settings
 from ..connection import serve_websocket
-from ..exceptions import ConnectionClosed
+from ..exceptions import ConnectionClosed, SlowConsumer
 from ..log import escape, peer_warning, readable
 from ..typing import Message
 from . import StreamEngine, make_scope, peer, reason_phrase
@@ -233,7 +236,7 @@ class SansIOTransport:
                 return
             if written is _NONE:
                 self._out.append(self._frames.frame(message))
-        await self._flush()
+        await self._flush(slow_consumer=True)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_nowait(self, message: Message) -> None:
@@ -289,7 +292,18 @@ class SansIOTransport:
                 self._protocol.send_close(code, reason)
             except ProtocolError:  # a code that must not be sent (1005, 1006, 1015)
                 self._protocol.send_close(CloseReason.INTERNAL_ERROR, reason)
-            await self._flush()
+            # After whatever a cut-short write left (a slow consumer): WEBSOCKET_CLOSE_TIMEOUT
+            # seconds for the peer to take it and the close frame, else it is dropped.
+            with trio.move_on_after(self._close_timeout) as flushing:
+                await self._flush()
+            if flushing.cancelled_caught:
+                logger.info(
+                    "%s took not even the close frame within WEBSOCKET_CLOSE_TIMEOUT; "
+                    "closing the TCP connection",
+                    self._peer,
+                )
+                self._stream.socket.close()
+                return
         await self._flush_held()
         # RFC 6455 §7.1.1: wait (WEBSOCKET_CLOSE_TIMEOUT at most) for the peer's close frame;
         # the engine then closes the TCP connection. Data frames still arriving are dropped
@@ -383,11 +397,13 @@ class SansIOTransport:
 
     # -- I/O -------------------------------------------------------------------------------
 
-    async def _flush(self) -> None:
-        # Everything produced so far goes out in one send_all, in order: the rest of a frame
+    async def _flush(self, *, slow_consumer: bool = False) -> None:
+        # Everything produced so far goes out in one write, in order: the rest of a frame
         # partly written by send_nowait, frames made by send(), then the protocol's own bytes
         # (the response, pongs, a close frame, EOF). Whoever holds the lock takes all pending
         # bytes, including other tasks'. Nothing pending: no lock, no scheduler round trip.
+        # A write cut short keeps its rest first in line (_keep); ``slow_consumer`` (the
+        # writer's send): its write deadline raises SlowConsumer, the stream stays usable.
         protocol_data = self._protocol.data_to_send()
         if protocol_data:
             self._out += protocol_data
@@ -400,7 +416,16 @@ class SansIOTransport:
                 self._rest = None
             if not data:
                 return  # written meanwhile by the task that held the lock
-            await _write(self._stream, data, self._write_timeout)
+            await _write(
+                self._stream, data, self._write_timeout, self._keep, slow_consumer=slow_consumer
+            )
+
+    def _keep(self, rest: memoryview) -> None:
+        # The bytes of a write cut short: first in line for the next write (under the send
+        # lock nothing else was written meanwhile, and the fast path waits while _out is not
+        # empty).
+        if rest:
+            self._out.insert(0, bytes(rest))
 
     async def _read(self) -> None:
         data = await self._receive_some()
@@ -596,45 +621,70 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__} ({exc})"
 
 
-async def _write(stream: trio.SocketStream, data: list[bytes], seconds: float) -> None:
-    # All of ``data`` in one send_all (in WRITE_CHUNK_BYTES pieces when larger); an empty
-    # chunk (websockets' SEND_EOF) half-closes. A peer that takes no piece for ``seconds``
-    # (WEBSOCKET_SEND_TIMEOUT) has its stream aborted, which also wakes every other task
-    # blocked on it; a slow but reading peer makes progress piece by piece and is kept.
-    # A write cancelled part way closes the socket (see below).
+async def _write(
+    stream: trio.SocketStream,
+    data: list[bytes],
+    seconds: float,
+    keep: Callable[[memoryview], None] | None = None,
+    *,
+    slow_consumer: bool = False,
+) -> None:
+    # All of ``data`` (in WRITE_CHUNK_BYTES pieces when larger); an empty last chunk
+    # (websockets' SEND_EOF) half-closes. A peer that takes no piece for ``seconds``
+    # (WEBSOCKET_SEND_TIMEOUT) is a slow consumer; a slow but reading peer makes progress
+    # piece by piece and is kept. Written with the socket's own send(), each call of which
+    # is a checkpoint that either wrote or (cancelled) did not, so the bytes not written are
+    # known exactly when the write is cut short.
+    # Cut short (cancelled, e.g. by abort(); or, with ``slow_consumer``, timed out): the rest
+    # goes to ``keep``, and the transport writes it first next time, so that a close frame
+    # can still follow whole frames (RFC 6455 §5.4). Without ``keep`` nothing more may be
+    # written (RFC 6455 §7.1.7): the socket is closed and the peer sees the TCP connection end.
     eof = data[-1] == b""
     payload = b"".join(data)
     view = memoryview(payload)
-    deadline = trio.CancelScope()
+    sock = stream.socket
+    size = len(payload)
+    sent = 0
+    timed_out = False
     try:
-        for start in range(0, len(payload), WRITE_CHUNK_BYTES):
-            deadline = trio.move_on_after(seconds)
-            with deadline:
-                await stream.send_all(view[start : start + WRITE_CHUNK_BYTES])
+        while sent < size:
+            end = min(sent + WRITE_CHUNK_BYTES, size)
+            with trio.move_on_after(seconds) as deadline:
+                while sent < end:
+                    sent += await sock.send(view[sent:end])
             if deadline.cancelled_caught:
+                timed_out = True
                 break
         else:
             if eof:
-                deadline = trio.move_on_after(seconds)
-                with deadline:
+                with trio.move_on_after(seconds) as deadline:
                     await stream.send_eof()
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                timed_out = deadline.cancelled_caught
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
         raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, "connection lost") from None
     except trio.Cancelled:
-        # Cancelled part way (abort(), a cancelled nursery): part of a frame may be on the
-        # wire and trio leaves the stream in an unknown state, so nothing more is written,
-        # not even a close frame (RFC 6455 §7.1.7: fail the connection). Closing the socket
-        # now makes every later write find it closed; the peer sees the TCP connection end.
-        stream.socket.close()
+        if keep is not None:
+            keep(view[sent:])
+        else:
+            sock.close()
         raise
-    if deadline.cancelled_caught:
+    if not timed_out:
+        return
+    if slow_consumer and keep is not None:
         logger.warning(
-            "%s took no data for %.1f s (WEBSOCKET_SEND_TIMEOUT); aborting the connection",
+            "%s took no data for %.1f s (WEBSOCKET_SEND_TIMEOUT): a slow consumer",
             peer(stream),
             seconds,
         )
-        await trio.aclose_forcefully(stream)
-        raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, "write timed out")
+        keep(view[sent:])
+        raise SlowConsumer
+    logger.warning(
+        "%s took no data for %.1f s (WEBSOCKET_SEND_TIMEOUT); aborting the connection",
+        peer(stream),
+        seconds,
+    )
+    await trio.aclose_forcefully(stream)
+    raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, "write timed out")
 
 
 async def _send_status(stream: trio.SocketStream, protocol: ServerProtocol, status: int) -> None:
