@@ -30,8 +30,11 @@ from wsproto.events import (
 
 from tests.conftest import TRANSPORTS, start_transport
 from tests.test_hardening import assert_fds_back_to, open_fds
-from trio_djws import BaseWSClass, Namespace, send_to_group
+from trio_djws import BaseWSClass, ConnectionClosed, Namespace, send_to_group
+from trio_djws.asgi import get_asgi_application
 from trio_djws.state import current_server
+from trio_djws.testing import WebSocketTestClient
+from trio_djws.typing import Message
 from trio_djws.websocket import WebSocket
 
 GROUP: Final = "slow-consumer-members"
@@ -75,11 +78,14 @@ class _Recording(BaseWSClass):
 
 @Namespace("/slow/member/")
 class Member(_Recording):
-    """Joins GROUP; reads nothing else of interest."""
+    """Joins GROUP; answers a message with "own " + it, sent with send()."""
 
     async def on_connect(self, websocket: WebSocket, path: str) -> None:
         await websocket.join(GROUP)
         RECORD.joined.set()
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        await websocket.send(f"own {message}")
 
 
 @Namespace("/slow/sender/")
@@ -275,3 +281,77 @@ async def test_slow_consumer_that_never_reads_is_dropped_and_leaks_no_socket(
                 while True:
                     await client._read()
     await assert_fds_back_to(before, None)
+
+
+# -- in memory: the runtime's overflow, exactly (MockClock) -----------------------------------
+# The in-memory client with a buffer of 1 message: it holds g0, the writer waits to hand it g1,
+# the send queue (2) holds g2 and g3, and the overflow (2) holds what follows.
+
+
+async def _member_behind(published: int) -> WebSocketTestClient:
+    client = WebSocketTestClient(get_asgi_application(), "/slow/member/", receive_buffer=1)
+    await client.__aenter__()
+    await RECORD.joined.wait()
+    for i in range(published):
+        await send_to_group(GROUP, f"g{i}")
+    await trio.testing.wait_all_tasks_blocked()
+    return client
+
+
+async def _read_all(client: WebSocketTestClient, count: int) -> list[str]:
+    return [str(await client.receive()) for _ in range(count)]
+
+
+@override_settings(WEBSOCKET_SEND_QUEUE_SIZE=2, WEBSOCKET_SEND_TIMEOUT=10)
+async def test_held_group_messages_go_before_what_is_sent_later_and_nothing_is_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client = await _member_behind(6)  # g4 and g5 held
+    try:
+        await client.send("x")  # the handler's send() waits behind the held messages
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(9)  # within WEBSOCKET_SEND_TIMEOUT
+        assert not RECORD.closed.is_set()
+        assert await _read_all(client, 7) == [f"g{i}" for i in range(6)] + ["own x"]
+        await trio.sleep(2)  # past the deadline it would have had: it caught up, it is off
+        await send_to_group(GROUP, "g6")
+        assert await client.receive() == "g6"
+        assert not RECORD.closed.is_set()
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+@override_settings(WEBSOCKET_SEND_QUEUE_SIZE=2, WEBSOCKET_SEND_TIMEOUT=10)
+async def test_group_member_still_behind_is_closed_at_the_send_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client = await _member_behind(5)  # g4 held
+    try:
+        behind = trio.current_time()
+        await RECORD.closed.wait()
+        assert trio.current_time() - behind == pytest.approx(10)
+        assert RECORD.close == (1008, "slow consumer")
+        received = []
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                received.append(await client.receive())
+        assert (info.value.code, info.value.reason) == (1008, "slow consumer")
+        # The queue and the overflow are dropped; the in-memory transport hands over whole
+        # messages, so g1, whose hand-over was cancelled, was not sent either.
+        assert received == ["g0"]
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+@override_settings(WEBSOCKET_SEND_QUEUE_SIZE=2, WEBSOCKET_SEND_TIMEOUT=10)
+async def test_group_member_past_its_overflow_is_closed_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    start = trio.current_time()
+    client = await _member_behind(7)  # g4, g5 held; g6 finds the overflow full
+    try:
+        await RECORD.closed.wait()
+        assert trio.current_time() == start
+        assert RECORD.close == (1008, "slow consumer")
+    finally:
+        await client.__aexit__(None, None, None)

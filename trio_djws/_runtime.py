@@ -11,12 +11,8 @@ normal close: ``aclose()`` leaves the groups (closing their channel clones), clo
 connection's own send end, lets the writer drain to ``EndOfChannel`` and only then sends the
 close frame.
 
-A group message that finds the queue full is held, in order, in the connection's overflow
-(a second bounded channel of as many messages) and starts the slow-consumer deadline
-(``WEBSOCKET_SEND_TIMEOUT``, as for ``send()``): the writer moves held messages into the queue
-first, as room appears, and messages queued meanwhile wait behind them (``send()`` waits until
-the overflow is empty). A member that catches up in time loses nothing; one still behind at
-the deadline, or with its overflow full, is aborted with 1008 "slow consumer".
+Group messages that find the queue full are held in order (``trio_djws._overflow``) with
+the ``WEBSOCKET_SEND_TIMEOUT`` that ``send()`` gets to wait for room.
 
 ``State`` (closing has begun in every state from ``REFUSING`` on)::
 
@@ -50,6 +46,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 from wsproto.frame_protocol import CloseReason
 
+from ._overflow import Overflow
 from .conf import get_settings
 from .exceptions import ConnectionClosed, SlowConsumer
 from .history import HistoryPolicy, JoinResult, Position
@@ -109,7 +106,6 @@ class Runtime:
     # Slots keep each connection small (idle memory).
     __slots__ = (
         "accept_waiter",
-        "behind",
         "cause",
         "flush_waiter",
         "groups",
@@ -118,7 +114,6 @@ class Runtime:
         "outbox",
         "outbox_send",
         "overflow",
-        "overflow_send",
         "receive_scope",
         "send_nowait",
         "server",
@@ -145,12 +140,8 @@ class Runtime:
         self.outbox_send: trio.MemorySendChannel[Message] | None = None
         self.outbox: trio.MemoryReceiveChannel[Message] | None = None
         self.groups: set[str] | None = None  # made by the first join
-        # Group messages that found the queue full (hold_nowait), made on first use, and the
-        # event set once they are all in the queue: None while not behind (the writer's only
-        # extra check per message).
-        self.overflow_send: trio.MemorySendChannel[Message] | None = None
-        self.overflow: trio.MemoryReceiveChannel[Message] | None = None
-        self.behind: trio.Event | None = None
+        # Group messages held over a full queue (hold_nowait): None unless behind.
+        self.overflow: Overflow | None = None
         # Events only for a task that has to wait (most connections never need one).
         self.accept_waiter: trio.Event | None = None
         self.flush_waiter: trio.Event | None = None
@@ -307,8 +298,8 @@ class Runtime:
             await self.accept()
         with trio.move_on_after(self.settings.send_timeout) as deadline:
             try:
-                while (behind := self.behind) is not None:
-                    await behind.wait()  # group messages held for this connection go first
+                while (overflow := self.overflow) is not None:
+                    await overflow.caught_up.wait()  # group messages held go first
                 await self.open_queue().send(message)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 raise self.closed_error() from None
@@ -339,8 +330,8 @@ class Runtime:
     async def _writer(self) -> None:
         send = self.transport.send
         send_nowait = self.send_nowait
-        outbox = self.outbox
-        assert outbox is not None  # the writer starts with the queue
+        outbox, outbox_send = self.outbox, self.outbox_send
+        assert outbox is not None and outbox_send is not None  # the writer starts with them
         try:
             await self.wait_accepted()
             async with outbox:  # the writer owns the receive end
@@ -363,8 +354,9 @@ class Runtime:
                             self.write_now = None
                     except trio.EndOfChannel:
                         break
-                    if self.behind is not None:
-                        self._catch_up()  # before any checkpoint: the room just made
+                    overflow = self.overflow  # refilled before any checkpoint (order kept)
+                    if overflow is not None and overflow.refill(outbox, outbox_send):
+                        self.overflow = None
                     await send(message)
         except SlowConsumer as exc:
             # The transport's write deadline: the peer took no data for WEBSOCKET_SEND_TIMEOUT
@@ -374,74 +366,32 @@ class Runtime:
             self.peer_gone(exc.code, exc.reason)
         finally:
             self.outbox = None  # flushed (or given up): aclose() need not wait
-            behind, self.behind = self.behind, None
-            if behind is not None:
-                behind.set()  # held group messages are dropped: sends waiting find it closed
+            if self.overflow is not None:
+                self.overflow.drop()
+                self.overflow = None
             if self.flush_waiter is not None:
                 self.flush_waiter.set()
 
-    # -- group messages over a full queue ---------------------------------------------------
+    # -- group messages over a full queue --------------------------------------------------
 
     def hold_nowait(self, message: Message) -> bool:
-        """A group message found the send queue full: hold it in the overflow (the queue's
-        size again, ``WEBSOCKET_SEND_QUEUE_SIZE`` messages), to be queued first as room
-        appears, and start the slow-consumer deadline (``WEBSOCKET_SEND_TIMEOUT`` seconds)
-        unless it runs already. Sync; never blocks.
-
-        Returns:
-            False if the message was dropped: the connection is closing, or the overflow was
-            full too (the connection is then aborted with 1008 "slow consumer").
-        """
+        """A group message found the send queue full: hold it (``trio_djws._overflow``), and
+        start the slow-consumer deadline (WEBSOCKET_SEND_TIMEOUT seconds) unless it runs.
+        Sync. Returns False if it was dropped: the connection is closing, or the overflow
+        (WEBSOCKET_SEND_QUEUE_SIZE messages) was full too, which aborts it with 1008."""
         if self.state >= State.REFUSING:
             return False  # closing: it leaves its groups on its own
-        overflow = self.overflow_send
-        if overflow is None:
-            overflow, self.overflow = trio.open_memory_channel[Message](
-                self.settings.send_queue_size
-            )
-            self.overflow_send = overflow
-        if self.behind is None:
-            behind = self.behind = trio.Event()
-            if self.nursery is None:
-                self.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
-                return False
-            self.nursery.start_soon(self._slow_consumer_deadline, behind)
-        try:
-            overflow.send_nowait(message)
-        except trio.WouldBlock:
-            self.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
-            return False
-        return True
+        overflow = self.overflow
+        if overflow is None and self.nursery is not None:
+            overflow = self.overflow = Overflow(self.settings.send_queue_size)
+            self.nursery.start_soon(overflow.watch, self.settings.send_timeout, self._behind)
+        if overflow is not None and overflow.hold_nowait(message):
+            return True
+        self._behind()
+        return False
 
-    def _catch_up(self) -> None:
-        # The writer took a message from the full queue: move held group messages into the
-        # room made (a send() that was already waiting took it first: it came first).
-        outbox, overflow, outbox_send = self.outbox, self.overflow, self.outbox_send
-        assert outbox is not None and overflow is not None and outbox_send is not None
-        while True:
-            stats = outbox.statistics()
-            if stats.current_buffer_used >= stats.max_buffer_size:
-                return
-            try:
-                message = overflow.receive_nowait()
-            except trio.WouldBlock:
-                behind, self.behind = self.behind, None
-                if behind is not None:
-                    behind.set()  # caught up: the deadline is off, waiting sends go on
-                return
-            try:
-                outbox_send.send_nowait(message)
-            except (trio.WouldBlock, trio.ClosedResourceError):
-                return  # closed without a flush (abort): dropped, as the rest of the queue
-
-    async def _slow_consumer_deadline(self, behind: trio.Event) -> None:
-        # WEBSOCKET_SEND_TIMEOUT from the first group message that found the queue full, as
-        # send() waits for room: still behind then, the connection is aborted.
-        with trio.move_on_after(self.settings.send_timeout):
-            await behind.wait()
-            return
-        if self.behind is behind:
-            self.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
+    def _behind(self) -> None:
+        self.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
 
     # -- groups and tasks ------------------------------------------------------------------
 
@@ -541,10 +491,10 @@ class Runtime:
         for group in list(self.groups or ()):
             self.leave(group)
         deadline = trio.current_time() + get_settings().close_timeout
-        if self.behind is not None and self.state is State.CLOSING and self._flushing():
+        if self.overflow is not None and self.state is State.CLOSING and self._flushing():
             # Held group messages go before the close frame too: into the queue first.
             with trio.move_on_at(deadline):
-                await self.behind.wait()
+                await self.overflow.caught_up.wait()
         if self.outbox_send is None:
             # Nothing was ever queued (every way into the queue opens it with the writer):
             # nothing to flush. A closed queue makes later sends raise.

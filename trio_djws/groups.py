@@ -5,9 +5,10 @@ of ``send_nowait`` with no await per member: a slow member never delays the send
 others. A message that finds a member's send queue full is held for it, in order, in a
 bounded overflow (``WEBSOCKET_SEND_QUEUE_SIZE`` messages more), and the member gets the
 ``WEBSOCKET_SEND_TIMEOUT`` seconds ``send()`` gets to catch up; still behind then, or with
-the overflow full too, it is closed with 1008 "slow consumer" (RFC 6455 §7.4.1). On the standalone ``websockets`` engine, a member whose writer waits on an
-empty queue gets the frame written at once by a non-blocking write, still with no await
-(the runtime's ``queue_nowait``). Delivery goes through the server's broker
+the overflow full too, it is closed with 1008 "slow consumer" (RFC 6455 §7.4.1). On the
+standalone ``websockets`` engine, a member whose writer waits on an empty queue gets the frame
+written at once by a non-blocking write, still with no await (the runtime's
+``queue_nowait``). Delivery goes through the server's broker
 (``WEBSOCKET_BROKER``); with the default in-process broker it is a direct call to
 ``Groups.deliver``. After a gap in delivery (the Redis broker resubscribed a group),
 ``Groups.resync`` runs each member's ``on_resync`` hook.

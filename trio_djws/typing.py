@@ -106,7 +106,18 @@ class Transport(Protocol):
         """
 
     async def send(self, message: Message) -> None:
-        """Write one message; after the peer is gone this may return without writing."""
+        """Write one message; after the peer is gone this may return without writing.
+
+        Cancelled part way through the frame (``abort()``), the transport either keeps the
+        frame's rest for its next write, so that ``close`` can still send the close frame
+        after it (the engines), or never writes again on that connection.
+
+        Raises:
+            ConnectionClosed: the peer is gone.
+            SlowConsumer: (a ``ConnectionClosed``) the transport's write deadline passed
+                (the engines: no data taken for WEBSOCKET_SEND_TIMEOUT seconds); the close
+                frame can still be sent: the connection closes with 1008 "slow consumer".
+        """
 
     async def close(self, code: int, reason: str) -> None:
         """Send the close frame (RFC 6455 §5.5.1) and end the transport."""

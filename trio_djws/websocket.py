@@ -198,7 +198,9 @@ class WebSocket:
 
         Waits while the send queue (WEBSOCKET_SEND_QUEUE_SIZE messages) is full; this is the
         backpressure point. If it stays full for WEBSOCKET_SEND_TIMEOUT seconds the connection
-        is aborted with 1008 "slow consumer" (RFC 6455 §7.4.1). Sent during ``on_connect``, it
+        is aborted with 1008 "slow consumer" (RFC 6455 §7.4.1; see ``abort``). Group messages
+        held for this connection over its full queue are queued first: this waits behind them.
+        Sent during ``on_connect``, it
         waits in the queue and goes out right after the accept; if ``on_connect`` queues more
         than the queue holds, the handshake is accepted at that point (only the client can
         drain the queue), so a ``Reject`` raised after that closes with 1008. Always a
@@ -240,7 +242,10 @@ class WebSocket:
     def abort(self, code: int, reason: str) -> None:
         """Close at once without flushing the send queue (slow consumer, policy violation).
 
-        Cancels every task of the connection; ``on_close`` still runs. Logged as a WARNING.
+        Cancels every task of the connection; ``on_close`` still runs. What was queued is
+        dropped; a message the transport was writing is finished, then the close frame with
+        ``code`` and ``reason`` is sent, within WEBSOCKET_CLOSE_TIMEOUT seconds (a client that
+        takes nothing by then is dropped: the TCP connection is closed). Logged as a WARNING.
         Sync and idempotent.
         """
         self._runtime.abort(code, reason)
