@@ -18,8 +18,9 @@ Both engines: send every queued message with a write deadline of ``WEBSOCKET_SEN
 seconds (per 256 KiB piece on ``websockets``, per message on ``trio_websocket``), after which
 the client is a slow consumer: the connection closes with 1008, the frame cut short finished
 and the close frame sent within ``WEBSOCKET_CLOSE_TIMEOUT`` or the socket closed (a client
-that stops reading blocks neither other connections nor shutdown); ping every ``WEBSOCKET_PING_INTERVAL`` seconds (a peer that stops
-acknowledging is then aborted by the kernel at ``WEBSOCKET_TCP_USER_TIMEOUT``); report the
+that stops reading blocks neither other connections nor shutdown); ping every
+``WEBSOCKET_PING_INTERVAL`` seconds (a peer that stops acknowledging is then aborted by the
+kernel at ``WEBSOCKET_TCP_USER_TIMEOUT``); report the
 client's own close code and reason to the application; close with 1007 on a text message that
 is not UTF-8 and with 1009 on a message over ``WEBSOCKET_MAX_MESSAGE_SIZE`` bytes, each logged
 with its cause.
