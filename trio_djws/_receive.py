@@ -57,6 +57,8 @@ async def receive_loop(
                 over = True
                 runtime.peer_gone(exc.code, exc.reason)
             else:
+                if runtime.counts is not None:
+                    runtime.counts.count_received(message)
                 if len(message) > runtime.settings.max_message_size // 4 and _too_big(
                     runtime, message
                 ):
@@ -95,6 +97,8 @@ async def _receive_one(runtime: Runtime) -> Message | None:
     except ConnectionClosed as exc:
         runtime.peer_gone(exc.code, exc.reason)
         return None
+    if runtime.counts is not None:
+        runtime.counts.count_received(message)
     if len(message) > runtime.settings.max_message_size // 4 and _too_big(runtime, message):
         return None
     return message
@@ -129,6 +133,7 @@ async def _reader(runtime: Runtime, inbox: trio.MemorySendChannel[Message] | Non
         return
     receive = runtime.transport.receive
     quarter = runtime.settings.max_message_size // 4
+    counts = runtime.counts
     with inbox:  # the reader owns the send end: closing it ends the receive loop
         while True:  # _receive_one inlined: this is the per-message path
             try:
@@ -136,6 +141,8 @@ async def _reader(runtime: Runtime, inbox: trio.MemorySendChannel[Message] | Non
             except ConnectionClosed as exc:
                 runtime.peer_gone(exc.code, exc.reason)
                 return
+            if counts is not None:
+                counts.count_received(message)
             if len(message) > quarter and _too_big(runtime, message):
                 return
             try:

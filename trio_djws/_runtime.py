@@ -29,8 +29,8 @@ end), ``PEER`` (the peer left, also during a ``CLOSE``), or one logged where it 
 
 Internal interface (other modules use these names only, never a leading-underscore member):
 the facade (``trio_djws.websocket``) is made over a ``Runtime(transport, server)`` and calls
-the methods behind its public ones; ``connection`` uses ``attach``, ``handler``, ``accept``,
-``accepted``, ``fail``, ``cause`` and ``_receive.receive_loop``; ``groups`` uses
+the methods behind its public ones; ``connection`` uses ``attach``, ``handler``, ``counts``,
+``accept``, ``accepted``, ``fail``, ``cause`` and ``_receive.receive_loop``; ``groups`` uses
 ``websocket``, ``queue_nowait``, ``abort`` and ``resync``; the brokers' history hand-over
 uses ``websocket``; ``views`` uses ``accept``,
 ``wait_accepted`` and ``fail``; ``state`` maps live connections to runtimes (``runtime_of``).
@@ -54,6 +54,7 @@ from .typing import Message, Transport
 
 if TYPE_CHECKING:
     from .handler import BaseWSClass
+    from .instrument import MessageCounts
     from .state import ServerState
     from .websocket import WebSocket
 
@@ -107,6 +108,7 @@ class Runtime:
     __slots__ = (
         "accept_waiter",
         "cause",
+        "counts",
         "flush_waiter",
         "groups",
         "handler",
@@ -150,6 +152,8 @@ class Runtime:
         # the writer waits on an empty queue of an OPEN connection (else None).
         self.send_nowait: Callable[[Message], None] | None = getattr(transport, "send_nowait", None)
         self.write_now: Callable[[Message], None] | None = None
+        # Where messages and bytes are counted while an instrumentation asks (else None).
+        self.counts: MessageCounts | None = None
 
     # -- state -----------------------------------------------------------------------------
 
@@ -324,12 +328,15 @@ class Runtime:
                 pass  # the writer takes it from the queue (the rest of it, if written in part)
             else:
                 self.write_now = write_now
+                if (counts := self.counts) is not None:
+                    counts.count_sent(message)
                 return
         channel.send_nowait(message)
 
     async def _writer(self) -> None:
         send = self.transport.send
         send_nowait = self.send_nowait
+        counts = self.counts
         outbox, outbox_send = self.outbox, self.outbox_send
         assert outbox is not None and outbox_send is not None  # the writer starts with them
         try:
@@ -358,6 +365,8 @@ class Runtime:
                     if overflow is not None and overflow.refill(outbox, outbox_send):
                         self.overflow = None
                     await send(message)
+                    if counts is not None:
+                        counts.count_sent(message)
         except SlowConsumer as exc:
             # The transport's write deadline: the peer took no data for WEBSOCKET_SEND_TIMEOUT
             # seconds. As a full queue would: 1008, with a bounded chance for the close frame.

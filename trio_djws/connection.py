@@ -171,9 +171,9 @@ async def serve_connection(
     probe = None
     if observer is not None:
         probe = observer.open_connection(_namespace(handler_class), _client(scope))
-        if probe is not None:
-            transport = probe.wrap_transport(transport)
     runtime = Runtime(transport, server)
+    if probe is not None and probe.counts_messages:
+        runtime.counts = instrument.message_counts(_namespace(handler_class))
     websocket = WebSocket(runtime, scope, kwargs)
     handler = handler_class()
     log_context = ConnectionContext(

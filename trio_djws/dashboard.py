@@ -38,7 +38,7 @@ from wsproto.frame_protocol import CloseReason
 from . import instrument
 from .exceptions import Reject
 from .handler import BaseWSClass
-from .instrument import ConnectionProbe, Instrumentation, counting_transport
+from .instrument import ConnectionProbe, Instrumentation
 from .mixins import DjangoMiddlewareMixin
 from .state import ServerState, current_server
 from .typing import Message
@@ -46,7 +46,6 @@ from .typing import Message
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
 
-    from .typing import Transport
     from .websocket import WebSocket
 
 __all__ = [
@@ -80,16 +79,13 @@ class _Connection:
 class _Probe(ConnectionProbe):
     __slots__ = ("client", "dashboard", "id", "namespace")
 
+    counts_messages = True  # the page's message rates: instrument.all_message_counts()
+
     def __init__(self, dashboard: DashboardInstrumentation, namespace: str, client: str) -> None:
         self.dashboard = dashboard
         self.namespace = namespace
         self.client = client
         self.id = ""
-
-    def wrap_transport(self, transport: Transport) -> Transport:
-        return counting_transport(
-            transport, self.dashboard.count_received, self.dashboard.count_sent
-        )
 
     def begin(self, connection_id: str) -> None:
         self.id = connection_id
@@ -109,14 +105,6 @@ class DashboardInstrumentation(Instrumentation):
         self.live: dict[str, _Connection] = {}
         self.closes: deque[tuple[float, str, int | None, str]] = deque(maxlen=RECENT)
         self.rejected: deque[tuple[float, int]] = deque(maxlen=RECENT)
-        self.received = 0
-        self.sent = 0
-
-    def count_received(self, message: Message) -> None:
-        self.received += 1
-
-    def count_sent(self, message: Message) -> None:
-        self.sent += 1
 
     def open_connection(self, namespace: str, client: str) -> ConnectionProbe | None:
         return _Probe(self, namespace, client)
@@ -137,6 +125,7 @@ class DashboardInstrumentation(Instrumentation):
         newest = sorted(self.live.items(), key=lambda item: item[1].opened)[-LISTED:]
         groups = server.groups
         broker = server.broker
+        counts = instrument.all_message_counts().values()
         return {
             "type": "snapshot",
             "pid": os.getpid(),
@@ -165,8 +154,8 @@ class DashboardInstrumentation(Instrumentation):
             "presence": sorted(
                 [name, sum(groups.presence(name).values())] for name in groups.presence_groups()
             )[:LISTED],
-            "received": self.received,
-            "sent": self.sent,
+            "received": sum(c.received for c in counts),
+            "sent": sum(c.sent for c in counts),
             "closes": list(self.closes),
             "rejected": list(self.rejected),
             "broker": {

@@ -7,24 +7,34 @@ reports events to ``instrument.active``: ``None`` unless a feature registered an
 registered, each event costs one attribute load and a ``None`` test.
 
 Per connection, ``Instrumentation.open_connection`` returns a ``ConnectionProbe`` (or ``None``)
-that may wrap the connection's transport (to count messages and bytes) and its hooks (to time
-them or open a span around each call), and hears the accept and the close.
+that may ask for the connection's messages and bytes to be counted (``counts_messages``: the
+runtime adds them to the namespace's ``MessageCounts``, plain integers, where it receives and
+writes them), may wrap its hooks (to time them or open a span around each call), and hears the
+accept and the close.
 
 The registry is filled at start-up, before any trio run, like the namespace registry;
-``register`` and ``unregister`` are for ``AppConfig.ready()`` and tests.
+``register`` and ``unregister`` are for ``AppConfig.ready()`` and tests. The message counts
+are per process too (like prometheus-client's registry) and only grow: readers (the metrics'
+scrape, the admin page's rates) take differences or totals, never reset them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
-if TYPE_CHECKING:
-    from .typing import Message, Transport
-
-__all__ = ["ConnectionProbe", "Instrumentation", "register", "registered", "unregister"]
+__all__ = [
+    "ConnectionProbe",
+    "Instrumentation",
+    "MessageCounts",
+    "all_message_counts",
+    "message_counts",
+    "register",
+    "registered",
+    "unregister",
+]
 
 Hook = TypeVar("Hook", bound=Callable[..., Awaitable[Any]])
 
@@ -36,69 +46,56 @@ def message_size(message: str | bytes) -> int:
     return len(message.encode("utf-8", "surrogatepass"))
 
 
-class _CountingTransport:
-    # Reports what passes through a transport; everything else goes to the transport itself.
-    __slots__ = ("_inner", "_received", "_sent")
+class MessageCounts:
+    """The messages and payload bytes (UTF-8 for text) of one namespace, received and sent,
+    since the process started: plain integers that only grow, added by the connection runtime
+    on the trio thread (a reader in another thread sees each value whole, never torn)."""
 
-    def __init__(
-        self,
-        inner: Transport,
-        received: Callable[[Message], None],
-        sent: Callable[[Message], None],
-    ) -> None:
-        self._inner = inner
-        self._received = received
-        self._sent = sent
+    __slots__ = ("received", "received_bytes", "sent", "sent_bytes")
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def __init__(self) -> None:
+        self.received = self.received_bytes = self.sent = self.sent_bytes = 0
 
-    async def accept(self, subprotocol: str | None) -> None:
-        await self._inner.accept(subprotocol)
+    # message_size() inlined for the ASCII case: these run once per message.
+    def count_received(self, message: str | bytes) -> None:
+        """One message received (its payload bytes included)."""
+        self.received += 1
+        if isinstance(message, bytes) or message.isascii():
+            self.received_bytes += len(message)
+        else:
+            self.received_bytes += message_size(message)
 
-    async def reject(self, status: int) -> None:
-        await self._inner.reject(status)
-
-    async def receive(self) -> Message:
-        message = await self._inner.receive()
-        self._received(message)
-        return message
-
-    async def send(self, message: Message) -> None:
-        await self._inner.send(message)
-        self._sent(message)
-
-    async def close(self, code: int, reason: str) -> None:
-        await self._inner.close(code, reason)
+    def count_sent(self, message: str | bytes) -> None:
+        """One message written to the client (its payload bytes included)."""
+        self.sent += 1
+        if isinstance(message, bytes) or message.isascii():
+            self.sent_bytes += len(message)
+        else:
+            self.sent_bytes += message_size(message)
 
 
-class _CountingNowaitTransport(_CountingTransport):
-    # For transports that can write at once (the websockets engine): the runtime looks for
-    # ``send_nowait`` and must find it only where the transport has it.
-    __slots__ = ()
-
-    def send_nowait(self, message: Message) -> None:
-        self._inner.send_nowait(message)  # type: ignore[attr-defined]  # present: see counting_transport
-        self._sent(message)
+_counts: dict[str, MessageCounts] = {}
 
 
-def counting_transport(
-    transport: Transport, received: Callable[[Message], None], sent: Callable[[Message], None]
-) -> Transport:
-    """Wrap ``transport`` so that ``received(message)`` runs after each message received and
-    ``sent(message)`` after each one written (``send`` and, where the transport has it,
-    ``send_nowait``); for ``ConnectionProbe.wrap_transport``."""
-    if hasattr(transport, "send_nowait"):
-        return _CountingNowaitTransport(transport, received, sent)
-    return _CountingTransport(transport, received, sent)
+def message_counts(namespace: str) -> MessageCounts:
+    """The process's ``MessageCounts`` of ``namespace`` (made on first use; trio thread)."""
+    counts = _counts.get(namespace)
+    if counts is None:
+        counts = _counts[namespace] = MessageCounts()
+    return counts
+
+
+def all_message_counts() -> dict[str, MessageCounts]:
+    """Every namespace's ``MessageCounts`` so far (a copy of the mapping; any thread)."""
+    return _counts.copy()
 
 
 class ConnectionProbe:
     """One connection's observer; the defaults do nothing. All calls are on the trio thread."""
 
-    def wrap_transport(self, transport: Transport) -> Transport:
-        """Return the transport the connection uses (a counting proxy, or ``transport``)."""
-        return transport
+    counts_messages: bool = False
+    """True: the runtime counts this connection's messages and bytes into
+    ``message_counts(namespace)`` (one integer addition each; read them there)."""
 
     def wrap_hook(self, name: str, hook: Hook) -> Hook:
         """Return ``hook`` (``on_connect``, ``on_message`` or ``on_close``, already bound) or
@@ -200,11 +197,7 @@ class _Chain(Instrumentation):
 class _ChainProbe(ConnectionProbe):
     def __init__(self, probes: tuple[ConnectionProbe, ...]) -> None:
         self.probes = probes
-
-    def wrap_transport(self, transport: Transport) -> Transport:
-        for probe in self.probes:
-            transport = probe.wrap_transport(transport)
-        return transport
+        self.counts_messages = any(probe.counts_messages for probe in probes)
 
     def wrap_hook(self, name: str, hook: Hook) -> Hook:
         # The first registered probe's wrapper is the outermost.

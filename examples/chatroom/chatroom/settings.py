@@ -33,8 +33,10 @@ ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1
 
 INSTALLED_APPS = [
     "trio_djws",  # first: its runserver (WebSockets) wins over staticfiles'
+    "django.contrib.admin",  # and trio_djws' live connections page under it
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.messages",
     "django.contrib.sessions",
     "django.contrib.staticfiles",
     "chat",
@@ -47,6 +49,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -63,6 +66,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
                 "chat.context_processors.websocket",
             ]
         },
@@ -127,6 +131,10 @@ if os.environ.get("REDIS_URL"):
         "BACKEND": "trio_djws.brokers.RedisBroker",
         "CONFIG": {"url": os.environ["REDIS_URL"], "prefix": "chatroom"},
     }
+
+# The live connections page (staff only): /admin/trio_djws/connections/ shows every room's
+# group, presence and connections as they change, fed over this WebSocket of its own.
+WEBSOCKET_DASHBOARD_PATH = "/ws/trio_djws/dashboard/"
 
 # Standalone mode: the WebSocket server's port, if not the page's own (see the docstring).
 _ws_port = os.environ.get("CHAT_WEBSOCKET_PORT", "")
