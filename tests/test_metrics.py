@@ -4,28 +4,32 @@ processes of a real ``manage.py serve --workers 2 --metrics-bind`` after a scrip
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Final
 
 import httpx
 import pytest
 import trio
+import trio.testing
 from django.core import checks
 from django.test import override_settings
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
 
-import tests.handlers  # noqa: F401  (registers /echo/, /fail/, /room/...)
+import tests.handlers
+import tests.redis_handlers  # noqa: F401  (registers /redis/...)
 from tests.processes import REPO_ROOT, child_env, run_django, run_serve
 from tests.redis_server import RedisServer
 from trio_djws import instrument
 from trio_djws.asgi import get_asgi_application
+from trio_djws.exceptions import ConnectionClosed
 from trio_djws.metrics import PrometheusInstrumentation, close_code_label, enable
 from trio_djws.testing import HandshakeRejected, WebSocketTestClient
 
@@ -100,6 +104,105 @@ async def test_connection_messages_hooks_and_close_are_counted() -> None:
     assert instrument.active is None  # unregistered again
 
 
+async def test_one_process_scrape_is_exact_for_open_connections() -> None:
+    # One process: the per-message counts and hook durations are read at the scrape itself,
+    # nothing waits for a flush; a histogram's count is its +Inf bucket.
+    app = get_asgi_application()
+    ns = "/echo/"
+    names = ("trio_djws_messages_received_total", "trio_djws_sent_bytes_total")
+    hook = {"hook": "on_message", "namespace": ns}
+    with metrics_on():
+        before = [value(name, namespace=ns) for name in names]
+        hooks_before = value("trio_djws_hook_duration_seconds_count", **hook)
+        async with WebSocketTestClient(app, ns) as client:
+            for _ in range(3):
+                await client.send("abcd")
+                assert await client.receive() == "abcd"
+            await trio.testing.wait_all_tasks_blocked()  # the hook has returned
+            after = [value(name, namespace=ns) for name in names]
+            hooks = value("trio_djws_hook_duration_seconds_count", **hook) - hooks_before
+            inf = value("trio_djws_hook_duration_seconds_bucket", le="+Inf", **hook)
+            count = value("trio_djws_hook_duration_seconds_count", **hook)
+            assert value("trio_djws_hook_duration_seconds_sum", **hook) > 0
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 12]
+    assert hooks == 3
+    assert inf == count
+
+
+async def test_handlers_without_a_namespace_are_labelled_by_class_name() -> None:
+    # Bounded: one label per handler class. Every dwebsocket-style view shares the label of
+    # the class that serves views; the signals endpoint is labelled SignalHandler.
+    app = get_asgi_application()
+    opened = "trio_djws_connections_opened_total"
+    before = value(opened, namespace="_ViewHandler")
+    with metrics_on():
+        for path in ("/dws/echo_once/", "/dws/lower_case/"):
+            async with WebSocketTestClient(app, path) as client:
+                await client.send("HI")
+                assert (await client.receive()).lower() == "hi"
+    assert value(opened, namespace="_ViewHandler") - before == 2
+    assert value(opened, namespace="/dws/echo_once/") == 0
+
+
+@override_settings(WEBSOCKET_SEND_QUEUE_SIZE=8)
+async def test_a_slow_group_member_is_a_slow_consumer_close_and_an_overflow() -> None:
+    app = get_asgi_application()
+    ns = "/room/<slug:group>/"
+    names = {
+        "slow": ("trio_djws_slow_consumer_closes_total", {"namespace": ns}),
+        "closed": ("trio_djws_connections_closed_total", {"namespace": ns, "code": "1008"}),
+        "overflow": ("trio_djws_broker_events_total", {"event": "overflow"}),
+    }
+    with metrics_on():
+        before = {key: value(name, **labels) for key, (name, labels) in names.items()}
+        async with (
+            WebSocketTestClient(app, "/room/metrics-slow/", receive_buffer=1) as slow,
+            WebSocketTestClient(app, "/room/metrics-slow/", receive_buffer=100) as fast,
+        ):
+            for i in range(30):
+                await fast.send(f"m{i}")
+                assert await fast.receive() == f"m{i}"
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    await slow.receive()
+            assert info.value.code == 1008
+    after = {key: value(name, **labels) for key, (name, labels) in names.items()}
+    assert {key: after[key] - before[key] for key in names} == {
+        "slow": 1,
+        "closed": 1,
+        "overflow": 1,
+    }
+
+
+async def test_a_redis_outage_counts_lost_publishes_and_reconnects(
+    redis_server: RedisServer,
+) -> None:
+    from tests.test_redis_broker import in_process_server
+    from trio_djws.brokers import RedisBroker
+    from trio_djws.state import current_server
+
+    def event(name: str) -> float:
+        return value("trio_djws_broker_events_total", event=name)
+
+    with metrics_on(), trio.fail_after(TIMEOUT):
+        lost, reconnects = event("lost"), event("reconnect")
+        async with in_process_server(redis_server.url) as app:
+            broker = current_server().broker
+            assert isinstance(broker, RedisBroker)
+            async with WebSocketTestClient(app, "/redis/group/metrics-down/") as member:
+                assert await member.receive() == "ready"
+                await redis_server.stop()
+                await broker.wait_subscribed("metrics-down", subscribed=False)
+                for i in range(5):
+                    await member.send(f"down {i}")
+                    assert await member.receive() == f"down {i}"  # local delivery
+                await trio.testing.wait_all_tasks_blocked()
+                assert event("lost") - lost == 5
+                await redis_server.start()
+                assert await member.receive() == "resync metrics-down"
+                assert event("reconnect") - reconnects >= 1
+
+
 async def test_a_failing_hook_is_timed_and_its_1011_counted() -> None:
     app = get_asgi_application()
     ns = "/fail/"
@@ -166,6 +269,15 @@ def get(
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+async def scrape_until(
+    url: str, ready: Callable[[dict[tuple[str, tuple[tuple[str, str], ...]], float]], bool]
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    # Scrape until ``ready(samples)``: bounded by the test's fail_after, one scrape at a time.
+    while not ready(samples := await scrape(url)):
+        pass
+    return samples
+
+
 async def open_on_both_workers(
     stack: AsyncExitStack, url: str
 ) -> tuple[list[WebSocketConnection], int]:
@@ -206,10 +318,31 @@ async def test_serve_workers_2_metrics_endpoint_sums_both_processes(
                 await clients[0].send_message("hello")  # fanned out through Redis to both
                 for ws in clients:
                     assert await ws.get_message() == "hello"
+                # Present in "lobby" (a group too), and a plain def hook (a worker thread).
+                present = await stack.enter_async_context(
+                    open_websocket_url(f"{url}/redis/presence/lobby/?name=ada")
+                )
+                assert json.loads(await present.get_message())["users"] == ["ada"]
+                sync = await stack.enter_async_context(open_websocket_url(f"{url}/sync/"))
+                await sync.send_message("a")
+                assert await sync.get_message() == "thread:a"
+                # The gauges are sampled once a second in each worker: scrape until both
+                # workers' samples show the connections (no event crosses the processes).
+                live = await scrape_until(
+                    metrics_url,
+                    lambda s: (
+                        get(s, "trio_djws_presence_entries") == 1
+                        and get(s, "trio_djws_groups") == 3
+                    ),  # "m" on each worker, "lobby"
+                )
                 for ws in clients:
+                    await ws.aclose(1000)
+                for ws in (present, sync):
                     await ws.aclose(1000)
             # Each close is logged after it was counted.
             await server.stderr.wait_for(r"closed \w+ on '?/redis/group/m/'?: code 1000", count)
+            await server.stderr.wait_for(r"closed \w+ on '?/sync/'?: code 1000")
+            await server.stderr.wait_for(r"closed \w+ on '?/redis/presence/lobby/'?: code 1000")
             with pytest.raises(ConnectionRejected):  # no @Namespace: 403
                 async with open_websocket_url(f"{url}/nowhere/"):
                     pass
@@ -249,8 +382,16 @@ async def test_serve_workers_2_metrics_endpoint_sums_both_processes(
     # The publishing worker subscribes to the group: its own copy came back and was timed.
     assert get(samples, "trio_djws_broker_lag_seconds_count") == 1
     assert get(samples, "trio_djws_http_requests_total", status="200") == 1
-    assert ("trio_djws_send_queue_messages", ()) in samples
-    assert ("trio_djws_db_threads_in_use", ()) in samples
+    assert get(samples, "trio_djws_slow_consumer_closes_total", **ns) == 0
+    assert get(samples, "trio_djws_broker_events_total", event="overflow") == 0
+    assert get(samples, "trio_djws_broker_events_total", event="reconnect") == 0
+    # One worker thread: the plain def on_message of /sync/.
+    assert get(samples, "trio_djws_thread_wait_seconds_count", limiter="db") == 1
+    # The sampled gauges while the connections were open: idle queues, no thread busy.
+    assert get(live, "trio_djws_send_queue_messages") == 0
+    assert get(live, "trio_djws_send_queue_max_messages") == 0
+    assert get(live, "trio_djws_db_threads_in_use") == 0
+    assert get(live, "trio_djws_connections_open", **ns) == count
 
 
 async def test_runwebsocket_metrics_bind_serves_the_counts() -> None:
