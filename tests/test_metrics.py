@@ -167,11 +167,10 @@ async def test_a_slow_group_member_is_a_slow_consumer_close_and_an_overflow() ->
                     await slow.receive()
             assert info.value.code == 1008
     after = {key: value(name, **labels) for key, (name, labels) in names.items()}
-    assert {key: after[key] - before[key] for key in names} == {
-        "slow": 1,
-        "closed": 1,
-        "overflow": 1,
-    }
+    assert after["slow"] - before["slow"] == 1
+    assert after["closed"] - before["closed"] == 1
+    # One per message that found the slow member's queue full (held, or dropped at the end).
+    assert after["overflow"] - before["overflow"] >= 1
 
 
 async def test_a_redis_outage_counts_lost_publishes_and_reconnects(
