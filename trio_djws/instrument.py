@@ -94,7 +94,7 @@ class ConnectionProbe:
     """One connection's observer; the defaults do nothing. All calls are on the trio thread."""
 
     counts_messages: bool = False
-    """True: the runtime counts this connection's messages and bytes into
+    """Whether the runtime counts this connection's messages and bytes into
     ``message_counts(namespace)`` (one integer addition each; read them there)."""
 
     def wrap_hook(self, name: str, hook: Hook) -> Hook:
