@@ -55,6 +55,7 @@ IO_TIMEOUT = 5.0  # seconds per read of a raw client
 KEY = base64.b64encode(b"attack-key-16by!").decode()  # a valid Sec-WebSocket-Key
 ROOM = "/ws/chat/lobby/"
 TCP_CLOSE_WAIT = "08"
+TRACEBACK_STARTS = ("Traceback (most recent call last)", "  + Exception Group Traceback")
 # A path, a nickname and a close reason that would each start a line of their own if logged
 # unescaped (the chatroom's log format starts with the date).
 FORGED = "2099-01-01 00:00:00,000 CRITICAL trio_djws FORGED LINE"
@@ -445,18 +446,18 @@ async def _measured(
         return Row(server.name, attack, expected, seen + " (server process gone)", ok)
     after, waiting, waited = await server.settle(before)
     logged = server.lines()[lines:]
-    leak_free = after <= before and waiting == 0
+    tracebacks = sum(1 for line in logged if line.startswith(TRACEBACK_STARTS))
     figures["settled_in_s"] = waited
     return Row(
         server.name,
         attack,
-        expected + "; fds back, 0 CLOSE-WAIT",
+        expected + "; fds back, 0 CLOSE-WAIT, no traceback",
         seen,
-        ok and leak_free,
+        ok and after <= before and waiting == 0 and not tracebacks,
         f"{before} -> {after}",
         waiting,
         len(logged),
-        sum(1 for line in logged if "Traceback" in line),
+        tracebacks,
         figures,
     )
 
@@ -577,7 +578,7 @@ async def connection_limit(ctx: Ctx) -> Row:
             new = server.lines()[lines:]
         statuses = Counter(p.outcome() for p in probes)
         refused_lines = sum(1 for line in new if "503" in line or "refused" in line)
-        tracebacks = sum(1 for line in new if line.startswith("Traceback"))
+        tracebacks = sum(1 for line in new if line.startswith(TRACEBACK_STARTS))
         # A place frees once the held connections are gone.
         await server.settle(0)
         after = await probe(server.port, handshake(server.port, ROOM))
