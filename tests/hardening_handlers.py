@@ -77,3 +77,15 @@ class Ticketed(TicketMixin, BaseWSClass):
     async def on_connect(self, websocket: WebSocket, path: str) -> None:
         assert websocket.user is not None
         await websocket.send(websocket.user.get_username())
+
+
+GREETING_BYTES = 8 * 1024 * 1024  # more than loopback's socket buffers hold
+
+
+@Namespace("/harden/greet-large/")
+class GreetLarge(BaseWSClass):
+    """Queues one large message before the accept, as the chatroom queues its history: the
+    writer is still sending it when a frame pipelined with the handshake is read."""
+
+    async def on_connect(self, websocket: WebSocket, path: str) -> None:
+        await websocket.send("g" * GREETING_BYTES)

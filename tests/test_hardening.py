@@ -34,6 +34,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from tests.conftest import rejected_status, start_hypercorn, start_standalone
+from tests.hardening_handlers import GREETING_BYTES
 from tests.processes import ServerProcess, child_env, run_serve
 from tests.test_servers_hypercorn import read_head, upgrade_request
 from trio_djws import ConnectionClosed, database_sync_to_thread
@@ -713,6 +714,58 @@ async def test_message_pipelined_with_the_handshake_is_handled(
 ) -> None:
     rest = await _first_frame_after_pipelining(engine, nursery, masked_text_frame("early"))
     assert rest[:7] == b"\x81\x05early"  # the echo, unmasked (RFC 6455 §5.1)
+
+
+def _server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    # The complete (opcode, payload) frames at the start of a server's byte stream (unmasked,
+    # unfragmented; RFC 6455 §5.2).
+    frames, i = [], 0
+    while i + 2 <= len(data):
+        opcode, n, start = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
+        if n == 126:
+            n, start = int.from_bytes(data[i + 2 : i + 4], "big"), i + 4
+        elif n == 127:
+            n, start = int.from_bytes(data[i + 2 : i + 10], "big"), i + 10
+        if start > len(data) or start + n > len(data):
+            break
+        frames.append((opcode, data[start : start + n]))
+        i = start + n
+    return frames
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_protocol_error_while_a_message_is_written_gets_1002_after_it(
+    engine: str, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The chatroom's case (python -m bench.attacks): its history is being written when a bad
+    # frame arrives. Was, on the trio_websocket engine: the close frame written at once from
+    # the reading task, beside the message's write: trio.BusyResourceError, an ERROR
+    # traceback and a bare EOF (or, writing on the socket directly, a close frame inside the
+    # message's frame).
+    host, port = (await start_standalone(nursery, engine)).rsplit(":", 1)
+    sock = trio.socket.socket()
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)  # before connect
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.INFO, logger="trio_djws"):
+        await sock.connect((host, int(port)))
+        async with trio.SocketStream(sock) as stream:
+            await stream.send_all(upgrade_request("/harden/greet-large/"))
+            data = await read_head(stream)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101"), head
+            while not rest:  # the greeting's first bytes: its writer is blocked in the frame
+                rest += await stream.receive_some(4096)
+            await stream.send_all(BAD_FRAME)
+            while not any(op == 0x8 for op, _ in _server_frames(rest)):
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                rest += chunk
+    # The greeting whole, then the close frame (not inside the greeting's frame).
+    frames = [(op, len(payload), payload[:2]) for op, payload in _server_frames(rest)]
+    assert frames, f"{len(rest)} bytes without a whole frame"
+    assert frames[0][:2] == (0x1, GREETING_BYTES), frames[:1]
+    assert frames[1:] == [(0x8, frames[-1][1], (1002).to_bytes(2, "big"))], frames[1:]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # -- ping timeout -----------------------------------------------------------------------------

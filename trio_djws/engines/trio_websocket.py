@@ -11,7 +11,8 @@ handler nursery and ends the server. What trio-websocket leaves to its user, add
   reading blocks nothing else and is closed as a slow consumer (1008);
 - a close frame when wsproto fails a connection (invalid UTF-8 → 1007, a protocol error →
   1002): trio-websocket only drops the TCP connection then. That needs one private attribute
-  of trio-websocket 0.12, read in ``_failed_without_close_frame`` only;
+  of trio-websocket 0.12, read in ``_failed_without_close_frame`` only. It is written after
+  the rest of a message another task is writing (one write at a time on the socket);
 - a write cut short part way through a frame (``abort()``, the write deadline of a slow
   consumer) keeps the frame's rest, written first by the next write: the close frame (1008
   "slow consumer") still follows whole frames, within ``WEBSOCKET_CLOSE_TIMEOUT``;
@@ -248,25 +249,30 @@ class _Stream(trio.abc.HalfCloseableStream):
         self._head: bytearray | None = bytearray()  # the request head so far; None once read
         self._held = b""  # what followed the request head, delivered after the handshake
         self._rest = b""  # the unwritten end of a write cut short: written first next time
+        # trio-websocket serialises its own writes, but aclose() writes the close frame from
+        # the reading task (wsproto failed the connection) while a message may be half
+        # written by another: one write at a time, so the close frame follows that message.
+        self._send_lock = trio.StrictFIFOLock()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         # With the socket's own send(), each call of which either wrote or (cancelled) did
         # not: a write cut short part way through a frame (abort(), the write deadline of a
         # slow consumer) knows its rest, and the next write sends it first, so that
         # trio-websocket's close frame still follows whole frames (RFC 6455 §5.4).
-        if self._rest:
-            data, self._rest = self._rest + bytes(data), b""
-        view = memoryview(data)
-        sock = self._stream.socket
-        sent = 0
-        try:
-            while sent < len(view):
-                sent += await sock.send(view[sent:])
-        except trio.Cancelled:
-            self._rest = bytes(view[sent:])
-            raise
-        except OSError as exc:
-            raise trio.BrokenResourceError(str(exc)) from exc
+        async with self._send_lock:
+            if self._rest:
+                data, self._rest = self._rest + bytes(data), b""
+            view = memoryview(data)
+            sock = self._stream.socket
+            sent = 0
+            try:
+                while sent < len(view):
+                    sent += await sock.send(view[sent:])
+            except trio.Cancelled:
+                self._rest = bytes(view[sent:])
+                raise
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
