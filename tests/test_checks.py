@@ -103,8 +103,10 @@ def test_check_ids_are_the_documented_ones() -> None:
     import re
 
     import trio_djws.checks
+    import trio_djws.project
 
-    source = inspect.getsource(trio_djws.checks)
+    # The settings' checks and the project-wiring checks, both registered by apps.ready().
+    source = inspect.getsource(trio_djws.checks) + inspect.getsource(trio_djws.project)
     ids = re.findall(r'id="(trio_djws\.[EW]\d{3})"', source)
     assert sorted(set(ids)) == [
         "trio_djws.E001",
@@ -118,12 +120,16 @@ def test_check_ids_are_the_documented_ones() -> None:
         "trio_djws.E050",
         "trio_djws.E051",
         "trio_djws.E060",
+        "trio_djws.E070",
         "trio_djws.E091",
         "trio_djws.E093",
         "trio_djws.E094",
         "trio_djws.W040",
         "trio_djws.W041",
         "trio_djws.W051",
+        "trio_djws.W070",
+        "trio_djws.W071",
+        "trio_djws.W072",
         "trio_djws.W080",
         "trio_djws.W090",
         "trio_djws.W095",

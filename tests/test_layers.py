@@ -1,7 +1,7 @@
 """The layering rules that lint cannot see: no module of the library imports another module's
-private name (``from .x import _name``; ruff's SLF001 sees attribute access only), and the
+private name (``from .x import _name``; ruff's SLF001 sees attribute access only), the
 README's layer map is the docs' one and names every layer of the import-linter contract
-(pyproject.toml, ``lint-imports`` in ``nox -s lint``)."""
+(pyproject.toml, ``lint-imports`` in ``nox -s lint``), and a module over 450 lines says why."""
 
 from __future__ import annotations
 
@@ -102,3 +102,29 @@ def test_the_readme_layer_map_is_the_docs_one_and_names_every_layer_module() -> 
         for module in re.split(r"[|:]", layer):
             name = module.strip().strip("()")
             assert name in words or f"{name}/" in words, name
+
+
+MAX_LINES: Final = 450
+WHY: Final = "Why one module of more than 450 lines"
+
+
+def says_why(source: str) -> bool:
+    """Whether a module's docstring has a paragraph starting with ``WHY``."""
+    docstring = ast.get_docstring(ast.parse(source)) or ""
+    return any(paragraph.startswith(WHY) for paragraph in docstring.split("\n\n"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_a_module_over_450_lines_says_why(path: Path) -> None:
+    source = path.read_text(encoding="utf-8")
+    lines = len(source.splitlines())
+    assert lines <= MAX_LINES or says_why(source), (
+        f"{path.relative_to(REPO)} has {lines} lines: split it (one concept per module), or "
+        f"add a paragraph starting {WHY!r} to its docstring"
+    )
+
+
+def test_the_reason_is_a_paragraph_of_the_docstring() -> None:
+    assert says_why(f'"""Title.\n\n{WHY}: the reason.\n"""\n')
+    assert not says_why(f'"""Title.\n\nNo {WHY.lower()}.\n"""\n')
+    assert not says_why(f'"""Title."""\n# {WHY}: in a comment\n')

@@ -1,4 +1,4 @@
-"""RedisBroker (trio_djws/brokers/redis.py) with real server processes and a private Redis.
+"""RedisBroker (trio_djws/brokers/redis/) with real server processes and a private Redis.
 
 Each test starts its own ``redis-server`` on an ephemeral port (tests/redis_server.py) and
 one or two ``manage.py serve`` subprocesses (tests/processes.py's ``run_serve``) using

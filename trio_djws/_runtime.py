@@ -34,6 +34,11 @@ the methods behind its public ones; ``connection`` uses ``attach``, ``handler``,
 ``websocket``, ``queue_nowait``, ``abort`` and ``resync``; the brokers' history hand-over
 uses ``websocket``; ``views`` uses ``accept``,
 ``wait_accepted`` and ``fail``; ``state`` maps live connections to runtimes (``runtime_of``).
+
+Why one module of more than 450 lines: the state machine, the send queue with its writer and
+the group memberships are one connection's state under one rule (closing begins once, and the
+queue drains before the close frame), held in ``Runtime``'s slots; the receive side, which
+needs none of them, is already apart (``trio_djws._receive``).
 """
 
 from __future__ import annotations

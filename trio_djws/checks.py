@@ -1,21 +1,9 @@
-"""System checks (``manage.py check``) for the ``WEBSOCKET_*`` settings.
+"""System checks (``manage.py check``) for the values of the ``WEBSOCKET_*`` settings.
 
-Ids are ``trio_djws.E001``... and are never reused. Each message's hint names the setting:
-
-- E001 a ``WEBSOCKET_*`` setting has the wrong type or range;
-- E010 a handler module fails to import;
-- E030 ``WEBSOCKET_BROKER['BACKEND']`` does not import; E031 the broker refuses its ``CONFIG``;
-- E041 the origin settings (``WEBSOCKET_ALLOWED_ORIGINS``, else ``ALLOWED_HOSTS``) refuse every
-  browser; W041 one ``WEBSOCKET_ALLOWED_ORIGINS`` entry can never match;
-- E042 ``WEBSOCKET_MIDDLEWARE`` lists middleware Django has removed; E043 an entry does not
-  import; E044 ``AuthenticationMiddleware`` without ``SessionMiddleware`` before it;
-- E060 ``WEBSOCKET_GROUP_HISTORY`` has a wrong pattern or policy (size, TTL, formatter);
-- W040 an unknown ``WEBSOCKET_*`` setting (a typo, or dwebsocket's/djwebsockets' own);
-- W080 ``WEBSOCKET_COMPRESSION`` with ``WEBSOCKET_ENGINE = "trio_websocket"`` (no extension);
-- E090 (raised by ``manage.py serve --workers N``), W090 connection tickets with a per-process
-  ``WEBSOCKET_TICKET_CACHE``; E091 that setting is not a ``CACHES`` alias.
-- E093 ``WEBSOCKET_METRICS`` without prometheus-client; E094 ``WEBSOCKET_TRACING`` without
-  opentelemetry-api; W095 ``WEBSOCKET_DASHBOARD_PATH`` without ``django.contrib.admin``.
+Ids are ``trio_djws.E001``... and are never reused; each message's hint names the setting.
+The checks reference (docs/reference/checks.md) lists every id, read from this source, with a
+paragraph each; the checks of how the project is wired (its ``asgi.py``, handlers, app order,
+the extras and apps that settings need) are ``trio_djws.project``'s.
 """
 
 from __future__ import annotations
@@ -419,50 +407,3 @@ def check_ticket_cache(
             id="trio_djws.W090",
         )
     ]
-
-
-_EXTRAS: Final = {  # setting: (module, extra, package)
-    "WEBSOCKET_METRICS": ("prometheus_client", "trio-djws[metrics]", "prometheus-client"),
-    "WEBSOCKET_TRACING": ("opentelemetry", "trio-djws[tracing]", "opentelemetry-api"),
-}
-
-
-def _missing_extra(name: str) -> tuple[str, str] | None:
-    # (message, hint) if setting ``name`` is True and its extra is not installed.
-    module, extra, package = _EXTRAS[name]
-    if getattr(settings, name, False) is not True or importlib.util.find_spec(module):
-        return None
-    return (
-        f"{name} is True but {package} is not installed.",
-        f"pip install '{extra}', or set {name} = False.",
-    )
-
-
-@register("trio_djws")
-def check_observability(
-    app_configs: Sequence[AppConfig] | None, **kwargs: object
-) -> list[CheckMessage]:
-    """trio_djws.E093 / E094: ``WEBSOCKET_METRICS`` / ``WEBSOCKET_TRACING`` is True but its
-    optional dependency (prometheus-client / opentelemetry-api) is not installed. W095:
-    ``WEBSOCKET_DASHBOARD_PATH`` is set without ``django.contrib.admin`` (the page's look and
-    login)."""
-    errors: list[CheckMessage] = []
-    if getattr(settings, "WEBSOCKET_DASHBOARD_PATH", None) is not None and not apps.is_installed(
-        "django.contrib.admin"
-    ):
-        errors.append(
-            Warning(
-                "WEBSOCKET_DASHBOARD_PATH is set but django.contrib.admin is not installed: "
-                "the live connections page extends the admin's templates and login.",
-                hint="Add 'django.contrib.admin' to INSTALLED_APPS, or remove "
-                "WEBSOCKET_DASHBOARD_PATH.",
-                id="trio_djws.W095",
-            )
-        )
-    metrics = _missing_extra("WEBSOCKET_METRICS")
-    if metrics is not None:
-        errors.append(Error(metrics[0], hint=metrics[1], id="trio_djws.E093"))
-    tracing = _missing_extra("WEBSOCKET_TRACING")
-    if tracing is not None:
-        errors.append(Error(tracing[0], hint=tracing[1], id="trio_djws.E094"))
-    return errors

@@ -7,7 +7,9 @@
   ``ImproperlyConfigured`` (once, naming the fix) instead;
 - W071 no WebSocket handler of the project is registered, so every handshake gets HTTP 403;
 - W072 ``trio_djws`` comes after ``django.contrib.staticfiles`` in ``INSTALLED_APPS``, so
-  ``manage.py runserver`` is staticfiles' (no WebSockets: every handshake gets 404).
+  ``manage.py runserver`` is staticfiles' (no WebSockets: every handshake gets 404);
+- E093 ``WEBSOCKET_METRICS`` without prometheus-client; E094 ``WEBSOCKET_TRACING`` without
+  opentelemetry-api; W095 ``WEBSOCKET_DASHBOARD_PATH`` without ``django.contrib.admin``.
 
 Django's ``ASGIHandler`` needs asyncio (``request_started.asend`` gathers with asyncio, and it
 refuses ``websocket`` scopes), so it can never serve under trio.
@@ -35,6 +37,7 @@ __all__ = [
     "check_app_order",
     "check_asgi_module",
     "check_handlers_registered",
+    "check_observability",
     "project_asgi_module",
     "refuse_django_asgi_handler",
 ]
@@ -245,3 +248,50 @@ def check_app_order(
             id="trio_djws.W072",
         )
     ]
+
+
+_EXTRAS: Final = {  # setting: (module, extra, package)
+    "WEBSOCKET_METRICS": ("prometheus_client", "trio-djws[metrics]", "prometheus-client"),
+    "WEBSOCKET_TRACING": ("opentelemetry", "trio-djws[tracing]", "opentelemetry-api"),
+}
+
+
+def _missing_extra(name: str) -> tuple[str, str] | None:
+    # (message, hint) if setting ``name`` is True and its extra is not installed.
+    module, extra, package = _EXTRAS[name]
+    if getattr(settings, name, False) is not True or importlib.util.find_spec(module):
+        return None
+    return (
+        f"{name} is True but {package} is not installed.",
+        f"pip install '{extra}', or set {name} = False.",
+    )
+
+
+@register("trio_djws")
+def check_observability(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
+    """trio_djws.E093 / E094: ``WEBSOCKET_METRICS`` / ``WEBSOCKET_TRACING`` is True but its
+    optional dependency (prometheus-client / opentelemetry-api) is not installed. W095:
+    ``WEBSOCKET_DASHBOARD_PATH`` is set without ``django.contrib.admin`` (the page's look and
+    login)."""
+    errors: list[CheckMessage] = []
+    if getattr(settings, "WEBSOCKET_DASHBOARD_PATH", None) is not None and not apps.is_installed(
+        "django.contrib.admin"
+    ):
+        errors.append(
+            Warning(
+                "WEBSOCKET_DASHBOARD_PATH is set but django.contrib.admin is not installed: "
+                "the live connections page extends the admin's templates and login.",
+                hint="Add 'django.contrib.admin' to INSTALLED_APPS, or remove "
+                "WEBSOCKET_DASHBOARD_PATH.",
+                id="trio_djws.W095",
+            )
+        )
+    metrics = _missing_extra("WEBSOCKET_METRICS")
+    if metrics is not None:
+        errors.append(Error(metrics[0], hint=metrics[1], id="trio_djws.E093"))
+    tracing = _missing_extra("WEBSOCKET_TRACING")
+    if tracing is not None:
+        errors.append(Error(tracing[0], hint=tracing[1], id="trio_djws.E094"))
+    return errors
