@@ -91,13 +91,16 @@ def build(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, mypy (strict on trio_djws/), import-linter (the
-    layers of docs/explanation/layers.md, no cycles)."""
+    layers of docs/explanation/layers.md, no cycles), and the structure tests that lint cannot
+    express (no private name imported across modules, the public/internal line, the layer
+    maps, the 450-line rule)."""
     session.install("-e", ".[test,lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     # The layers and the no-cycles rule (pyproject.toml [tool.importlinter]).
     session.run("lint-imports")
+    session.run("pytest", "-q", "tests/test_layers.py", "tests/test_public_api.py")
 
 
 @nox.session
