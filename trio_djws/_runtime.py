@@ -37,8 +37,9 @@ uses ``websocket``; ``views`` uses ``accept``,
 
 Why one module of more than 450 lines: the state machine, the send queue with its writer and
 the group memberships are one connection's state under one rule (closing begins once, and the
-queue drains before the close frame), held in ``Runtime``'s slots; the receive side, which
-needs none of them, is already apart (``trio_djws._receive``).
+queue drains before the close frame), held in ``Runtime``'s slots; the receive side
+(``trio_djws._receive``) and the overflow of group messages (``trio_djws._overflow``) are
+already apart.
 """
 
 from __future__ import annotations
