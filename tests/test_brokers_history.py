@@ -27,7 +27,7 @@ from trio_websocket import open_websocket_url
 import tests.history_handlers  # noqa: F401  (registers /history/...)
 from tests.processes import run_serve
 from tests.redis_server import RedisServer
-from tests.test_redis_broker import in_process_server, redis_settings
+from tests.test_brokers_redis import in_process_server, redis_settings
 from trio_djws import BrokerError, publish_on_commit, send_group_json
 from trio_djws.asgi import get_asgi_application
 from trio_djws.brokers import InMemoryBroker, RedisBroker

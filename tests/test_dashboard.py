@@ -26,7 +26,7 @@ from trio_websocket import (
 from tests.browser import chromium, new_page
 from tests.processes import REPO_ROOT, ServerProcess, child_env
 from tests.redis_server import RedisServer
-from tests.test_redis_broker import redis_settings
+from tests.test_brokers_redis import redis_settings
 
 TIMEOUT: Final = 80.0  # seconds; this module's watchdog (below) allows 90
 DEADLINE: Final = 90.0  # seconds: two server processes, a migration and Chromium per test

@@ -176,7 +176,7 @@ async def test_a_slow_group_member_is_a_slow_consumer_close_and_an_overflow() ->
 async def test_a_redis_outage_counts_lost_publishes_and_reconnects(
     redis_server: RedisServer,
 ) -> None:
-    from tests.test_redis_broker import in_process_server
+    from tests.test_brokers_redis import in_process_server
     from trio_djws.brokers import RedisBroker
     from trio_djws.state import current_server
 
@@ -299,7 +299,7 @@ async def open_on_both_workers(
 async def test_serve_workers_2_metrics_endpoint_sums_both_processes(
     redis_server: RedisServer,
 ) -> None:
-    from tests.test_redis_broker import redis_settings
+    from tests.test_brokers_redis import redis_settings
 
     settings = redis_settings(redis_server.url)
     with trio.fail_after(TIMEOUT):

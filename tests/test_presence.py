@@ -17,7 +17,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 import tests.redis_handlers  # noqa: F401  (registers /redis/presence/... in this process)
 from tests.redis_server import RedisServer
-from tests.test_redis_broker import in_process_server, server_url, servers
+from tests.test_brokers_redis import in_process_server, server_url, servers
 from trio_djws import presence
 from trio_djws.asgi import get_asgi_application
 from trio_djws.brokers.envelope import KIND_PRESENCE, decode_envelope

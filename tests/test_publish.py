@@ -16,7 +16,7 @@ from trio_websocket import open_websocket_url
 import tests.redis_handlers  # noqa: F401  (registers /redis/... for the in-process server)
 from tests.processes import REPO_ROOT, child_env
 from tests.redis_server import RedisServer
-from tests.test_redis_broker import (
+from tests.test_brokers_redis import (
     group_members,
     in_process_server,
     redis_settings,

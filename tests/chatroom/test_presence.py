@@ -1,6 +1,6 @@
 """The chatroom's presence frames and its ``on_resync`` (history sent again), against a live
 Hypercorn trio server (the in-memory broker; the Redis paths are covered by the library's
-tests/test_presence.py and tests/test_redis_broker.py)."""
+tests/test_presence.py and tests/test_brokers_redis.py)."""
 
 from __future__ import annotations
 
