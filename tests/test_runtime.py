@@ -295,3 +295,37 @@ async def test_groups_resync_runs_each_members_on_resync() -> None:
 def test_close_reason_is_cut_to_123_bytes_of_utf8() -> None:
     assert truncate_reason("é" * 100) == "é" * 61
     assert truncate_reason("short") == "short"
+
+
+async def test_abort_after_the_close_frame_was_written_keeps_its_close_code() -> None:
+    # A slow-consumer deadline may fire while transport.close(1000) is under way (CLOSED):
+    # the abort cancels it, but the close code stays the one the peer was sent.
+    closing = trio.Event()
+    gate = trio.Event()
+
+    class GatedClose(MemoryTransport):
+        async def close(self, code: int, reason: str) -> None:
+            self.events.append(("close", code, reason))
+            closing.set()
+            await gate.wait()
+
+    kept: list[Recorder] = []
+
+    class Closes(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            kept.append(self)
+
+        async def on_message(self, websocket: WebSocket, message: Message) -> None:
+            await websocket.close()
+
+    transport = GatedClose()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve, Closes, transport)
+        await transport.feed("bye")
+        await closing.wait()
+        runtime = kept[0].runtime
+        assert runtime is not None and runtime.state is State.CLOSED
+        runtime.abort(CloseReason.POLICY_VIOLATION, "slow consumer")
+    assert transport.events[-1] == ("close", 1000, "")
+    assert (runtime.websocket.close_code, runtime.cause) == (1000, Cause.ABORTED)

@@ -355,3 +355,59 @@ async def test_group_member_past_its_overflow_is_closed_at_once(
         assert RECORD.close == (1008, "slow consumer")
     finally:
         await client.__aexit__(None, None, None)
+
+
+@dataclass
+class Closing:
+    """Events of the ClosingMember handler; reset by each test that uses it."""
+
+    in_on_close: trio.Event = field(default_factory=trio.Event)
+    release: trio.Event = field(default_factory=trio.Event)
+
+
+CLOSING = Closing()
+
+
+@Namespace("/slow/closing/")
+class ClosingMember(Member):
+    """A member that closes normally on "bye" and holds its on_close until released (a DB
+    write in on_close): it is CLOSING, still in GROUP, while group messages keep coming."""
+
+    async def on_message(self, websocket: WebSocket, message: Message) -> None:
+        if message == "bye":
+            websocket.close_nowait()  # 1000: what is queued goes first
+
+    async def on_close(self, websocket: WebSocket) -> None:
+        CLOSING.in_on_close.set()
+        await CLOSING.release.wait()
+        await super().on_close(websocket)
+
+
+@override_settings(WEBSOCKET_SEND_QUEUE_SIZE=2, WEBSOCKET_SEND_TIMEOUT=10)
+async def test_group_message_over_a_full_queue_during_a_normal_close_is_delivered_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    global CLOSING
+    CLOSING = Closing()
+    client = WebSocketTestClient(get_asgi_application(), "/slow/closing/", receive_buffer=1)
+    await client.__aenter__()
+    try:
+        await RECORD.joined.wait()
+        for i in range(4):  # g0 with the client, g1 with the writer, g2 and g3 queued: full
+            await send_to_group(GROUP, f"g{i}")
+        await trio.testing.wait_all_tasks_blocked()
+        await client.send("bye")
+        await CLOSING.in_on_close.wait()
+        await send_to_group(GROUP, "g4")  # the queue is full, the member CLOSING: held
+        received = [str(await client.receive())]  # room in the queue
+        await trio.testing.wait_all_tasks_blocked()
+        await send_to_group(GROUP, "g5")  # after g4, never before it
+        CLOSING.release.set()
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                received.append(str(await client.receive()))
+        assert received == [f"g{i}" for i in range(6)]
+        assert (info.value.code, RECORD.close) == (1000, (1000, ""))
+    finally:
+        CLOSING.release.set()
+        await client.__aexit__(None, None, None)

@@ -204,10 +204,14 @@ class Runtime:
         if self.cause is Cause.ABORTED:
             return
         websocket = self.websocket
-        if self.state < State.REFUSING or websocket.close_code in (None, _NORMAL):
+        if self.state < State.REFUSING or (
+            self.state < State.CLOSED and websocket.close_code in (None, _NORMAL)
+        ):
             self.begin_closing(Cause.ABORTED, code, reason)
         else:
-            self.cause = Cause.ABORTED  # already closing: its close code stays
+            # Already closing with its own code, or the close frame is already written
+            # (CLOSED): the close code stays the one the peer was sent.
+            self.cause = Cause.ABORTED
         logger.warning(
             "aborting connection %s on %r: close code %d (%r)", *self._ids(), code, reason
         )
@@ -392,10 +396,13 @@ class Runtime:
     def hold_nowait(self, message: Message) -> bool:
         """A group message found the send queue full: hold it (``trio_djws._overflow``), and
         start the slow-consumer deadline (WEBSOCKET_SEND_TIMEOUT seconds) unless it runs.
-        Sync. Returns False if it was dropped: the connection is closing, or the overflow
-        (WEBSOCKET_SEND_QUEUE_SIZE messages) was full too, which aborts it with 1008."""
-        if self.state >= State.REFUSING:
-            return False  # closing: it leaves its groups on its own
+        Sync. Returns False if it was dropped: the handshake was refused, the connection
+        was aborted or its peer is gone, or the overflow (WEBSOCKET_SEND_QUEUE_SIZE messages)
+        was full too, which aborts it with 1008. During a normal close (CLOSING, still in
+        its groups until ``aclose`` leaves them) it is held: the flush delivers it before
+        the close frame, as it does what is queued."""
+        if self.state >= State.REFUSING and not (self.state is State.CLOSING and self._flushing()):
+            return False  # nobody will read it; the connection leaves its groups on its own
         overflow = self.overflow
         if overflow is None and self.nursery is not None:
             overflow = self.overflow = Overflow(self.settings.send_queue_size)
