@@ -148,3 +148,19 @@ async def test_client_close_code_reaches_on_close_in_memory() -> None:
         await client.close(4321)
     await handlers.GUARD_EXITED.wait()
     assert "handler.close:4321" in handlers.EVENTS
+
+
+@override_settings(WEBSOCKET_CLOSE_TIMEOUT=5)
+async def test_leaving_the_block_answers_the_apps_close_frame_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A client answers the close frame (RFC 6455 §5.5.1): the app's connection ends when the
+    # block is left, not after WEBSOCKET_CLOSE_TIMEOUT seconds of waiting for the answer.
+    start = trio.current_time()
+    async with WebSocketTestClient(get_asgi_application(), "/greet-then-close/") as client:
+        await client.send("0")
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await client.receive()
+        assert info.value.code == 4000
+    assert trio.current_time() - start < 5

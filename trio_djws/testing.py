@@ -70,6 +70,8 @@ class WebSocketTestClient:
             to read (messages).
 
     Entering it performs the handshake. Raises ``HandshakeRejected`` if the app refuses.
+    Leaving it disconnects with 1000 (``close()``), or, if the app closed first, answers its
+    close frame (RFC 6455 §5.5.1); then waits, at most 5 seconds, for the app to finish.
     """
 
     def __init__(
@@ -143,9 +145,15 @@ class WebSocketTestClient:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self.close_code is None:
-                with trio.move_on_after(5, shield=True):
+            with trio.move_on_after(5, shield=True):
+                if self.close_code is None:
                     await self.close()
+                elif not self._app_done.is_set():
+                    # The app closed first: answer its close frame as a client does (RFC 6455
+                    # §5.5.1), so that it need not wait WEBSOCKET_CLOSE_TIMEOUT for the answer.
+                    await self._to_app_send.send(
+                        {"type": "websocket.disconnect", "code": self.close_code}
+                    )
         finally:
             await self._stack.__aexit__(exc_type, exc, tb)
 
