@@ -181,6 +181,12 @@ async def fan_out_until_held(held: int) -> int:
     return sent
 
 
+def assert_slow_consumer_close_frame(client: SlowClient) -> None:
+    """The client read the 1008 "slow consumer" close frame (not a cut connection)."""
+    assert client.close is not None, "no close frame: the connection was cut"
+    assert (client.close.code, client.close.reason) == (1008, "slow consumer")
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @override_settings(
     WEBSOCKET_SEND_QUEUE_SIZE=4, WEBSOCKET_SEND_TIMEOUT=30, WEBSOCKET_CLOSE_TIMEOUT=2
@@ -227,8 +233,7 @@ async def test_group_member_still_behind_at_the_send_timeout_gets_the_1008_close
             assert RECORD.closed_at - behind >= 1.0
             assert RECORD.close == (1008, "slow consumer")
             await client.read_until_closed()  # it reads again, after the close
-    assert client.close is not None, "no close frame: the connection was cut"
-    assert (client.close.code, client.close.reason) == (1008, "slow consumer")
+    assert_slow_consumer_close_frame(client)
     assert_in_order(client.messages)  # whole messages, then the close frame
 
 
@@ -248,8 +253,7 @@ async def test_slow_consumer_of_send_gets_the_1008_close_frame_when_it_reads_aga
             await RECORD.closed.wait()
             assert RECORD.close == (1008, "slow consumer")
             await client.read_until_closed()
-    assert client.close is not None, "no close frame: the connection was cut"
-    assert (client.close.code, client.close.reason) == (1008, "slow consumer")
+    assert_slow_consumer_close_frame(client)
     assert client.messages
     assert_in_order(client.messages)
 
@@ -288,8 +292,8 @@ async def test_slow_consumer_that_never_reads_is_dropped_and_leaks_no_socket(
 # the send queue (2) holds g2 and g3, and the overflow (2) holds what follows.
 
 
-async def _member_behind(published: int) -> WebSocketTestClient:
-    client = WebSocketTestClient(get_asgi_application(), "/slow/member/", receive_buffer=1)
+async def _member_behind(published: int, path: str = "/slow/member/") -> WebSocketTestClient:
+    client = WebSocketTestClient(get_asgi_application(), path, receive_buffer=1)
     await client.__aenter__()
     await RECORD.joined.wait()
     for i in range(published):
@@ -389,13 +393,9 @@ async def test_group_message_over_a_full_queue_during_a_normal_close_is_delivere
 ) -> None:
     global CLOSING
     CLOSING = Closing()
-    client = WebSocketTestClient(get_asgi_application(), "/slow/closing/", receive_buffer=1)
-    await client.__aenter__()
+    # g0 with the client, g1 with the writer, g2 and g3 queued: full
+    client = await _member_behind(4, "/slow/closing/")
     try:
-        await RECORD.joined.wait()
-        for i in range(4):  # g0 with the client, g1 with the writer, g2 and g3 queued: full
-            await send_to_group(GROUP, f"g{i}")
-        await trio.testing.wait_all_tasks_blocked()
         await client.send("bye")
         await CLOSING.in_on_close.wait()
         await send_to_group(GROUP, "g4")  # the queue is full, the member CLOSING: held
